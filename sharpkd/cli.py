@@ -1,0 +1,133 @@
+"""The ``sharpkd`` command: sharpen images, folders and videos; benchmark; export to ONNX."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import SharpkdError
+
+
+def _device(name: str) -> str:
+    from .stage import resolve_device
+
+    return resolve_device(name)
+
+
+def cmd_sharpen(args: argparse.Namespace) -> int:
+    from .sharpen import Sharpener, plan, run_jobs
+
+    jobs, failed = plan(args.inputs, args.output, args.format)
+    sharpener = Sharpener(args.weights, device=_device(args.device), tile=args.tile, strength=args.strength)
+    summary, videos = run_jobs(jobs, sharpener, progress=not args.quiet)
+    for v in videos:
+        ratio = v["flicker_ratio"]
+        print(f"{v['file']}: {v['frames']} frames at {v['fps']:.3f} fps, {v['size'][0]}x{v['size'][1]}; "
+              f"temporal stability: output/input frame difference = {ratio if ratio is not None else 'n/a'}")
+    failed += summary.failed
+    for src, why in failed:
+        print(f"skipped {src}: {why}", file=sys.stderr)
+    print(f"sharpened {len(summary.done)} file(s) into {args.output}; {len(failed)} failed")
+    return 1 if failed else 0
+
+
+def _load_model(arch: str | None, weights: str | None):
+    from .models import DEFAULT_STUDENT, build_student, load_student
+    from .sharpen import shipped_weights
+
+    if weights or not arch:
+        model, meta = load_student(weights or shipped_weights())
+        return model, meta.get("arch", "?")
+    model = build_student(arch)  # untrained weights time exactly like trained ones
+    if hasattr(model, "reparameterize"):
+        model.reparameterize()
+    return model.eval(), arch or DEFAULT_STUDENT
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import torch
+
+    from .models import benchmark, count_macs, count_params
+
+    torch.set_num_threads(args.threads) if args.threads else None
+    device = _device(args.device)
+    model, arch = _load_model(args.arch, args.weights)
+    result = {"arch": arch, "runtime": args.runtime, "device": device, "height": args.height, "width": args.width,
+              "threads": torch.get_num_threads(), "parameters": count_params(model),
+              "macs_per_frame": count_macs(model, args.height, args.width)}
+    if args.runtime == "torch":
+        result |= benchmark(model, args.height, args.width, runs=args.runs, warmup=args.warmup, device=device)
+    else:
+        from .onnx_export import benchmark_onnx
+
+        result |= benchmark_onnx(model, args.height, args.width, runs=args.runs, warmup=args.warmup, device=device)
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    else:
+        print(f"{arch} ({result['parameters']:,} parameters, {result['macs_per_frame'] / 1e9:.2f} GMAC per "
+              f"{args.width}x{args.height} frame) on {device} via {args.runtime}: median {result['median_ms']:.1f} ms, "
+              f"p95 {result['p95_ms']:.1f} ms, {result['fps']:.1f} fps")
+    return 0
+
+
+def cmd_export_onnx(args: argparse.Namespace) -> int:
+    from .onnx_export import export_onnx
+
+    model, arch = _load_model(None, args.weights)
+    export_onnx(model, args.output)
+    print(f"wrote {args.output} ({arch}, dynamic height and width)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="sharpkd", description="Restore the sharpness lost to downscale/upscale.")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("sharpen", help="sharpen images, folders (recursive) and videos")
+    s.add_argument("inputs", nargs="+", help="image files, folders, video files (mp4, avi, mov, mkv)")
+    s.add_argument("-o", "--output", required=True, help="output folder")
+    s.add_argument("--weights", help="student .safetensors (default: the shipped pretrained student)")
+    s.add_argument("--strength", type=float, default=1.0,
+                   help="0 = input, 1 = model output, up to 2 = stronger (extrapolated) sharpening")
+    s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    s.add_argument("--tile", type=int, default=1024, help="tile size in pixels (bounds memory)")
+    s.add_argument("--format", default="png", help="output image format (png, jpg, webp, tif, bmp)")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    s.set_defaults(fn=cmd_sharpen)
+
+    b = sub.add_parser("bench", help="time one frame: median and p95 ms, fps, parameters, MACs")
+    b.add_argument("--arch", help="time an untrained student of this arch (e.g. seed) instead of weights")
+    b.add_argument("--weights", help="student .safetensors (default: the shipped student)")
+    b.add_argument("--height", type=int, default=1080)
+    b.add_argument("--width", type=int, default=1920)
+    b.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    b.add_argument("--runtime", default="torch", choices=["torch", "onnx"])
+    b.add_argument("--runs", type=int, default=20)
+    b.add_argument("--warmup", type=int, default=3)
+    b.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    b.add_argument("--json", action="store_true", help="print one JSON object")
+    b.set_defaults(fn=cmd_bench)
+
+    e = sub.add_parser("export-onnx", help="export the student to ONNX with dynamic height and width")
+    e.add_argument("--weights", help="student .safetensors (default: the shipped student)")
+    e.add_argument("-o", "--output", required=True, help="model.onnx to write")
+    e.set_defaults(fn=cmd_export_onnx)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except SharpkdError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,522 @@
+"""Getting images and weights onto the machine: verified downloads, safe archive extraction,
+and the pipeline's image-collection stage.
+
+* :func:`fetch` downloads (or copies) one file into a cache and checks its SHA-256; used for
+  model weights and for image archives.
+* :func:`extract_archive` unpacks the image files of a zip/tar archive after checking every
+  member name (no absolute paths, no ``..``, no links or devices).
+* :func:`collect` gathers decodable images from one of three sources -- ``"sample"`` (the colour
+  photographs shipped inside scikit-image), ``"dir"`` (a local folder) or ``"url"`` (an archive)
+  -- into a flat output folder and returns a provenance record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import http.client
+import os
+import re
+import shutil
+import stat
+import tarfile
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+import warnings
+import zipfile
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterator
+
+from tqdm import tqdm
+
+from . import __version__
+from .errors import ArchiveError, DownloadError, ImageDecodeError, SharpkdError
+from .fsutil import atomic_path
+from .imageio import has_image_extension, iter_visible_files, load_rgb
+
+CHUNK_SIZE = 1 << 20
+TIMEOUT_S = 60.0
+"""Socket timeout for one network operation (connect or one read)."""
+
+SOURCES = ("sample", "dir", "url")
+
+SAMPLE_FILES = (
+    "astronaut.png",
+    "chelsea.png",
+    "coffee.png",
+    "hubble_deep_field.jpg",
+    "ihc.png",
+    "retina.jpg",
+    "rocket.jpg",
+    "motorcycle_left.png",
+    "motorcycle_right.png",
+)
+"""Colour photographs shipped inside scikit-image's ``skimage/data`` (no network needed).
+``motorcycle_left``/``motorcycle_right`` are a stereo pair (near duplicates)."""
+
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+# --------------------------------------------------------------------------------------------
+# Hashing and fetching
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Lower-case hex SHA-256 of a file's bytes, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK_SIZE):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def default_cache_dir() -> Path:
+    """``$TORCH_HOME/hub/checkpoints`` (torch's own default, ``~/.cache/torch/hub/checkpoints``)."""
+    import torch.hub
+
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def _normalise_sha256(sha256: str | None, what: str) -> str:
+    value = (sha256 or "").strip().lower()
+    if not value:
+        raise DownloadError(f"{what}: no sha256 given; a 64-character hex SHA-256 of the file is required")
+    if not _SHA256_RE.match(value):
+        raise DownloadError(f"{what}: {sha256!r} is not a SHA-256 (expected 64 hex characters)")
+    return value
+
+
+def _local_source(url: str) -> Path | None:
+    """The filesystem path for a plain path or ``file://`` URL; ``None`` for network URLs."""
+    parsed = urllib.parse.urlparse(url)
+    if parsed.scheme == "file":
+        return Path(urllib.request.url2pathname(parsed.path))
+    if parsed.scheme == "" or (len(parsed.scheme) == 1 and os.name == "nt"):  # C:\... on Windows
+        return Path(url)
+    return None
+
+
+def _default_filename(url: str) -> str:
+    local = _local_source(url)
+    if local is not None:
+        return local.name
+    return Path(urllib.parse.unquote(urllib.parse.urlparse(url).path)).name
+
+
+class _Failed(Exception):
+    """Internal: a download attempt failed for ``reason`` (turned into DownloadError)."""
+
+
+def _copy_stream(src: BinaryIO, out: BinaryIO, total: int | None, name: str, progress: bool) -> tuple[str, int]:
+    h = hashlib.sha256()
+    n = 0
+    with tqdm(
+        total=total, desc=name, unit="B", unit_scale=True, unit_divisor=1024,
+        disable=None if progress else True, leave=False,
+    ) as bar:
+        while chunk := src.read(CHUNK_SIZE):
+            h.update(chunk)
+            try:
+                out.write(chunk)
+            except OSError as e:
+                raise _Failed(f"cannot write the download into the cache ({e.strerror or e})") from None
+            n += len(chunk)
+            bar.update(len(chunk))
+    if total is not None and n < total:
+        raise _Failed(f"the transfer stopped after {n} of {total} bytes (truncated download)")
+    return h.hexdigest(), n
+
+
+def _download_to(url: str, out: BinaryIO, name: str, progress: bool) -> tuple[str, int]:
+    """Stream ``url`` (network or local) into ``out``; return (sha256, bytes)."""
+    local = _local_source(url)
+    if local is not None:
+        try:
+            src = open(local, "rb")
+        except OSError as e:
+            raise _Failed(f"cannot open the local file ({e.strerror or e})") from None
+        with src:
+            return _copy_stream(src, out, os.fstat(src.fileno()).st_size, name, progress)
+    request = urllib.request.Request(url, headers={"User-Agent": f"sharpkd/{__version__}"})
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as resp:
+            length = resp.headers.get("Content-Length")
+            total = int(length) if length and length.strip().isdigit() else None
+            return _copy_stream(resp, out, total, name, progress)
+    except urllib.error.HTTPError as e:
+        raise _Failed(f"the server answered HTTP {e.code} {e.reason}") from None
+    except urllib.error.URLError as e:
+        raise _Failed(f"cannot connect ({e.reason}); check that this machine is online") from None
+    except http.client.IncompleteRead as e:
+        raise _Failed(f"the connection closed early after {len(e.partial)} bytes (truncated download)") from None
+    except (http.client.HTTPException, OSError) as e:
+        raise _Failed(f"the connection failed ({type(e).__name__}: {e})") from None
+    except ValueError as e:  # unknown URL type and the like
+        raise _Failed(f"unusable URL ({e})") from None
+
+
+def fetch(
+    url: str,
+    sha256: str,
+    *,
+    filename: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> Path:
+    """Return the path of a verified copy of ``url`` in the cache, downloading it if needed.
+
+    ``cache_dir`` defaults to ``$TORCH_HOME/hub/checkpoints`` and ``filename`` to the URL's
+    basename.  A cached file whose SHA-256 matches is returned without touching the network; a
+    cached file with another hash is never used.  The download streams into
+    ``<filename>.part-XXXX`` beside the target while hashing (tqdm progress bar when ``progress``
+    and stderr is a terminal) and is renamed into place only after the hash matches.  ``url`` may
+    also be a local path or ``file://`` URL (copied and verified the same way).
+
+    Raises :class:`DownloadError` (partial file removed, nothing under the final name) naming the
+    file, the URL, the expected SHA-256 and the path where the file can be placed by hand.
+    """
+    name = filename or _default_filename(url)
+    if not name or name in (".", "..") or "/" in name or "\\" in name:
+        raise DownloadError(f"cannot derive a file name from {url!r}; pass filename=")
+    expected = _normalise_sha256(sha256, f"{name} ({url})")
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    target = cache / name
+
+    def failure(reason: str) -> DownloadError:
+        return DownloadError(
+            f"Could not get {name} from {url}: {reason}.\n"
+            f"To install it by hand, download that file yourself and place it at\n"
+            f"  {target}\n"
+            f"(its sha256 must be {expected})."
+        )
+
+    stale = ""
+    if target.is_file():
+        actual = sha256_file(target)
+        if actual == expected:
+            return target
+        stale = f"; the file already at {target} has sha256 {actual} and was not used"
+        warnings.warn(f"{target}: sha256 {actual} does not match {expected}; downloading it again", stacklevel=2)
+
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        fd, part_name = tempfile.mkstemp(prefix=f"{name}.part-", dir=cache)
+    except OSError as e:
+        raise failure(f"cannot write to the cache folder {cache} ({e.strerror or e}){stale}") from None
+    part = Path(part_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            digest, n = _download_to(url, out, name, progress)
+        if digest != expected:
+            raise _Failed(f"the downloaded {n} bytes have sha256 {digest}, not the expected one")
+        os.chmod(part, 0o644)
+        os.replace(part, target)
+    except _Failed as e:
+        raise failure(f"{e}{stale}") from None
+    except OSError as e:
+        raise failure(f"cannot write {part} ({e.strerror or e}){stale}") from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            part.unlink()
+    return target
+
+
+# --------------------------------------------------------------------------------------------
+# Archives
+
+
+def _member_parts(archive: Path, name: str) -> list[str]:
+    """Validate a member name; return its path components.  Raises ArchiveError if unsafe."""
+    if "\x00" in name:
+        raise ArchiveError(f"{archive}: member {name!r} has a NUL byte in its name; archive refused")
+    if name.startswith(("/", "\\")) or re.match(r"^[A-Za-z]:", name):
+        raise ArchiveError(f"{archive}: member {name!r} has an absolute path; archive refused")
+    parts = [p for p in re.split(r"[\\/]", name) if p not in ("", ".")]
+    if ".." in parts:
+        raise ArchiveError(f"{archive}: member {name!r} points outside the archive ('..'); archive refused")
+    return parts
+
+
+class _Member:
+    __slots__ = ("name", "parts", "is_dir", "open")
+
+    def __init__(self, name: str, parts: list[str], is_dir: bool, open_: Callable[[], BinaryIO] | None):
+        self.name, self.parts, self.is_dir, self.open = name, parts, is_dir, open_
+
+
+def _zip_members(archive: Path, zf: zipfile.ZipFile) -> list[_Member]:
+    members = []
+    for info in zf.infolist():
+        parts = _member_parts(archive, info.filename)
+        fmt = stat.S_IFMT(info.external_attr >> 16)
+        if fmt == stat.S_IFLNK:
+            raise ArchiveError(f"{archive}: member {info.filename!r} is a symbolic link; archive refused")
+        is_dir = info.is_dir() or fmt == stat.S_IFDIR
+        if fmt not in (0, stat.S_IFREG, stat.S_IFDIR):
+            raise ArchiveError(f"{archive}: member {info.filename!r} is a device, fifo or socket; archive refused")
+        if info.flag_bits & 0x1:
+            raise ArchiveError(f"{archive}: member {info.filename!r} is encrypted; archive refused")
+        members.append(_Member(info.filename, parts, is_dir, None if is_dir else (lambda i=info: zf.open(i))))
+    return members
+
+
+def _tar_members(archive: Path, tf: tarfile.TarFile) -> list[_Member]:
+    members = []
+    for m in tf.getmembers():
+        parts = _member_parts(archive, m.name)
+        if m.issym() or m.islnk():
+            raise ArchiveError(f"{archive}: member {m.name!r} is a link (to {m.linkname!r}); archive refused")
+        if m.ischr() or m.isblk() or m.isfifo():
+            raise ArchiveError(f"{archive}: member {m.name!r} is a device or fifo; archive refused")
+        if not (m.isreg() or m.isdir()):
+            raise ArchiveError(f"{archive}: member {m.name!r} has an unsupported type {m.type!r}; archive refused")
+        members.append(_Member(m.name, parts, m.isdir(), None if m.isdir() else (lambda mm=m: tf.extractfile(mm))))
+    return members
+
+
+@contextlib.contextmanager
+def _open_archive(archive: Path) -> Iterator[list[_Member]]:
+    """Open a zip or tar archive and list (and check) its members."""
+    with contextlib.ExitStack() as stack:
+        try:
+            if zipfile.is_zipfile(archive):
+                zf = stack.enter_context(zipfile.ZipFile(archive))
+                members = _zip_members(archive, zf)
+            elif tarfile.is_tarfile(archive):
+                tf = stack.enter_context(tarfile.open(archive, "r:*"))
+                members = _tar_members(archive, tf)
+            else:
+                raise ArchiveError(
+                    f"{archive}: not a zip or tar archive "
+                    "(supported: .zip, .tar, .tar.gz/.tgz, .tar.bz2, .tar.xz)"
+                )
+        except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, ValueError) as e:
+            raise ArchiveError(f"{archive}: damaged archive ({type(e).__name__}: {e})") from None
+        yield members
+
+
+def _skip_reason(parts: list[str]) -> str | None:
+    if any(p.startswith(".") or p == "__MACOSX" for p in parts):
+        return "hidden or macOS metadata file"
+    if not has_image_extension(parts[-1]):
+        return f"not an image file (extension {Path(parts[-1]).suffix or 'none'!r})"
+    return None
+
+
+def extract_archive(archive: str | os.PathLike, dest: str | os.PathLike) -> dict:
+    """Extract the image members of a zip or tar (optionally gz/bz2/xz) archive into ``dest``.
+
+    Every member is checked before anything is written: absolute names, ``..`` components,
+    symbolic/hard links, devices and fifos (and duplicate names) make the whole archive refused
+    with :class:`ArchiveError` naming the member.  Regular files whose extension is not an image
+    extension, and hidden/``__MACOSX`` entries, are skipped; directories are implied by the files.
+
+    Returns ``{"extracted": [...], "skipped": [...]}``: sorted member paths (``/``-separated).
+    """
+    archive, dest = Path(archive), Path(dest)
+    if not archive.is_file():
+        raise ArchiveError(f"{archive}: archive not found")
+    with _open_archive(archive) as members:
+        files = [m for m in members if not m.is_dir and m.parts]
+        seen: set[str] = set()
+        for m in files:
+            key = "/".join(m.parts)
+            if key in seen:
+                raise ArchiveError(f"{archive}: member {m.name!r} appears twice; archive refused")
+            seen.add(key)
+        wanted = [m for m in files if _skip_reason(m.parts) is None]
+        skipped = sorted("/".join(m.parts) for m in files if _skip_reason(m.parts) is not None)
+
+        dest.mkdir(parents=True, exist_ok=True)
+        root = dest.resolve()
+        extracted = []
+        for m in wanted:
+            target = dest.joinpath(*m.parts)
+            if not target.resolve().is_relative_to(root):
+                raise ArchiveError(f"{archive}: member {m.name!r} would be written outside {dest}")
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                with m.open() as src, atomic_path(target) as tmp, open(tmp, "wb") as out:
+                    shutil.copyfileobj(src, out, CHUNK_SIZE)
+            except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, RuntimeError, ValueError) as e:
+                raise ArchiveError(f"{archive}: cannot extract member {m.name!r} ({type(e).__name__}: {e})") from None
+            extracted.append("/".join(m.parts))
+    return {"extracted": sorted(extracted), "skipped": skipped}
+
+
+# --------------------------------------------------------------------------------------------
+# Collecting images (pipeline stage)
+
+
+def _flat_name(rel: str, taken: set[str]) -> str:
+    """``a/b/c.png`` -> ``a__b__c.png``, made unique (case-insensitively) with ``-2``, ``-3``..."""
+    base = rel.replace("/", "__")
+    name, k = base, 1
+    stem, suffix = os.path.splitext(base)
+    while name.lower() in taken:
+        k += 1
+        name = f"{stem}-{k}{suffix}"
+    taken.add(name.lower())
+    return name
+
+
+def _candidates_from_dir(root: Path, origin_prefix: str, exclude: Path | None) -> tuple[list, list]:
+    """(candidates, skipped) for a folder: candidates are (rel, src, origin)."""
+    candidates, skipped = [], []
+    excl = exclude.resolve() if exclude is not None else None
+    for path in iter_visible_files(root):
+        if excl is not None and path.resolve().is_relative_to(excl):
+            continue
+        rel = path.relative_to(root).as_posix()
+        reason = _skip_reason(rel.split("/"))
+        if reason is not None:
+            skipped.append({"file": rel, "reason": reason})
+        else:
+            candidates.append((rel, path, f"{origin_prefix}{rel}"))
+    return candidates, skipped
+
+
+def _build(out_dir: Path, candidates: list, skipped: list, what: str) -> tuple[list, list]:
+    """Copy decodable candidates into a temp sibling of ``out_dir``, then swap it into place."""
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SharpkdError(f"{out_dir}: exists and is not a folder; remove it or choose another output")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    images, skipped = [], list(skipped)
+    try:
+        taken: set[str] = set()
+        for rel, src, origin in tqdm(candidates, desc="checking images", unit="img", disable=None):
+            name = _flat_name(rel, taken)
+            dst = tmp / name
+            shutil.copyfile(src, dst)
+            try:
+                h, w = load_rgb(dst).shape[:2]
+            except ImageDecodeError as e:
+                reason = getattr(e, "reason", str(e))
+                warnings.warn(f"skipping {origin}: {reason}", stacklevel=3)
+                skipped.append({"file": rel, "reason": reason})
+                taken.discard(name.lower())
+                dst.unlink()
+                continue
+            images.append({
+                "file": name, "origin": origin, "bytes": dst.stat().st_size,
+                "width": int(w), "height": int(h), "sha256": sha256_file(dst),
+            })
+        if not images:
+            raise SharpkdError(
+                f"no usable images in {what} ({len(skipped)} file(s) skipped); "
+                "give a folder or archive that contains PNG/JPEG/TIFF/WebP/BMP photographs"
+            )
+        os.chmod(tmp, 0o755)
+        if out_dir.exists():
+            holder = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+            os.replace(out_dir, holder / "old")
+            try:
+                os.replace(tmp, out_dir)
+            except BaseException:
+                os.replace(holder / "old", out_dir)
+                raise
+            finally:
+                shutil.rmtree(holder, ignore_errors=True)
+        else:
+            os.replace(tmp, out_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return sorted(images, key=lambda d: d["file"]), sorted(skipped, key=lambda d: d["file"])
+
+
+def collect(
+    source: str,
+    out_dir: str | os.PathLike,
+    *,
+    dir: str | os.PathLike | None = None,
+    url: str | None = None,
+    sha256: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+) -> dict:
+    """Gather decodable images from ``source`` into the flat folder ``out_dir``; return provenance.
+
+    Sources: ``"sample"`` (:data:`SAMPLE_FILES` from scikit-image, no network), ``"dir"`` (the
+    folder ``dir``, recursive, hidden entries ignored) and ``"url"`` (a zip/tar archive at ``url``
+    with the given ``sha256``, fetched with :func:`fetch` into ``cache_dir`` and unpacked with
+    :func:`extract_archive`).
+
+    Each file is copied byte-for-byte as ``relative__path__name.ext`` and decoded with
+    :func:`~sharpkd.imageio.load_rgb`; files that do not decode are skipped with a warning and
+    non-image files are skipped silently, both listed under ``"skipped"``.  ``out_dir`` is built
+    beside itself and renamed into place at the end (replacing an old one), so it is either
+    complete or untouched.  Zero usable images raise :class:`SharpkdError`.
+
+    Returns ``{"source", "count", "skipped_count", "images": [{"file", "origin", "bytes", "width",
+    "height", "sha256"}], "skipped": [{"file", "reason"}]}`` (plus ``"dir"``, ``"url"``/``"sha256"``
+    or ``"skimage_version"`` saying where the images came from), lists sorted by file.
+    """
+    out_dir = Path(out_dir)
+    extra: dict = {}
+    if source == "sample":
+        import skimage
+        from skimage import data as skdata
+
+        root = Path(skdata.data_dir)
+        candidates, skipped = [], []
+        for name in SAMPLE_FILES:
+            path = root / name
+            if path.is_file():
+                candidates.append((name, path, f"skimage/data/{name}"))
+            else:
+                skipped.append({"file": name, "reason": f"not found in {root} (scikit-image {skimage.__version__})"})
+        extra["skimage_version"] = skimage.__version__
+        images, skipped = _build(out_dir, candidates, skipped, f"scikit-image's data folder {root}")
+    elif source == "dir":
+        if dir is None or str(dir) == "":
+            raise SharpkdError("source 'dir' needs a folder: set dir to the folder of images")
+        root = Path(dir)
+        if not root.is_dir():
+            raise SharpkdError(f"image folder {root} does not exist or is not a folder")
+        candidates, skipped = _candidates_from_dir(root, f"{Path(dir).as_posix()}/", exclude=out_dir)
+        if not candidates:
+            raise SharpkdError(
+                f"no image files (.png .jpg .jpeg .bmp .tif .tiff .webp) in folder {root} "
+                f"({len(skipped)} other file(s) found)"
+            )
+        extra["dir"] = str(dir)
+        images, skipped = _build(out_dir, candidates, skipped, f"folder {root}")
+    elif source == "url":
+        if not url:
+            raise SharpkdError("source 'url' needs url: the http(s) address of a zip or tar archive of images")
+        if not (sha256 or "").strip():
+            raise SharpkdError(
+                f"source 'url' needs the archive's sha256 (none given for {url}); "
+                "compute it with `sha256sum` on a trusted copy and set sha256"
+            )
+        archive = fetch(url, sha256, filename=_default_filename(url) or "images-archive", cache_dir=cache_dir)
+        with tempfile.TemporaryDirectory(prefix="sharpkd-extract-") as tmp:
+            info = extract_archive(archive, tmp)
+            pre_skipped = [{"file": f, "reason": _skip_reason(f.split("/")) or "skipped"} for f in info["skipped"]]
+            candidates = [(rel, Path(tmp, *rel.split("/")), f"{url}#{rel}") for rel in info["extracted"]]
+            images, skipped = _build(out_dir, candidates, pre_skipped, f"archive {url}")
+        extra["url"] = url
+        extra["sha256"] = sha256.strip().lower()
+    else:
+        raise SharpkdError(f"unknown image source {source!r}; use one of {', '.join(SOURCES)}")
+    return {
+        "source": source,
+        **extra,
+        "count": len(images),
+        "skipped_count": len(skipped),
+        "images": images,
+        "skipped": skipped,
+    }
+
+
+__all__ = [
+    "SAMPLE_FILES",
+    "SOURCES",
+    "collect",
+    "default_cache_dir",
+    "extract_archive",
+    "fetch",
+    "sha256_file",
+]

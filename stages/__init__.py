@@ -1,0 +1,1 @@
+"""Thin DVC stage scripts: parse paths, read one params section, call the sharpkd library."""

@@ -1,0 +1,26 @@
+"""Stage degrade: the report's degradation (bilinear down to `scale`, bilinear back up) of every split."""
+
+import argparse
+
+from sharpkd import stage
+from sharpkd.data import degrade_all
+from sharpkd.fsutil import atomic_dir
+from sharpkd.shards import read_split, write_split
+
+SPLITS = ("train", "val", "val_full")
+
+
+def run() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--slices", required=True, help="folder written by the slice stage")
+    ap.add_argument("--out", required=True, help="folder for the degraded shards")
+    args = ap.parse_args()
+    p = stage.load_params("degrade")
+    with atomic_dir(args.out) as tmp:
+        for split in SPLITS:
+            write_split(tmp, split, degrade_all(read_split(args.slices, split), p["scale"]))
+    print(f"degrade: scale {p['scale']}")
+
+
+if __name__ == "__main__":
+    stage.main(run)

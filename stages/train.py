@@ -1,0 +1,75 @@
+"""Stage distill-train: train the student on (degraded -> ground truth) with the teacher's outputs."""
+
+import argparse
+import json
+
+from sharpkd import stage
+from sharpkd.distributed import distributed
+from sharpkd.fsutil import write_json
+from sharpkd.models import count_macs, count_params, save_student
+from sharpkd.shards import read_split
+from sharpkd.train import TrainData, train
+
+
+def run() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--slices", required=True, help="ground-truth crops and validation images (slice stage)")
+    ap.add_argument("--degraded", required=True, help="degraded shards (degrade stage)")
+    ap.add_argument("--teacher", required=True, help="teacher output shards (teacher stage)")
+    ap.add_argument("--model", required=True, help="student weights to write (.safetensors)")
+    ap.add_argument("--card", required=True, help="model card JSON to write")
+    ap.add_argument("--live", required=True, help="dvclive folder (curves)")
+    ap.add_argument("--state", required=True, help="resume checkpoint (kept between runs)")
+    args = ap.parse_args()
+    p = stage.load_params("train")
+    profile = stage.load_params("profile")
+
+    with distributed() as (rank, world, device_hint):
+        device = device_hint or stage.resolve_device(p["device"])
+        gt = read_split(args.slices, "train")
+        names = list(gt)
+        val_gt = read_split(args.slices, "val_full")
+        data = TrainData(
+            degraded=list(read_split(args.degraded, "train", names).values()),
+            gt=list(gt.values()),
+            teacher=list(read_split(args.teacher, "train", names).values()),
+            val_degraded=list(read_split(args.degraded, "val_full", list(val_gt)).values()),
+            val_gt=list(val_gt.values()),
+            val_names=list(val_gt),
+        )
+        live = None
+        if rank == 0:
+            from dvclive import Live
+
+            live = Live(args.live, save_dvc_exp=False, dvcyaml=None)
+
+        def on_epoch(epoch: int, metrics: dict) -> None:
+            for key, value in metrics.items():
+                if key not in ("epoch", "step"):
+                    live.log_metric(key, value)
+            live.next_step()
+
+        model, best, history = train(p, data, device=device, state_path=args.state,
+                                     on_epoch=on_epoch if live else None)
+        if rank != 0:
+            return
+        live.end()
+        card = {
+            "arch": p["arch"],
+            "arch_config": p.get("arch_config") or {},
+            "parameters": count_params(model),
+            "macs_per_1080p_frame": count_macs(model, 1080, 1920),
+            "data": {"profile": profile, "train_crops": len(names), "val_images": len(val_gt),
+                     "degradation": "bilinear down to degrade.scale, bilinear up (see params.yaml)"},
+            "validation": {"psnr": round(best["val_psnr"], 4), "ssim": round(best["val_ssim"], 5),
+                           "best_epoch": best["epoch"], "metric": "RGB uint8, full validation images"},
+            "training": {k: p[k] for k in ("epochs", "steps_per_epoch", "batch", "patch", "lr", "seed")}
+                        | {"loss": p["loss"], "processes": world, "device": device},
+        }
+        save_student(model, args.model, {"card": json.dumps(card, sort_keys=True)})
+        write_json(args.card, card)
+        print(f"train: best epoch {best['epoch']}: val PSNR {best['val_psnr']:.3f} dB, SSIM {best['val_ssim']:.4f}")
+
+
+if __name__ == "__main__":
+    stage.main(run)

@@ -1,0 +1,168 @@
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+from pytorch_msssim import ssim as msssim_ssim
+
+import sharpkd.losses as losses
+from sharpkd.errors import SharpkdError
+from sharpkd.losses import TERMS, DistillLoss, build_loss, needs_teacher, needs_vgg, ssim_loss
+from sharpkd.vgg import VGGFeatures
+
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+VGG19_PATH = SHARED / "weights" / "vgg19_relu3_1.safetensors"
+TEACHER_TERMS = ["vgg_feature", "deep_feature", "l1_teacher"]
+
+
+@pytest.fixture(scope="module")
+def vgg():
+    if not VGG19_PATH.is_file():
+        pytest.skip(f"{VGG19_PATH} absent")
+    return VGGFeatures("vgg19_relu3_1", layers=["relu1_1", "relu2_1", "relu3_1"], path=VGG19_PATH)
+
+
+def images(seed=0, shape=(2, 3, 24, 20)):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.rand(shape, generator=g) for _ in range(3)]
+
+
+@pytest.mark.parametrize("term", TERMS)
+def test_term_gradient_and_sign(term, vgg):
+    s, g, t = images()
+    s.requires_grad_(True)
+    loss = DistillLoss({term: 2.0}, vgg=vgg)
+    total, terms = loss(s, g, t)
+    assert set(terms) == {term}
+    assert terms[term] > 0 and not terms[term].requires_grad
+    assert torch.allclose(total, 2.0 * terms[term])
+    total.backward()
+    assert torch.isfinite(s.grad).all() and s.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("term", TERMS)
+def test_term_zero_at_target(term, vgg):
+    s, g, t = images(1)
+    target_is_teacher = term in TEACHER_TERMS
+    s = (t if target_is_teacher else g).clone()
+    _, terms = DistillLoss({term: 1.0}, vgg=vgg)(s, g, t)
+    assert terms[term].abs() <= 1e-6
+
+
+def test_teacher_gets_no_gradient(vgg):
+    s, g, t = images(2)
+    s.requires_grad_(True)
+    t.requires_grad_(True)
+    total, _ = DistillLoss({k: 1.0 for k in TERMS}, vgg=vgg)(s, g, t)
+    total.backward()
+    assert t.grad is None and s.grad.abs().sum() > 0
+
+
+def test_total_is_weighted_sum(vgg):
+    s, g, t = images(3)
+    weights = {"l1_gt": 1.0, "ssim": 0.5, "vgg_feature": 0.01, "deep_feature": 0.001, "l1_teacher": 0.25}
+    total, terms = DistillLoss(weights, vgg=vgg)(s, g, t)
+    assert set(terms) == set(TERMS)
+    assert torch.allclose(total, sum(weights[k] * terms[k] for k in terms))
+
+
+def test_feature_formulas(vgg):
+    s, g, t = images(4)
+    loss = DistillLoss({"vgg_feature": 1.0, "deep_feature": 1.0}, vgg=vgg, vgg_layers=["relu1_1", "relu2_1"])
+    assert loss.deep_layer == "relu2_1"  # deepest configured layer
+    _, terms = loss(s, g, t)
+    fs, ft = vgg(s), vgg(t)
+    expected = (fs["relu1_1"] - ft["relu1_1"]).abs().mean() + (fs["relu2_1"] - ft["relu2_1"]).abs().mean()
+    assert torch.allclose(terms["vgg_feature"], expected)
+    assert torch.allclose(terms["deep_feature"], (fs["relu2_1"] - ft["relu2_1"]).pow(2).mean())
+
+
+def test_zero_weight_term_absent_and_vgg_not_built(monkeypatch):
+    def no_vgg(*args, **kwargs):
+        raise AssertionError("VGG must not be built")
+
+    monkeypatch.setattr(losses, "VGGFeatures", no_vgg)
+    loss = build_loss({"l1_gt": 1.0, "ssim": 0.0, "vgg_feature": 0, "deep_feature": 0.0, "l1_teacher": 0},
+                      {"backbone": "vgg19_relu3_1", "path": "/nonexistent/vgg.safetensors"})
+    assert loss.vgg is None
+    s, g, _ = images(5)
+    _, terms = loss(s, g)  # no teacher needed either
+    assert set(terms) == {"l1_gt"}
+
+
+def test_build_loss_with_vgg():
+    if not VGG19_PATH.is_file():
+        pytest.skip(f"{VGG19_PATH} absent")
+    loss = build_loss({"l1_gt": 1.0, "vgg_feature": 0.1},
+                      {"backbone": "vgg19_relu3_1", "path": str(VGG19_PATH), "layers": ["relu1_2", "relu2_2"]})
+    assert loss.vgg_layers == ["relu1_2", "relu2_2"] and loss.deep_layer == "relu2_2"
+    assert len(loss.vgg.net) == 14  # stops at relu2_2
+    s, g, t = images(6)
+    _, terms = loss(s, g, t)
+    assert set(terms) == {"l1_gt", "vgg_feature"}
+
+
+@pytest.mark.parametrize("weights,vgg_flag,teacher_flag", [
+    ({"l1_gt": 1}, False, False),
+    ({"l1_gt": 1, "vgg_feature": 0, "deep_feature": 0}, False, False),
+    ({"deep_feature": 0.5}, True, True),
+    ({"vgg_feature": 1e-3, "l1_gt": 0}, True, True),
+    ({"l1_teacher": 1}, False, True),
+])
+def test_needs_helpers(weights, vgg_flag, teacher_flag):
+    assert needs_vgg(weights) is vgg_flag
+    assert needs_teacher(weights) is teacher_flag
+
+
+@pytest.mark.parametrize("term", TEACHER_TERMS)
+def test_missing_teacher_is_an_error(term, vgg):
+    s, g, _ = images(7)
+    with pytest.raises(SharpkdError, match="teacher=None"):
+        DistillLoss({term: 1.0}, vgg=vgg)(s, g)
+
+
+@pytest.mark.parametrize("weights,match", [
+    ({"l1": 1.0}, "unknown loss term"),
+    ({"l1_gt": -1.0}, ">= 0"),
+    ({"l1_gt": float("nan")}, ">= 0"),
+    ({"l1_gt": "1"}, ">= 0"),
+    ({"l1_gt": 0.0}, "every loss weight is 0"),
+])
+def test_bad_weights(weights, match):
+    with pytest.raises(SharpkdError, match=match):
+        DistillLoss(weights)
+
+
+def test_vgg_term_without_vgg():
+    with pytest.raises(SharpkdError, match="VGG"):
+        DistillLoss({"deep_feature": 1.0})
+
+
+def test_unknown_vgg_param():
+    with pytest.raises(SharpkdError, match="unknown vgg param"):
+        build_loss({"l1_gt": 1.0}, {"backbone": "vgg19_relu3_1", "layer": ["relu1_1"]})
+
+
+def test_shape_mismatch():
+    s, g, _ = images(8)
+    with pytest.raises(SharpkdError, match="shape"):
+        DistillLoss({"l1_gt": 1.0})(s, g[..., :10])
+
+
+def test_ssim_matches_pytorch_msssim():
+    s, g, _ = images(9, (2, 3, 32, 40))
+    expected = 1 - msssim_ssim(s, g, data_range=1.0, size_average=True, win_size=11, win_sigma=1.5)
+    assert torch.allclose(ssim_loss(s, g), expected)
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 10, 40), (2, 3, 5, 7), (1, 3, 2, 2), (1, 3, 1, 9), (2, 3, 1, 1)])
+def test_ssim_small_images(shape):
+    s, g, _ = images(10, shape)
+    s.requires_grad_(True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "Skipping Gaussian Smoothing" fallback
+        value = ssim_loss(s, g)
+        value.backward()
+    assert torch.isfinite(value) and 0 <= value <= 2
+    assert torch.isfinite(s.grad).all()
+    assert ssim_loss(g, g).abs() <= 1e-6

@@ -1,0 +1,215 @@
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from torch import nn
+
+from sharpkd.errors import SharpkdError
+from sharpkd.models import (
+    DEFAULT_STUDENT,
+    STUDENTS,
+    RepConv,
+    benchmark,
+    build_student,
+    count_macs,
+    count_params,
+    load_student,
+    save_student,
+)
+
+ARCHS = sorted(STUDENTS)
+SHARP_CONFIGS = [
+    {"channels": 8, "blocks": 1, "unshuffle": 1},
+    {"channels": 16, "blocks": 2, "unshuffle": 2},
+    {"channels": 16, "blocks": 0, "unshuffle": 4},
+    {"channels": 24, "blocks": 3, "unshuffle": 4},
+]
+
+
+def randomised(model: nn.Module, std: float = 0.3, seed: int = 0) -> nn.Module:
+    """Random weights everywhere (the sharp tail starts at zero), so outputs leave [0, 1] before clamping."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * std)
+    return model
+
+
+def test_registry_and_default():
+    assert set(STUDENTS) == {"seed", "sharp"}
+    assert DEFAULT_STUDENT in STUDENTS
+
+
+def test_seed_parameter_count():
+    assert count_params(build_student("seed")) == 19_395
+
+
+def test_unknown_arch_lists_choices():
+    with pytest.raises(SharpkdError, match="seed.*sharp"):
+        build_student("resnet9000")
+
+
+@pytest.mark.parametrize("config", [{"channels": 12}, {"channels": 0}, {"unshuffle": 3}, {"blocks": -1}, {"width": 8}])
+def test_bad_sharp_config(config):
+    with pytest.raises(SharpkdError):
+        build_student("sharp", **config)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("shape", [(1, 3, 37, 53), (2, 3, 64, 48), (1, 3, 5, 3), (1, 3, 1, 1)])
+def test_any_size_kept_and_output_in_range(arch, shape):
+    torch.manual_seed(0)
+    model = randomised(build_student(arch)).eval()
+    x = torch.rand(shape)
+    with torch.no_grad():
+        y = model(x)
+    assert y.shape == x.shape
+    assert torch.isfinite(y).all()
+    assert y.min() >= 0 and y.max() <= 1
+    if arch == "sharp":  # random weights push values out of range: clamping must be active
+        assert (y == 0).any() or (y == 1).any()
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_rejects_non_rgb_input(arch):
+    with pytest.raises(SharpkdError, match="N x 3 x H x W"):
+        build_student(arch)(torch.rand(1, 1, 8, 8))
+
+
+def test_untrained_sharp_is_identity():
+    x = torch.rand(2, 3, 19, 23)
+    with torch.no_grad():
+        assert torch.equal(build_student("sharp")(x), x)
+
+
+@pytest.mark.parametrize("config", SHARP_CONFIGS)
+def test_reparameterize_equivalence(config):
+    torch.manual_seed(1)
+    model = randomised(build_student("sharp", **config), std=0.1).eval()
+    x = torch.rand(2, 3, 37, 53)
+    with torch.no_grad():
+        before = model(x)
+    n_before = count_params(model)
+    assert model.reparameterize() is model
+    reps = [m for m in model.modules() if isinstance(m, RepConv)]
+    assert reps and all(m.is_fused for m in reps)
+    assert count_params(model) < n_before
+    with torch.no_grad():
+        after = model(x)
+    assert (before - after).abs().max() <= 1e-5
+    assert model.reparameterize() is model  # idempotent
+
+
+def test_reparameterize_keeps_trainability():
+    model = randomised(build_student("sharp", channels=8, blocks=1)).reparameterize().train()
+    model(torch.rand(1, 3, 16, 16)).sum().backward()
+    assert all(p.grad is not None for p in model.parameters())
+
+
+def test_seed_reparameterize_is_noop():
+    model = build_student("seed")
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    assert model.reparameterize() is model
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+
+
+def test_count_macs_seed_1080p():
+    macs = count_macs(build_student("seed"), 1080, 1920)
+    assert abs(macs - 25.7e9) / 25.7e9 < 0.01
+    # exact: per full-res pixel 3*16*9 + 16*32*9 + 32*16*9 + 16*3*9, plus 32*32*9 per quarter pixel
+    assert macs == 1920 * 1080 * (432 + 4608 + 4608 + 432) + 960 * 540 * 9216
+
+
+@pytest.mark.parametrize("config", SHARP_CONFIGS)
+def test_count_macs_sharp_formula(config):
+    model = build_student("sharp", **config).reparameterize()
+    s, c, b = config["unshuffle"], config["channels"], config["blocks"]
+    io = 3 * s * s
+    h, w = 64, 48
+    assert count_macs(model, h, w) == (h // s) * (w // s) * 9 * (io * c + b * c * c + c * io)
+
+
+def test_count_macs_conv_transpose_and_linear():
+    class Toy(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.up = nn.ConvTranspose2d(4, 2, 2, stride=2)
+            self.fc = nn.Linear(2 * 16 * 16, 10)
+
+        def forward(self, x):
+            return self.fc(self.up(self.conv(x)).flatten(1))
+
+    model = Toy()
+    assert count_macs(model, 8, 8) == 4 * 64 * 27 + (4 * 64) * 2 * 4 + 512 * 10
+    assert next(model.parameters()).device.type == "cpu"  # counted on a copy
+
+
+def test_benchmark_keys():
+    res = benchmark(build_student("sharp", channels=8, blocks=1), 24, 40, runs=3, warmup=1)
+    assert set(res) == {"median_ms", "p95_ms", "fps"}
+    assert 0 < res["median_ms"] <= res["p95_ms"]
+    assert res["fps"] == pytest.approx(1000 / res["median_ms"])
+
+
+@pytest.mark.parametrize("arch,config", [("seed", {}), ("sharp", {"channels": 16, "blocks": 2, "unshuffle": 4})])
+def test_save_load_round_trip(tmp_path, arch, config):
+    torch.manual_seed(2)
+    model = randomised(build_student(arch, **config), std=0.1).eval()
+    x = torch.rand(1, 3, 21, 30)
+    with torch.no_grad():
+        expected = model(x)
+    path = tmp_path / "student.safetensors"
+    save_student(model, path, {"epoch": 7, "val_psnr": 31.5})
+    assert [p.name for p in tmp_path.iterdir()] == ["student.safetensors"]  # no temp file left
+    if arch == "sharp":
+        assert not model.head.is_fused  # the caller's training model is not modified
+    loaded, meta = load_student(path)
+    assert type(loaded) is type(model) and not loaded.training
+    assert all(m.is_fused for m in loaded.modules() if isinstance(m, RepConv))
+    assert meta["epoch"] == "7" and meta["val_psnr"] == "31.5"
+    assert meta["arch"] == arch and json.loads(meta["config"]) == model.config
+    with torch.no_grad():
+        got = loaded(x)
+    assert (got - expected).abs().max() <= 1e-5
+
+
+def test_save_rejects_reserved_meta(tmp_path):
+    with pytest.raises(ValueError, match="reserved"):
+        save_student(build_student("seed"), tmp_path / "s.safetensors", {"arch": "x"})
+    assert not (tmp_path / "s.safetensors").exists()
+
+
+def test_load_non_student_safetensors(tmp_path):
+    path = tmp_path / "other.safetensors"
+    save_file({"w": torch.randn(3, 3)}, str(path), metadata={"format": "pt"})
+    with pytest.raises(SharpkdError, match="other.safetensors.*not a sharpkd student"):
+        load_student(path)
+
+
+@pytest.mark.parametrize("content", [b"", b"not a safetensors file at all" * 3])
+def test_load_garbage_file(tmp_path, content):
+    path = tmp_path / "garbage.safetensors"
+    path.write_bytes(content)
+    with pytest.raises(SharpkdError, match="garbage.safetensors"):
+        load_student(path)
+
+
+def test_load_missing_file(tmp_path):
+    with pytest.raises(SharpkdError, match="does not exist"):
+        load_student(tmp_path / "nope.safetensors")
+
+
+def test_load_mismatched_weights(tmp_path):
+    path = tmp_path / "s.safetensors"
+    save_student(build_student("sharp", channels=8, blocks=1), path, {})
+    from safetensors import safe_open
+
+    with safe_open(str(path), "pt") as f:
+        meta = f.metadata()
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    meta["config"] = json.dumps({"channels": 16, "blocks": 1, "unshuffle": 4})
+    save_file(tensors, str(path), metadata=meta)
+    with pytest.raises(SharpkdError, match="do not match"):
+        load_student(path)

@@ -1,0 +1,122 @@
+"""Training: deterministic, resumable after a kill, and data-parallel equal to one process."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sharpkd.degrade import degrade
+from sharpkd.errors import SharpkdError
+from sharpkd.train import TrainData, sample_batch, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def make_data(seed: int = 0) -> TrainData:
+    rng = np.random.default_rng(seed)
+
+    def img(h, w):
+        # smooth random field + edges: something a sharpening network can learn from
+        base = rng.integers(0, 256, (h // 4 + 1, w // 4 + 1, 3)).astype(np.uint8)
+        up = np.kron(base, np.ones((4, 4, 1), np.uint8))[:h, :w]
+        return np.ascontiguousarray(up)
+
+    gts = [img(40, 48) for _ in range(6)]
+    vals = [img(37, 45) for _ in range(2)]
+    return TrainData(degraded=[degrade(g) for g in gts], gt=gts, teacher=[g.copy() for g in gts],
+                     val_degraded=[degrade(v) for v in vals], val_gt=vals)
+
+
+PARAMS = {"arch": "seed", "arch_config": {}, "epochs": 3, "steps_per_epoch": 3, "batch": 4, "patch": 24,
+          "lr": 0.003, "seed": 0, "loss": {"l1_gt": 1.0, "ssim": 0.5, "l1_teacher": 0.5}, "vgg": {}}
+
+
+def test_training_is_deterministic_and_logs_each_epoch():
+    seen = []
+    model_a, best_a, hist_a = train(PARAMS, make_data(), on_epoch=lambda e, m: seen.append(e))
+    model_b, best_b, hist_b = train(PARAMS, make_data())
+    assert seen == [1, 2, 3]
+    assert best_a == best_b
+    for (ka, va), (kb, vb) in zip(model_a.state_dict().items(), model_b.state_dict().items()):
+        assert torch.equal(va, vb), ka
+    assert [h["train_loss"] for h in hist_a] == [h["train_loss"] for h in hist_b]
+    assert {"val_psnr", "val_ssim", "train_l1_gt", "train_ssim", "train_l1_teacher"} <= set(hist_a[0])
+
+
+class Kill(Exception):
+    pass
+
+
+def test_killed_run_resumes_to_the_same_result(tmp_path):
+    state = tmp_path / "student.pt"
+    full, best_full, hist_full = train(PARAMS, make_data())
+
+    def die(step):
+        if step == 5:  # mid-epoch 2: the checkpoint of epoch 1 (step 3) is on disk
+            raise Kill
+
+    with pytest.raises(Kill):
+        train(PARAMS, make_data(), state_path=state, on_step=die)
+    assert state.exists()
+    replayed = []
+    resumed, best_res, hist_res = train(PARAMS, make_data(), state_path=state, on_epoch=lambda e, m: replayed.append(e))
+    assert replayed == [1, 2, 3]
+    assert best_res == best_full
+    assert [h["train_loss"] for h in hist_res] == [h["train_loss"] for h in hist_full]
+    for (k, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items()):
+        assert torch.equal(a, b), k
+
+
+def test_a_state_from_other_params_is_not_resumed(tmp_path):
+    state = tmp_path / "student.pt"
+    train(PARAMS, make_data(), state_path=state)
+    other = PARAMS | {"lr": 0.001}
+    _, _, hist = train(other, make_data(), state_path=state)
+    fresh = train(other, make_data())[2]
+    assert [h["train_loss"] for h in hist] == [h["train_loss"] for h in fresh]
+
+
+def test_batches_split_across_processes_cover_the_global_batch():
+    data = make_data()
+    x, y, t = sample_batch(data, 7, 0, 4, 24)
+    parts = [sample_batch(data, 7, 0, 4, 24, rank=r, world=2) for r in range(2)]
+    assert torch.equal(torch.cat([parts[0][1][0:1], parts[1][1][0:1], parts[0][1][1:2], parts[1][1][1:2]]), y)
+
+
+def test_teacher_terms_without_teacher_outputs_fail_clearly():
+    data = make_data()
+    data.teacher = None
+    with pytest.raises(SharpkdError, match="teacher"):
+        train(PARAMS, data)
+
+
+DDP_SCRIPT = r"""
+import json, sys, torch, torch.distributed as dist
+sys.path.insert(0, {root!r})
+from sharpkd.distributed import distributed
+from tests.test_train import PARAMS, make_data
+from sharpkd.train import train
+with distributed() as (rank, world, device):
+    model, best, hist = train(PARAMS | {{"epochs": 2}}, make_data(), device=device or "cpu")
+    if rank == 0:
+        torch.save(model.state_dict(), sys.argv[1])
+"""
+
+
+def test_two_gloo_processes_agree_with_one(tmp_path):
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT.format(root=str(ROOT)))
+    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    out = tmp_path / "ddp.pt"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(script), str(out)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ddp = torch.load(out, weights_only=True)
+    single, _, _ = train(PARAMS | {"epochs": 2}, make_data())
+    for k, v in single.state_dict().items():
+        torch.testing.assert_close(ddp[k], v, rtol=1e-4, atol=1e-5, msg=k)
