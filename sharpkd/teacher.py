@@ -30,6 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .download import fetch, sha256_file
 from .errors import DownloadError, SharpkdError
 from .fsutil import atomic_path
 from .tiling import tiled_apply
@@ -182,14 +183,6 @@ def _resolve(path: str | Path, root: str | Path | None) -> Path:
     return p
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _restormer_config(cfg: dict) -> dict:
     unknown = set(cfg) - _RESTORMER_KEYS
     if unknown:
@@ -214,9 +207,17 @@ def _restormer_config(cfg: dict) -> dict:
     return out
 
 
-def _build_restormer(cfg: dict, seed: int) -> Teacher:
-    from spandrel_extra_arches.architectures.Restormer import Restormer
+def _extra_arches():
+    """Import spandrel_extra_arches (lazily; its CodeFormer module warns about torch.jit.script on import)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=FutureWarning)
+        import spandrel_extra_arches
+        from spandrel_extra_arches.architectures.Restormer import Restormer
+    return spandrel_extra_arches, Restormer
 
+
+def _build_restormer(cfg: dict, seed: int) -> Teacher:
+    _, Restormer = _extra_arches()
     cfg = _restormer_config(cfg)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -295,9 +296,8 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
 def _spandrel_teacher(sd: dict[str, torch.Tensor], source: str) -> Teacher:
     """Detect the architecture of ``sd`` with spandrel (+ extra arches) and wrap it."""
     import spandrel
-    import spandrel_extra_arches
 
-    spandrel_extra_arches.install(ignore_duplicates=True)
+    _extra_arches()[0].install(ignore_duplicates=True)  # idempotent
     try:
         desc = spandrel.ModelLoader().load_from_state_dict(sd)
     except spandrel.UnsupportedModelError:
@@ -340,14 +340,12 @@ def _checkpoint_path(params: dict, root: str | Path | None) -> Path:
     if src.startswith(("http://", "https://")):
         if not sha:
             raise SharpkdError(f"teacher.sha256 is required for the URL {src}")
-        from .download import fetch
-
         return Path(fetch(src, sha))
     path = _resolve(src, root)
     if not path.is_file():
         raise SharpkdError(f"teacher checkpoint {path} does not exist; fix teacher.checkpoint")
     if sha:
-        got = _sha256(path)
+        got = sha256_file(path)
         if got != sha:
             raise DownloadError(f"{path} has sha256 {got}, but teacher.sha256 says {sha}; wrong or corrupted file")
     return path
@@ -599,7 +597,8 @@ def adapt(
     model.train()
     bar = tqdm(total=steps, initial=start, desc="adapt teacher", unit="step", disable=not progress)
     try:
-        with torch.random.fork_rng(devices=[device] if cuda else []):
+        rng_devices = [device.index if device.index is not None else torch.cuda.current_device()] if cuda else []
+        with torch.random.fork_rng(devices=rng_devices):
             for step in range(start + 1, steps + 1):
                 rng = np.random.default_rng([seed, step])
                 torch.manual_seed(int(rng.integers(0, 2**62)))

@@ -25,7 +25,7 @@ import torch.distributed as dist
 
 from .errors import SharpkdError
 from .fsutil import atomic_path
-from .losses import build_loss
+from .losses import build_loss, needs_teacher
 from .metrics import psnr, ssim
 from .models import build_student
 
@@ -174,8 +174,8 @@ def train(params: dict, data: TrainData, *, device: str = "cpu", state_path: str
     torch.manual_seed(seed)
     model = build_student(params["arch"], **(params.get("arch_config") or {})).to(device)
     loss_fn = build_loss(params["loss"], params.get("vgg") or {}).to(device)
-    needs_teacher = any(params["loss"].get(k, 0) for k in ("l1_teacher", "vgg_feature", "deep_feature"))
-    if needs_teacher and data.teacher is None:
+    uses_teacher = needs_teacher(params["loss"])
+    if uses_teacher and data.teacher is None:
         raise SharpkdError("the loss uses the teacher but no teacher outputs were given")
     optimizer = torch.optim.AdamW(model.parameters(), lr=float(params["lr"]), weight_decay=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -213,7 +213,7 @@ def train(params: dict, data: TrainData, *, device: str = "cpu", state_path: str
     while step < total:
         x, y, t = sample_batch(data, step, seed, int(params["batch"]), int(params["patch"]), rank, world)
         x, y = x.to(device), y.to(device)
-        t = t.to(device) if (t is not None and needs_teacher) else None
+        t = t.to(device) if (t is not None and uses_teacher) else None
         with torch.autocast(device_type="cuda" if use_amp else "cpu", dtype=torch.bfloat16, enabled=use_amp):
             out = ddp(x)
         total_loss, terms = loss_fn(out.float(), y, t)

@@ -130,6 +130,13 @@ def test_count_macs_sharp_formula(config):
     assert count_macs(model, h, w) == (h // s) * (w // s) * 9 * (io * c + b * c * c + c * io)
 
 
+def test_count_macs_odd_size_counts_padding():
+    # odd sizes are padded (seed: to even, sharp x4: to multiples of 4) before the convs run
+    assert count_macs(build_student("seed"), 37, 53) == 38 * 54 * 10080 + 19 * 27 * 9216
+    sharp = build_student("sharp", channels=8, blocks=1, unshuffle=4).reparameterize()
+    assert count_macs(sharp, 37, 53) == 10 * 14 * 9 * (48 * 8 + 8 * 8 + 8 * 48)
+
+
 def test_count_macs_conv_transpose_and_linear():
     class Toy(nn.Module):
         def __init__(self):

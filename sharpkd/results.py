@@ -1,0 +1,92 @@
+"""README tables generated from the committed metrics (never typed by hand).
+
+``python -m sharpkd.results --update README.md`` rewrites every block between
+``<!-- results:PROFILE -->`` and ``<!-- /results:PROFILE -->`` with the table built from
+``metrics/PROFILE/{eval,teacher}.json`` (and ``models``' card where present).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+LABELS = {
+    "identity": "degraded input (identity)",
+    "bicubic": "bicubic re-upsampling of the 60% frame",
+    "lanczos": "Lanczos re-upsampling of the 60% frame",
+    "unsharp": "unsharp mask (tuned on training crops)",
+    "teacher": "teacher",
+    "student": "student",
+}
+
+
+def _load(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def table(metrics_dir: str | Path) -> str:
+    """Markdown: one row per method with PSNR, SSIM and the gain over the degraded input."""
+    metrics_dir = Path(metrics_dir)
+    ev = _load(metrics_dir / "eval.json")
+    if ev is None:
+        raise FileNotFoundError(f"{metrics_dir / 'eval.json'} not found: run `dvc repro` first")
+    teacher = _load(metrics_dir / "teacher.json") or {}
+    methods = ev["methods"]
+    base = methods["identity"]
+    lines = ["| method | PSNR (dB) | SSIM | ΔPSNR vs input | ΔSSIM vs input |", "|---|---:|---:|---:|---:|"]
+    for name, m in methods.items():
+        label = LABELS.get(name, name)
+        if name == "teacher" and teacher.get("teacher"):
+            t = teacher["teacher"]
+            label += f" ({t.get('arch', t.get('kind'))}, {t.get('params', 0):,} params"
+            label += ", adapted)" if t.get("adapt", {}).get("steps") else ", as is)"
+        if name == "student":
+            s = ev["student"]
+            label += f" ({s['arch']}, {s['parameters']:,} params, {s['macs_per_1080p_frame'] / 1e9:.2f} GMAC/1080p)"
+        lines.append(f"| {label} | {m['psnr']:.3f} | {m['ssim']:.4f} | {m['psnr'] - base['psnr']:+.3f} | "
+                     f"{m['ssim'] - base['ssim']:+.4f} |")
+    lines.append("")
+    lines.append(f"{ev['n_images']} full validation images; SSIM: skimage `structural_similarity` "
+                 "(gaussian_weights, sigma 1.5, population covariance, data_range 255, RGB); PSNR: RGB, data_range 255; "
+                 f"unsharp radius {ev['unsharp']['radius']}, amount {ev['unsharp']['amount']}.")
+    return "\n".join(lines) + "\n"
+
+
+def update(readme: str | Path, root: str | Path = ".") -> list[str]:
+    """Rewrite the results blocks of ``readme``; returns the profiles updated."""
+    readme = Path(readme)
+    text = readme.read_text()
+    done = []
+
+    def repl(m: re.Match) -> str:
+        profile = m.group(1)
+        done.append(profile)
+        return f"<!-- results:{profile} -->\n{table(Path(root) / 'metrics' / profile)}<!-- /results:{profile} -->"
+
+    new = re.sub(r"<!-- results:(\w+) -->.*?<!-- /results:\1 -->", repl, text, flags=re.S)
+    if new != text:
+        readme.write_text(new)
+    return done
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--update", metavar="README", help="rewrite the results blocks of this file")
+    ap.add_argument("--profile", default="default", help="print the table of metrics/PROFILE")
+    args = ap.parse_args(argv)
+    try:
+        if args.update:
+            print("updated:", ", ".join(update(args.update)) or "nothing")
+        else:
+            print(table(Path("metrics") / args.profile), end="")
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
