@@ -96,7 +96,8 @@ class SeedNet(nn.Module):
     """The internship report's student (19,395 parameters), made size-agnostic.
 
     Its single MaxPool2d(2)/Upsample(x2) pair needs even sizes, so odd inputs are
-    replicate-padded by one row/column and the output is cropped back to the input size.
+    replicate-padded by one row/column (tiny ones to at least 4, see :func:`padded_size`) and
+    the output is cropped back to the input size.
     """
 
     arch = "seed"
@@ -228,6 +229,13 @@ class SharpNet(nn.Module):
         n, c, height, width = x.shape
         h, w = padded_size(height, s) // s, padded_size(width, s) // s
         xp = pad_to_multiple(x, s)
+        if _tracing():  # torch.export / ONNX: standard ops (SpaceToDepth/DepthToSpace), NCHW
+            z = F.pixel_unshuffle(xp, s)
+            z = F.relu(self.head(z))
+            for block in self.body:
+                z = F.relu(block(z))
+            y = (xp + F.pixel_shuffle(self.tail(z), s)).clamp(0.0, 1.0)
+            return crop_to(y, height, width)
         # pixel_unshuffle written as one reshape-copy straight into NHWC (channels_last) memory:
         # z[n, c*s*s + i*s + j, y, x] = xp[n, c, y*s + i, x*s + j].  oneDNN's CPU convs run
         # ~1.5-2x faster on NHWC at these channel counts (and GPUs prefer it too).

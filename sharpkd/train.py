@@ -224,9 +224,10 @@ def train(params: dict, data: TrainData, *, device: str = "cpu", state_path: str
         step += 1
         for k, v in terms.items():
             sums[k] = sums.get(k, 0.0) + float(v)
-        sums["loss"] = sums.get("loss", 0.0) + float(total_loss)
+        value = float(total_loss.detach())
+        sums["loss"] = sums.get("loss", 0.0) + value
         bar.update(1)
-        bar.set_postfix(loss=f"{float(total_loss):.4f}")
+        bar.set_postfix(loss=f"{value:.4f}")
         if step % steps_per_epoch == 0:
             epoch = step // steps_per_epoch
             # checkpoints are taken at epoch ends, so ``sums`` always covers a whole epoch

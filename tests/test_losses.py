@@ -12,7 +12,7 @@ from sharpkd.vgg import VGGFeatures
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 VGG19_PATH = SHARED / "weights" / "vgg19_relu3_1.safetensors"
-TEACHER_TERMS = ["vgg_feature", "deep_feature", "l1_teacher"]
+TEACHER_TERMS = ["vgg_feature", "deep_feature", "l1_teacher", "l2_teacher"]
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,8 @@ def test_teacher_gets_no_gradient(vgg):
 
 def test_total_is_weighted_sum(vgg):
     s, g, t = images(3)
-    weights = {"l1_gt": 1.0, "ssim": 0.5, "vgg_feature": 0.01, "deep_feature": 0.001, "l1_teacher": 0.25}
+    weights = {"l1_gt": 1.0, "ssim": 0.5, "vgg_feature": 0.01, "deep_feature": 0.001, "l1_teacher": 0.25,
+               "l2_gt": 2.0, "l2_teacher": 0.75}
     total, terms = DistillLoss(weights, vgg=vgg)(s, g, t)
     assert set(terms) == set(TERMS)
     assert torch.allclose(total, sum(weights[k] * terms[k] for k in terms))
@@ -166,3 +167,9 @@ def test_ssim_small_images(shape):
     assert torch.isfinite(value) and 0 <= value <= 2
     assert torch.isfinite(s.grad).all()
     assert ssim_loss(g, g).abs() <= 1e-6
+
+
+@pytest.mark.parametrize("kwargs", [{"vgg_layers": ["relu2_2"]}, {"deep_layer": "relu1_2"}])
+def test_layers_must_be_computed_by_the_vgg(kwargs, vgg):
+    with pytest.raises(SharpkdError, match="not computed"):
+        DistillLoss({"vgg_feature": 1.0, "deep_feature": 1.0}, vgg=vgg, **kwargs)

@@ -77,6 +77,35 @@ def test_rejects_non_rgb_input(arch):
         build_student(arch)(torch.rand(1, 1, 8, 8))
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+def test_export_path_matches_eager(arch, monkeypatch):
+    """The branch-free path taken under torch.export/compile computes the same function."""
+    import sharpkd.models as models
+
+    model = randomised(build_student(arch), std=0.1).reparameterize().eval()
+    xs = [torch.rand(s) for s in [(1, 3, 37, 53), (2, 3, 16, 24), (1, 3, 2, 3)]]
+    with torch.no_grad():
+        eager = [model(x) for x in xs]
+        monkeypatch.setattr(models, "_tracing", lambda: True)
+        traced = [model(x) for x in xs]
+    for a, b in zip(eager, traced):
+        assert a.shape == b.shape and (a - b).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_torch_export_dynamic_sizes(arch):
+    """One exported graph (as for ONNX) serves every batch and size, odd and tiny included."""
+    model = randomised(build_student(arch), std=0.1).reparameterize().eval()
+    dims = {0: torch.export.Dim("batch", max=8), 2: torch.export.Dim("height", min=2, max=4096),
+            3: torch.export.Dim("width", min=2, max=4096)}
+    # (a batch-1 example would make torch.export specialise the batch to 1)
+    program = torch.export.export(model, (torch.rand(2, 3, 67, 93),), dynamic_shapes=(dims,))
+    for shape in [(1, 3, 37, 53), (2, 3, 16, 24), (1, 3, 2, 2)]:
+        x = torch.rand(shape)
+        with torch.no_grad():
+            assert (program.module()(x) - model(x)).abs().max() <= 1e-5
+
+
 def test_untrained_sharp_is_identity():
     x = torch.rand(2, 3, 19, 23)
     with torch.no_grad():
