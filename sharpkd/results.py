@@ -2,7 +2,8 @@
 
 ``python -m sharpkd.results --update README.md`` rewrites every block between
 ``<!-- results:PROFILE -->`` and ``<!-- /results:PROFILE -->`` with the table built from
-``metrics/PROFILE/{eval,teacher}.json`` (and ``models``' card where present).
+``metrics/PROFILE/{eval,teacher}.json``, and every ``<!-- ablation:PROFILE -->`` block with the
+side-by-side table of the runs whose ``eval.json`` were saved as ``metrics/PROFILE/ablation/NAME.json``.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ def table(metrics_dir: str | Path) -> str:
     methods = ev["methods"]
     base = methods["identity"]
     lines = ["| method | PSNR (dB) | SSIM | ΔPSNR vs input | ΔSSIM vs input |", "|---|---:|---:|---:|---:|"]
-    for name, m in methods.items():
+    for name in sorted(methods, key=lambda k: list(LABELS).index(k) if k in LABELS else len(LABELS)):
+        m = methods[name]
         label = LABELS.get(name, name)
         if name == "teacher" and teacher.get("teacher"):
             t = teacher["teacher"]
@@ -55,6 +57,22 @@ def table(metrics_dir: str | Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def ablation_table(metrics_dir: str | Path) -> str:
+    """Markdown: one row per saved run (student PSNR/SSIM on the same validation images)."""
+    runs = sorted(Path(metrics_dir, "ablation").glob("*.json"))
+    if not runs:
+        raise FileNotFoundError(f"no runs saved under {Path(metrics_dir, 'ablation')}")
+    lines = ["| run | student | params | GMAC/1080p | PSNR (dB) | SSIM | ΔPSNR vs input |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    for path in runs:
+        ev = json.loads(path.read_text())
+        s, base = ev["methods"]["student"], ev["methods"]["identity"]
+        st = ev["student"]
+        lines.append(f"| {path.stem} | {st['arch']} | {st['parameters']:,} | {st['macs_per_1080p_frame'] / 1e9:.2f} | "
+                     f"{s['psnr']:.3f} | {s['ssim']:.4f} | {s['psnr'] - base['psnr']:+.3f} |")
+    return "\n".join(lines) + "\n"
+
+
 def update(readme: str | Path, root: str | Path = ".") -> list[str]:
     """Rewrite the results blocks of ``readme``; returns the profiles updated."""
     readme = Path(readme)
@@ -66,7 +84,14 @@ def update(readme: str | Path, root: str | Path = ".") -> list[str]:
         done.append(profile)
         return f"<!-- results:{profile} -->\n{table(Path(root) / 'metrics' / profile)}<!-- /results:{profile} -->"
 
+    def repl_ablation(m: re.Match) -> str:
+        profile = m.group(1)
+        done.append(f"{profile} (ablation)")
+        return (f"<!-- ablation:{profile} -->\n{ablation_table(Path(root) / 'metrics' / profile)}"
+                f"<!-- /ablation:{profile} -->")
+
     new = re.sub(r"<!-- results:(\w+) -->.*?<!-- /results:\1 -->", repl, text, flags=re.S)
+    new = re.sub(r"<!-- ablation:(\w+) -->.*?<!-- /ablation:\1 -->", repl_ablation, new, flags=re.S)
     if new != text:
         readme.write_text(new)
     return done

@@ -129,3 +129,18 @@ def test_export_onnx_matches_torch_on_random_sizes(tmp_path, weights):
         x = rng.random((1, 3, h, w), dtype=np.float32)
         ref = model(torch.from_numpy(x)).detach().numpy()
         np.testing.assert_allclose(sess.run(None, {"input": x})[0], ref, atol=1e-4)
+
+
+def test_shipped_student_loads_and_sharpens_offline(tmp_path):
+    import json as _json
+
+    from sharpkd.sharpen import shipped_weights
+
+    card = _json.loads((shipped_weights().parent / "student.json").read_text())
+    assert card["arch"] == "sharp" and card["data"]["profile"] == "photos"
+    assert card["validation"]["psnr"] > card["evaluation"]["methods"]["identity"]["psnr"]
+    img = rand(45, 61)
+    write(tmp_path / "x.png", img)
+    assert main(["sharpen", str(tmp_path / "x.png"), "-o", str(tmp_path / "o"), "-q"]) == 0
+    out = load_image(tmp_path / "o" / "x.png").rgb
+    assert out.shape == img.shape and not np.array_equal(out, img)
