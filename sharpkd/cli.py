@@ -63,13 +63,38 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from .onnx_export import benchmark_onnx
 
         result |= benchmark_onnx(model, args.height, args.width, runs=args.runs, warmup=args.warmup, device=device)
+    if args.frames:
+        result |= {"temporal": temporal_stability_of_frames(model, args.frames, args.pattern, device, args.degrade)}
     if args.json:
         print(json.dumps(result, sort_keys=True))
     else:
         print(f"{arch} ({result['parameters']:,} parameters, {result['macs_per_frame'] / 1e9:.2f} GMAC per "
               f"{args.width}x{args.height} frame) on {device} via {args.runtime}: median {result['median_ms']:.1f} ms, "
               f"p95 {result['p95_ms']:.1f} ms, {result['fps']:.1f} fps")
+        if args.frames:
+            t = result["temporal"]
+            print(f"temporal stability on {t['frames']} consecutive frames: mean |frame difference| input "
+                  f"{t['frame_diff_input']}, output {t['frame_diff_output']} (ratio {t['flicker_ratio']})")
     return 0
+
+
+def temporal_stability_of_frames(model, folder: str, pattern: str, device: str, scale: float = 0.6) -> dict:
+    """Flicker of the model on consecutive frames (sorted file names matching ``pattern``), each
+    first degraded as the link does (``scale``; 1 = as they are)."""
+    from .degrade import degrade
+    from .imageio import load_rgb
+    from .sharpen import TemporalStability
+    from .teacher import infer
+
+    frames = sorted(Path(folder).glob(pattern))
+    if len(frames) < 2:
+        raise SharpkdError(f"--frames {folder}: need at least 2 frames matching {pattern!r}, found {len(frames)}")
+    stab = TemporalStability()
+    for path in frames:
+        frame = load_rgb(path)
+        frame = degrade(frame, scale) if scale < 1 else frame
+        stab.add(frame, infer(model, [frame], tile=1024, overlap=32, device=device, progress=False)[0])
+    return {"frames": len(frames), "folder": str(folder), "pattern": pattern, "degrade_scale": scale} | stab.result()
 
 
 def cmd_export_onnx(args: argparse.Namespace) -> int:
@@ -108,6 +133,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--warmup", type=int, default=3)
     b.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     b.add_argument("--json", action="store_true", help="print one JSON object")
+    b.add_argument("--frames", help="folder of consecutive video frames: also report temporal stability")
+    b.add_argument("--pattern", default="*", help="file-name pattern of the frames in --frames (sorted by name)")
+    b.add_argument("--degrade", type=float, default=0.6, help="degrade the frames first, as the link does (1 = off)")
     b.set_defaults(fn=cmd_bench)
 
     e = sub.add_parser("export-onnx", help="export the student to ONNX with dynamic height and width")

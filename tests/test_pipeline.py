@@ -59,10 +59,10 @@ def repo(tmp_path_factory):
 def test_repro_writes_honest_metrics(repo):
     ev = json.loads((repo / "metrics/e2e/eval.json").read_text())
     methods = ev["methods"]
-    assert list(methods) == ["identity", "bicubic", "lanczos", "unsharp", "teacher", "student"]
+    assert set(methods) == {"identity", "bicubic", "lanczos", "unsharp", "teacher", "student"}
     for m in methods.values():
         assert 10 < m["psnr"] < 100 and 0 < m["ssim"] <= 1 and m["n"] == ev["n_images"] >= 1
-    assert ev["student"]["arch"] == "seed"
+    assert ev["student"]["arch"] == "sharp"
     teacher = json.loads((repo / "metrics/e2e/teacher.json").read_text())
     assert {"identity", "bicubic", "lanczos", "teacher_as_is", "teacher_adapted"} <= set(teacher)
     split = json.loads((repo / "metrics/e2e/split.json").read_text())
