@@ -51,8 +51,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     from .models import benchmark, count_macs, count_params
 
-    torch.set_num_threads(args.threads) if args.threads else None
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = _device(args.device)
+    if args.teacher:
+        return _bench_teacher(args, device)
     model, arch = _load_model(args.arch, args.weights)
     result = {"arch": arch, "runtime": args.runtime, "device": device, "height": args.height, "width": args.width,
               "threads": torch.get_num_threads(), "parameters": count_params(model),
@@ -75,6 +78,39 @@ def cmd_bench(args: argparse.Namespace) -> int:
             t = result["temporal"]
             print(f"temporal stability on {t['frames']} consecutive frames: mean |frame difference| input "
                   f"{t['frame_diff_input']}, output {t['frame_diff_output']} (ratio {t['flicker_ratio']})")
+    return 0
+
+
+def _bench_teacher(args: argparse.Namespace, device: str) -> int:
+    """Time a saved teacher on one frame through the same tiled inference the pipeline uses."""
+    import math
+    import statistics
+    import time
+
+    import numpy as np
+    import torch
+
+    from .teacher import describe, infer, load_teacher
+
+    model = load_teacher(args.teacher, device=device)
+    frame = np.random.default_rng(0).integers(0, 256, (args.height, args.width, 3), dtype=np.uint8)
+    times = []
+    for i in range(args.warmup + args.runs):
+        t0 = time.perf_counter()
+        infer(model, [frame], tile=args.tile, overlap=32, device=device, progress=False)
+        if i >= args.warmup:
+            times.append((time.perf_counter() - t0) * 1000)
+    times.sort()
+    median = statistics.median(times)
+    p95 = times[min(len(times) - 1, math.ceil(0.95 * len(times)) - 1)]
+    result = describe(model) | {"device": device, "height": args.height, "width": args.width, "tile": args.tile,
+                                "threads": torch.get_num_threads(), "median_ms": median, "p95_ms": p95,
+                                "fps": 1000 / median}
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    else:
+        print(f"teacher {result['arch']} ({result['params']:,} parameters) on {device}, {args.width}x{args.height} "
+              f"in {args.tile}px tiles: median {median:.0f} ms per frame over {args.runs} runs")
     return 0
 
 
@@ -133,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--warmup", type=int, default=3)
     b.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     b.add_argument("--json", action="store_true", help="print one JSON object")
+    b.add_argument("--teacher", help="time a saved teacher (.safetensors from the teacher stage) instead of a student")
+    b.add_argument("--tile", type=int, default=512, help="tile size for --teacher (the pipeline's teacher.tile)")
     b.add_argument("--frames", help="folder of consecutive video frames: also report temporal stability")
     b.add_argument("--pattern", default="*", help="file-name pattern of the frames in --frames (sorted by name)")
     b.add_argument("--degrade", type=float, default=0.6, help="degrade the frames first, as the link does (1 = off)")

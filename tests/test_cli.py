@@ -156,3 +156,16 @@ def test_bench_reports_temporal_stability_on_frames(tmp_path, weights, capsys):
     assert t["frames"] == 4 and t["frame_diff_input"] > 0 and t["flicker_ratio"] > 0
     assert main(["bench", "--weights", str(weights), "--height", "32", "--width", "32", "--runs", "1",
                  "--frames", str(tmp_path), "--pattern", "none*.png"]) == 1
+
+
+def test_bench_teacher(tmp_path, capsys):
+    from sharpkd.teacher import build_teacher, save_teacher
+
+    params = {"kind": "restormer", "restormer": {"dim": 8, "num_blocks": [1, 1, 1, 1], "num_refinement_blocks": 1,
+                                                 "heads": [1, 1, 1, 1], "ffn_expansion_factor": 2.0},
+              "adapt": {"seed": 0}}
+    save_teacher(build_teacher(params), tmp_path / "t.safetensors", params)
+    assert main(["bench", "--teacher", str(tmp_path / "t.safetensors"), "--height", "40", "--width", "72",
+                 "--tile", "64", "--runs", "2", "--warmup", "0", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["arch"] == "Restormer" and result["median_ms"] > 0 and result["params"] > 0
