@@ -184,7 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
     args = build_parser().parse_args(argv)
+    warnings.formatwarning = lambda message, *a, **k: f"warning: {message}\n"
     try:
         return args.fn(args)
     except SharpkdError as exc:

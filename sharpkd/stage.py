@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -49,6 +50,8 @@ def resolve_device(name: str) -> str:
 def main(fn: Callable[[], None]) -> None:
     """Run a stage's ``fn``; user errors become ``error: <message>`` on stderr and exit 1."""
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    # one line per warning (a skipped file, say), not the library source line that raised it
+    warnings.formatwarning = lambda message, *args, **kwargs: f"warning: {message}\n"
     try:
         fn()
     except SharpkdError as exc:
