@@ -48,6 +48,12 @@ def table(metrics_dir: str | Path) -> str:
         if name == "student":
             s = ev["student"]
             label += f" ({s['arch']}, {s['parameters']:,} params, {s['macs_per_1080p_frame'] / 1e9:.2f} GMAC/1080p)"
+        if name == "teacher" and "teacher_adapted" in teacher and "teacher_as_is" in teacher:
+            before = teacher["teacher_as_is"]  # scored by the teacher stage on the same images
+            what = ("teacher as downloaded (pretrained, not adapted)" if teacher.get("teacher", {}).get("kind") != "restormer"
+                    else "teacher before adaptation (random init)")
+            lines.append(f"| {what} | {before['psnr']:.3f} | {before['ssim']:.4f} | "
+                         f"{before['psnr'] - base['psnr']:+.3f} | {before['ssim'] - base['ssim']:+.4f} |")
         lines.append(f"| {label} | {m['psnr']:.3f} | {m['ssim']:.4f} | {m['psnr'] - base['psnr']:+.3f} | "
                      f"{m['ssim'] - base['ssim']:+.4f} |")
     lines.append("")
