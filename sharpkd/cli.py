@@ -34,7 +34,7 @@ def cmd_sharpen(args: argparse.Namespace) -> int:
 
 
 def _load_model(arch: str | None, weights: str | None):
-    from .models import DEFAULT_STUDENT, build_student, load_student
+    from .models import build_student, load_student
     from .sharpen import shipped_weights
 
     if weights or not arch:
@@ -43,7 +43,7 @@ def _load_model(arch: str | None, weights: str | None):
     model = build_student(arch)  # untrained weights time exactly like trained ones
     if hasattr(model, "reparameterize"):
         model.reparameterize()
-    return model.eval(), arch or DEFAULT_STUDENT
+    return model.eval(), arch
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

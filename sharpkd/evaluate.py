@@ -27,7 +27,7 @@ METHOD_ORDER = ("identity", "bicubic", "lanczos", "unsharp", "teacher", "student
 def restore(model: torch.nn.Module, images: Sequence[np.ndarray], *, device: str = "cpu", tile: int = 1024,
             overlap: int = 32) -> list[np.ndarray]:
     """Run a student (or any image-to-image model on [0, 1] RGB) on full images, tiled to bound memory."""
-    return infer(model, list(images), tile=tile, overlap=overlap, device=device)
+    return infer(model, list(images), tile=tile, overlap=overlap, device=device, desc="student")
 
 
 def evaluate(names: Sequence[str], gts: Sequence[np.ndarray], degraded: Sequence[np.ndarray],

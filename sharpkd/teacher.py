@@ -655,6 +655,7 @@ def infer(
     device: str | torch.device = "cpu",
     batch: int = 1,
     progress: bool = True,
+    desc: str = "teacher",
 ) -> list[np.ndarray]:
     """Run ``model`` on uint8 HxWx3 RGB images; return uint8 HxWx3 images (rounded, clipped).
 
@@ -678,7 +679,7 @@ def infer(
 
     outs = []
     with torch.inference_mode():
-        for i, img in enumerate(tqdm(images, desc="teacher", unit="img", disable=not progress or len(images) < 2)):
+        for i, img in enumerate(tqdm(images, desc=desc, unit="img", disable=not progress or len(images) < 2)):
             x = _to_tensor(img, i)
             y = tiled_apply(fn, x, tile, overlap, multiple_of, batch, device=device, progress=progress)
             outs.append(y[0].clamp_(0, 1).mul_(255.0).round_().to(torch.uint8).permute(1, 2, 0).contiguous().numpy())

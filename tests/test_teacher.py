@@ -90,16 +90,6 @@ def http_dir(tmp_path_factory):
         server.server_close()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread.  With 2 OpenMP threads on a busy 2-core machine the
-    threads spin-wait for each other and a 30 ms step can take seconds."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # ------------------------------------------------------------------------------ building
 
 

@@ -10,16 +10,6 @@ from sharpkd.errors import SharpkdError
 from sharpkd.tiling import blend_window, num_tiles, pad_to_multiple, tile_starts, tiled_apply
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread.  With 2 OpenMP threads on a busy 2-core machine the
-    threads spin-wait for each other and a 30 ms step can take seconds."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _local_net(depth: int, seed: int = 0):
     """A fixed stack of ``depth`` 3x3 convs (zero padding, tanh): receptive-field radius = depth."""
     g = torch.Generator().manual_seed(seed)
