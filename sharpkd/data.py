@@ -51,20 +51,53 @@ def grid_boxes(height: int, width: int, rows: int, cols: int) -> list[tuple[int,
     return [(ys[i], xs[j], ys[i + 1], xs[j + 1]) for i in range(rows) for j in range(cols)]
 
 
-def slice_image(name: str, img: np.ndarray, rows: int = 2, cols: int = 2,
-                min_size: int = 16) -> dict[str, np.ndarray]:
-    """Crop ``img`` into a rows x cols grid: ``{"<name>@r<i>c<j>": crop}``.
+def spaced_boxes(height: int, width: int, rows: int, cols: int, crop_height: int,
+                 crop_width: int) -> list[tuple[int, int, int, int]]:
+    """Boxes (top, left, bottom, right) of rows x cols crops of exactly ``crop_height`` x
+    ``crop_width``, evenly spaced from edge to edge: tops ``round(i * (height - crop_height) / (rows - 1))``
+    (centred when ``rows`` is 1), lefts likewise, row-major.  Crops overlap when the image is too
+    small to hold them side by side and leave gaps when it is larger, so images of any size give
+    rows x cols same-size crops (the report's 232x128 quadrants from 1920x1080 frames); positions
+    that coincide (an image hardly larger than a crop) are taken once.
+    """
+    if rows < 1 or cols < 1:
+        raise SharpkdError(f"slice.rows/cols must be >= 1, got {rows}x{cols}")
+    if crop_height < 1 or crop_width < 1:
+        raise SharpkdError(f"slice.crop_height/crop_width must be positive, got {crop_width}x{crop_height}")
+    if height < crop_height or width < crop_width:
+        raise SharpkdError(f"a {width}x{height} image is smaller than one {crop_width}x{crop_height} crop")
 
-    Raises SharpkdError if a crop would be smaller than ``min_size`` on a side (the caller
+    def starts(size: int, crop: int, n: int) -> list[int]:  # unique: no crop is taken twice
+        return [(size - crop) // 2] if n == 1 else sorted({round(i * (size - crop) / (n - 1)) for i in range(n)})
+
+    return [(t, l, t + crop_height, l + crop_width)
+            for t in starts(height, crop_height, rows) for l in starts(width, crop_width, cols)]
+
+
+def slice_image(name: str, img: np.ndarray, rows: int = 2, cols: int = 2, min_size: int = 16,
+                crop_height: int = 0, crop_width: int = 0) -> dict[str, np.ndarray]:
+    """Crop ``img`` into rows x cols crops: ``{"<name>@r<i>c<j>": crop}``.
+
+    With ``crop_height``/``crop_width`` 0 the crops are the cells of a grid that tiles the image
+    (:func:`grid_boxes`, the report's quadrants for 2x2); otherwise they are fixed-size crops
+    evenly spaced over the image (:func:`spaced_boxes`).  Raises SharpkdError if a crop would be
+    smaller than ``min_size`` on a side or the image cannot hold one fixed-size crop (the caller
     skips and counts such images).
     """
     h, w = img.shape[:2]
-    if h // rows < min_size or w // cols < min_size:
-        raise SharpkdError(f"{name}: {w}x{h} is smaller than a {rows}x{cols} grid of {min_size}px crops")
-    out = {}
-    for k, (t, l, b, r) in enumerate(grid_boxes(h, w, rows, cols)):
-        out[f"{name}@r{k // cols}c{k % cols}"] = np.ascontiguousarray(img[t:b, l:r])
-    return out
+    if crop_height or crop_width:
+        if min(crop_height, crop_width) < min_size:
+            raise SharpkdError(f"slice.crop_height/crop_width {crop_width}x{crop_height} is below min_size {min_size}")
+        try:
+            boxes = spaced_boxes(h, w, rows, cols, crop_height, crop_width)
+        except SharpkdError as exc:
+            raise SharpkdError(f"{name}: {exc}") from None
+    else:
+        if h // rows < min_size or w // cols < min_size:
+            raise SharpkdError(f"{name}: {w}x{h} is smaller than a {rows}x{cols} grid of {min_size}px crops")
+        boxes = grid_boxes(h, w, rows, cols)
+    tops, lefts = sorted({b[0] for b in boxes}), sorted({b[1] for b in boxes})
+    return {f"{name}@r{tops.index(t)}c{lefts.index(l)}": np.ascontiguousarray(img[t:b, l:r]) for t, l, b, r in boxes}
 
 
 def source_of(crop_name: str) -> str:
@@ -134,3 +167,13 @@ def degrade_all(images: dict[str, np.ndarray], scale: float) -> dict[str, np.nda
     """Apply the report's degradation (:func:`sharpkd.degrade.degrade`) to every image."""
     return {k: degrade(v, scale) for k, v in images.items()}
 
+
+
+def report_size(value) -> tuple[int, int] | None:
+    """``slice.report_size``: ``[width, height]`` (the report's ``[464, 256]``) or empty/None for none."""
+    if not value:
+        return None
+    if (not isinstance(value, (list, tuple)) or len(value) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
+        raise SharpkdError(f"slice.report_size must be [width, height] in pixels or [], got {value!r}")
+    return int(value[0]), int(value[1])

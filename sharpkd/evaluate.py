@@ -87,5 +87,7 @@ def grid(outputs: Mapping[str, Mapping[str, np.ndarray]], gts: Mapping[str, np.n
             cols["teacher"] = o["teacher"]
         cols |= {"student": o["student"], "ground truth": gts[name]}
         rows.append((name, cols))
-    return comparison_grid(rows)
+    # full-size frames are shown 480 px wide with a x3 zoom of 160 px of original pixels
+    width = min(480, max(r[1]["degraded"].shape[1] for r in rows))
+    return comparison_grid(rows, col_width=width)
 

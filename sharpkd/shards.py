@@ -27,6 +27,11 @@ def shard_paths(directory: str | os.PathLike, split: str) -> list[Path]:
     return sorted(Path(directory).glob(f"{split}-[0-9][0-9][0-9].safetensors"))
 
 
+def split_names(directory: str | os.PathLike) -> list[str]:
+    """The splits that have shards in ``directory``, sorted."""
+    return sorted({p.name.rsplit("-", 1)[0] for p in Path(directory).glob("*-[0-9][0-9][0-9].safetensors")})
+
+
 def write_split(directory: str | os.PathLike, split: str, images: Mapping[str, np.ndarray],
                 max_bytes: int = DEFAULT_MAX_BYTES) -> list[Path]:
     """Write ``images`` (name -> uint8 array) as the shards of ``split``; returns the files written.

@@ -660,20 +660,18 @@ def infer(
     """Run ``model`` on uint8 HxWx3 RGB images; return uint8 HxWx3 images (rounded, clipped).
 
     Images go through :func:`sharpkd.tiling.tiled_apply` (``tile``/``overlap``, ``batch`` tiles at
-    a time, padded to the model's ``multiple_of``) under ``torch.inference_mode``; on CUDA with
-    bf16 autocast and channels_last.  On CPU the result is deterministic.
+    a time, padded to the model's ``multiple_of``) under ``torch.inference_mode``, channels_last;
+    on CUDA with bf16 autocast.  On CPU the result is deterministic.
     """
     images = list(images)
     device = torch.device(device)
     cuda = device.type == "cuda"
     model.eval().to(device)
-    if cuda:
-        model.to(memory_format=torch.channels_last)
+    model.to(memory_format=torch.channels_last)  # faster on CUDA and on CPU (oneDNN): VDSR 1.3x on 2 cores
     multiple_of = max(1, int(getattr(model, "multiple_of", 1)))
 
     def fn(t: torch.Tensor) -> torch.Tensor:
-        if cuda:
-            t = t.contiguous(memory_format=torch.channels_last)
+        t = t.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=cuda):
             return model(t).float()
 

@@ -152,6 +152,21 @@ def fingerprint(params: dict, data: TrainData) -> str:
     return h.hexdigest()
 
 
+def epoch_steps(params: dict, data: TrainData) -> int:
+    """``train.steps_per_epoch``, or for 0 the steps of one pass over the training crops: as many
+    patch pixels as the crops hold, ``ceil(sum(H * W) / (batch * patch^2))``."""
+    steps = int(params["steps_per_epoch"])
+    if steps < 0:
+        raise SharpkdError(f"train.steps_per_epoch must be >= 0 (0 = one pass over the crops), got {steps}")
+    if steps:
+        return steps
+    batch, patch = int(params["batch"]), int(params["patch"])
+    p = min(patch, *(min(im.shape[:2]) for im in data.gt)) if patch > 0 else None
+    pixels = sum(im.shape[0] * im.shape[1] for im in data.gt)
+    per_step = batch * (p * p if p else data.gt[0].shape[0] * data.gt[0].shape[1])
+    return max(1, math.ceil(pixels / per_step))
+
+
 def train(params: dict, data: TrainData, *, device: str = "cpu", state_path: str | os.PathLike | None = None,
           on_epoch: Callable[[int, dict], None] | None = None,
           on_step: Callable[[int], None] | None = None) -> tuple[torch.nn.Module, dict, list[dict]]:
@@ -164,7 +179,7 @@ def train(params: dict, data: TrainData, *, device: str = "cpu", state_path: str
     Under ``torchrun`` (``WORLD_SIZE`` > 1) the model is wrapped in DistributedDataParallel.
     """
     seed = int(params["seed"])
-    epochs, steps_per_epoch = int(params["epochs"]), int(params["steps_per_epoch"])
+    epochs, steps_per_epoch = int(params["epochs"]), epoch_steps(params, data)
     total = epochs * steps_per_epoch
     world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
     rank = dist.get_rank() if world > 1 else 0

@@ -5,9 +5,7 @@ import argparse
 from sharpkd import stage
 from sharpkd.data import degrade_all
 from sharpkd.fsutil import atomic_dir
-from sharpkd.shards import read_split, write_split
-
-SPLITS = ("train", "val", "val_full")
+from sharpkd.shards import read_split, split_names, write_split
 
 
 def run() -> None:
@@ -17,7 +15,7 @@ def run() -> None:
     args = ap.parse_args()
     p = stage.load_params("degrade")
     with atomic_dir(args.out) as tmp:
-        for split in SPLITS:
+        for split in split_names(args.slices):
             write_split(tmp, split, degrade_all(read_split(args.slices, split), p["scale"]))
     print(f"degrade: scale {p['scale']}")
 

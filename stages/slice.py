@@ -1,9 +1,11 @@
-"""Stage slice: split source images into train/validation (by source, seeded) and crop them."""
+"""Stage slice: split source images into train/validation (by source, seeded), crop the training
+images, and keep the validation images whole (plus, with ``report_size``, resized to the report's
+protocol)."""
 
 import argparse
 
 from sharpkd import stage
-from sharpkd.data import slice_image, split_sources
+from sharpkd.data import report_size, resize_image, slice_image, split_sources
 from sharpkd.errors import SharpkdError
 from sharpkd.fsutil import atomic_dir, write_json
 from sharpkd.shards import read_split, write_split
@@ -12,33 +14,38 @@ from sharpkd.shards import read_split, write_split
 def run() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--images", required=True, help="folder written by the resize stage")
-    ap.add_argument("--out", required=True, help="folder for train/val crop shards and full validation images")
+    ap.add_argument("--out", required=True, help="folder for training crop shards and validation images")
     ap.add_argument("--split", required=True, help="JSON record of the split (committed)")
     args = ap.parse_args()
     p = stage.load_params("slice")
+    size = report_size(p.get("report_size"))
+    crop = (int(p.get("crop_height") or 0), int(p.get("crop_width") or 0))
+    if any(crop) and min(crop) < p["min_size"]:
+        raise SharpkdError(f"slice.crop_height/crop_width ({crop[1]}x{crop[0]}) must be at least slice.min_size "
+                           f"({p['min_size']}), or both 0 for grid cells")
     images = read_split(args.images, "images")
-    crops: dict[str, dict] = {"train": {}, "val": {}}
     skipped = {}
     usable = {}
     for name, img in images.items():
         try:
-            usable[name] = slice_image(name, img, p["rows"], p["cols"], p["min_size"])
+            usable[name] = slice_image(name, img, p["rows"], p["cols"], p["min_size"], *crop)
         except SharpkdError as exc:
             print(f"warning: skipped {exc}")
             skipped[name] = str(exc)
     split = split_sources(list(usable), p["val_fraction"], p["seed"], p["group_pattern"])
-    for side in ("train", "val"):
-        for name in getattr(split, side):
-            crops[side].update(usable[name])
+    train = {k: v for name in split.train for k, v in usable[name].items()}
     with atomic_dir(args.out) as tmp:
-        write_split(tmp, "train", crops["train"])
-        write_split(tmp, "val", crops["val"])
+        write_split(tmp, "train", train)
         write_split(tmp, "val_full", {n: images[n] for n in split.val})
-    record = split.as_dict() | {"skipped": skipped, "n_skipped": len(skipped),
-                                "n_train_crops": len(crops["train"]), "n_val_crops": len(crops["val"])}
+        if size:
+            write_split(tmp, "val_report", {n: resize_image(images[n], "fixed", *size) for n in split.val})
+    record = split.as_dict() | {"skipped": skipped, "n_skipped": len(skipped), "n_train_crops": len(train),
+                                "crop": {"rows": p["rows"], "cols": p["cols"], "height": crop[0], "width": crop[1]},
+                                "val_sizes": sorted({f"{images[n].shape[1]}x{images[n].shape[0]}" for n in split.val}),
+                                "report_size": f"{size[0]}x{size[1]}" if size else None}
     write_json(args.split, record)
-    print(f"slice: {len(split.train)} train / {len(split.val)} val source images, "
-          f"{len(crops['train'])} / {len(crops['val'])} crops, {len(skipped)} skipped")
+    print(f"slice: {len(split.train)} train / {len(split.val)} val source images, {len(train)} training crops, "
+          f"{len(skipped)} skipped" + (f", validation also at {size[0]}x{size[1]}" if size else ""))
 
 
 if __name__ == "__main__":

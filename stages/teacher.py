@@ -4,11 +4,13 @@ import argparse
 
 from sharpkd import stage
 from sharpkd.fsutil import atomic_dir, write_json
-from sharpkd.shards import read_split, write_split
+from sharpkd.shards import read_split, split_names, write_split
 from sharpkd.teacher import adapt, build_teacher, describe, infer, save_teacher
 from sharpkd.teacher_report import teacher_report
 
-SPLITS = ("train", "val", "val_full")
+# Validation scales, scored before and after adaptation: full size (the gate) and, when the
+# slice stage wrote it, the report's protocol (validation images resized to slice.report_size).
+VAL_SPLITS = ("val_full", "val_report")
 
 
 def run() -> None:
@@ -24,35 +26,43 @@ def run() -> None:
     scale = stage.load_params("degrade")["scale"]
     device = stage.resolve_device(p["device"])
 
-    gt = {s: read_split(args.slices, s) for s in SPLITS}
-    deg = {s: read_split(args.degraded, s, list(gt[s])) for s in SPLITS}
-    val_names = list(gt["val_full"])
-    val_deg, val_gt = [deg["val_full"][n] for n in val_names], [gt["val_full"][n] for n in val_names]
+    present = set(split_names(args.slices))
+    val_splits = [s for s in VAL_SPLITS if s in present]
+    gt = {s: read_split(args.slices, s) for s in ["train", *val_splits]}
+    deg = {s: read_split(args.degraded, s, list(gt[s])) for s in gt}
 
-    def run_teacher(model, images):
-        return infer(model, images, tile=p["tile"], overlap=p["overlap"], device=device)
+    def run_teacher(model, split, desc):
+        return infer(model, [deg[split][n] for n in gt[split]], tile=p["tile"], overlap=p["overlap"],
+                     device=device, desc=desc)
 
     model = build_teacher(p)
-    before = run_teacher(model, val_deg)
     a = p["adapt"]
-    if a["steps"] > 0:
+    adapted = a["steps"] > 0
+    before = {s: run_teacher(model, s, f"teacher as is, {s}") for s in val_splits}
+    if adapted:
         pairs = [(deg["train"][n], gt["train"][n]) for n in gt["train"]]
         adapt(model, pairs, steps=a["steps"], lr=a["lr"], patch=a["patch"], batch=a["batch"], seed=a["seed"],
               device=device, state_path=args.state, checkpoint_every=a.get("checkpoint_every", 50))
-    after = run_teacher(model, val_deg) if a["steps"] > 0 else before
+    after = {s: run_teacher(model, s, f"teacher adapted, {s}") for s in val_splits} if adapted else before
 
-    report = teacher_report(val_gt, val_deg, before, after, scale=scale, adapted=a["steps"] > 0,
-                            allow_worse=p["allow_worse_than_input"])
+    def report_for(split, gate):
+        return teacher_report([gt[split][n] for n in gt[split]], [deg[split][n] for n in gt[split]],
+                              before[split], after[split], scale=scale, adapted=adapted,
+                              allow_worse=p["allow_worse_than_input"] or not gate)
+
+    report = report_for("val_full", gate=True)
+    if "val_report" in val_splits:
+        h, w = next(iter(gt["val_report"].values())).shape[:2]
+        report["report_protocol"] = {"size": f"{w}x{h}"} | report_for("val_report", gate=False)
     report["teacher"] = describe(model) | {"kind": p["kind"], "adapt": a, "device": device}
 
     with atomic_dir(args.out) as tmp:
-        for split in SPLITS:
-            names = list(gt[split])
-            outs = after if split == "val_full" else run_teacher(model, [deg[split][n] for n in names])
-            write_split(tmp, split, dict(zip(names, outs)))
+        write_split(tmp, "train", dict(zip(gt["train"], run_teacher(model, "train", "teacher, training crops"))))
+        for split in val_splits:
+            write_split(tmp, split, dict(zip(gt[split], after[split])))
     save_teacher(model, args.model, p)
     write_json(args.metrics, report)
-    t = report["teacher_adapted" if a["steps"] > 0 else "teacher_as_is"]
+    t = report["teacher_adapted" if adapted else "teacher_as_is"]
     print(f"teacher: {report['teacher']['arch']} val PSNR {t['psnr']:.3f} dB "
           f"({report['gain_over_input_db']:+.3f} dB over the degraded input, "
           f"{report['gain_over_best_classical_db']:+.3f} dB over {report['best_classical']['method']})")

@@ -8,7 +8,7 @@ from sharpkd.distributed import distributed
 from sharpkd.fsutil import write_json
 from sharpkd.models import count_macs, count_params, save_student
 from sharpkd.shards import read_split
-from sharpkd.train import TrainData, train
+from sharpkd.train import TrainData, epoch_steps, train
 
 
 def run() -> None:
@@ -63,7 +63,8 @@ def run() -> None:
                      "degradation": "bilinear down to degrade.scale, bilinear up (see params.yaml)"},
             "validation": {"psnr": round(best["val_psnr"], 4), "ssim": round(best["val_ssim"], 5),
                            "best_epoch": best["epoch"], "metric": "RGB uint8, full validation images"},
-            "training": {k: p[k] for k in ("epochs", "steps_per_epoch", "batch", "patch", "lr", "seed")}
+            "training": {k: p[k] for k in ("epochs", "batch", "patch", "lr", "seed")}
+                        | {"steps_per_epoch": epoch_steps(p, data)}
                         | {"loss": p["loss"], "processes": world, "device": device},
         }
         save_student(model, args.model, {"card": json.dumps(card, sort_keys=True)})

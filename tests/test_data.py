@@ -5,7 +5,8 @@ import hashlib
 import numpy as np
 import pytest
 
-from sharpkd.data import grid_boxes, group_of, resize_image, slice_image, source_of, split_sources
+from sharpkd.data import (grid_boxes, group_of, report_size, resize_image, slice_image, source_of, spaced_boxes,
+                          split_sources)
 from sharpkd.degrade import degrade, low_size
 from sharpkd.errors import SharpkdError
 from sharpkd.shards import read_split, write_split
@@ -50,6 +51,41 @@ def test_slices_cover_the_image_exactly_once(h, w, rows, cols):
         assert len(crops) == rows * cols
         assert sum(c.shape[0] * c.shape[1] for c in crops.values()) == h * w
         assert {source_of(k) for k in crops} == {"x.png"}
+
+
+@pytest.mark.parametrize("h,w,rows,cols", [(1080, 1920, 5, 6), (720, 1280, 5, 6), (1920, 1080, 5, 6), (128, 232, 3, 2),
+                                           (300, 300, 1, 1)])
+def test_spaced_crops_have_the_asked_size_and_span_the_image(h, w, rows, cols):
+    boxes = spaced_boxes(h, w, rows, cols, 128, 232)
+    assert len(boxes) == len(set(boxes)) == (rows * cols if (h, w) != (128, 232) else 1)
+    assert all(b - t == 128 and r - l == 232 and t >= 0 and l >= 0 and b <= h and r <= w for t, l, b, r in boxes)
+    if rows > 1 and cols > 1:  # first and last crops touch the image's edges
+        assert boxes[0][:2] == (0, 0) and boxes[-1][2:] == (h, w)
+    img = rand_img(h, w)
+    crops = slice_image("x.png", img, rows, cols, 16, 128, 232)
+    assert len(crops) == len(boxes)
+    if len(boxes) > 1:
+        t, l, b, r = boxes[1]
+        assert np.array_equal(crops["x.png@r0c1"], img[t:b, l:r])
+
+
+def test_spaced_crop_of_one_is_centred_and_too_large_is_refused():
+    assert spaced_boxes(100, 200, 1, 1, 50, 100) == [(25, 50, 75, 150)]
+    with pytest.raises(SharpkdError, match="tiny.png.*smaller than one"):
+        slice_image("tiny.png", rand_img(100, 200), 2, 2, 16, 128, 232)
+    with pytest.raises(SharpkdError, match="min_size"):
+        slice_image("x.png", rand_img(100, 200), 2, 2, 16, 8, 100)
+
+
+@pytest.mark.parametrize("value,expected", [([], None), (None, None), ([464, 256], (464, 256))])
+def test_report_size(value, expected):
+    assert report_size(value) == expected
+
+
+@pytest.mark.parametrize("bad", [[464], [464, 0], "464x256", [464.0, 256], [True, 256]])
+def test_report_size_rejects_bad_values(bad):
+    with pytest.raises(SharpkdError, match="report_size"):
+        report_size(bad)
 
 
 def test_slice_rejects_images_smaller_than_a_crop():
@@ -108,3 +144,13 @@ def test_shards_round_trip_and_same_bytes(tmp_path):
         read_split(tmp_path, "train", ["nope"])
     with pytest.raises(SharpkdError, match="no shards"):
         read_split(tmp_path, "val")
+
+
+def test_split_names_lists_the_splits_with_shards(tmp_path):
+    from sharpkd.shards import split_names, write_split
+
+    assert split_names(tmp_path) == []
+    write_split(tmp_path, "val_report", {"a": rand_img(4, 4)})
+    write_split(tmp_path, "train", {"a": rand_img(4, 4)}, max_bytes=1)
+    write_split(tmp_path, "train", {"a": rand_img(4, 4), "b": rand_img(4, 4)}, max_bytes=1)
+    assert split_names(tmp_path) == ["train", "val_report"]

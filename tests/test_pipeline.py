@@ -42,6 +42,8 @@ def repo(tmp_path_factory):
         shutil.copy2(ROOT / f, dst / f)
     params = yaml.safe_load((dst / "params.yaml").read_text())
     params["profile"] = "e2e"
+    # fixed-size crops and a second (report-protocol) validation scale, as the photo-pool run uses
+    params["slice"] |= {"rows": 3, "cols": 3, "crop_height": 64, "crop_width": 96, "report_size": [232, 128]}
     params["teacher"]["adapt"] |= {"steps": 4, "patch": 32, "batch": 2, "checkpoint_every": 2}
     params["teacher"]["allow_worse_than_input"] = True
     params["train"] |= {"epochs": 2, "steps_per_epoch": 2, "batch": 2, "patch": 32}
@@ -70,7 +72,14 @@ def test_repro_writes_honest_metrics(repo):
     assert (repo / "metrics/e2e/comparison.png").stat().st_size > 1000
     assert (repo / "metrics/e2e/train/metrics.json").exists()
     scores = (repo / "metrics/e2e/eval_scores.csv").read_text().splitlines()
-    assert len(scores) == 1 + 6 * ev["n_images"]
+    assert len(scores) == 1 + 2 * 6 * ev["n_images"]
+    assert sum(line.startswith("232x128/") for line in scores) == 6 * ev["n_images"]
+    report = ev["report_protocol"]
+    assert report["size"] == "232x128" and set(report["methods"]) == set(methods)
+    assert ev["sizes"] == ["464x256"]
+    assert teacher["report_protocol"]["size"] == "232x128"
+    assert {"teacher_as_is", "teacher_adapted"} <= set(teacher["report_protocol"])
+    assert split["n_train_crops"] == 9 * split["n_train"] and split["crop"]["height"] == 64
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ import torch
 
 from sharpkd.degrade import degrade
 from sharpkd.errors import SharpkdError
-from sharpkd.train import TrainData, sample_batch, train
+from sharpkd.train import TrainData, epoch_steps, sample_batch, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -78,6 +78,17 @@ def test_a_state_from_other_params_is_not_resumed(tmp_path):
     _, _, hist = train(other, make_data(), state_path=state)
     fresh = train(other, make_data())[2]
     assert [h["train_loss"] for h in hist] == [h["train_loss"] for h in fresh]
+
+
+@pytest.mark.parametrize("batch,patch,expected", [(4, 24, 5), (4, 0, 2), (2, 64, 4), (5, 24, 4)])
+def test_steps_per_epoch_zero_is_one_pass_over_the_crop_pixels(batch, patch, expected):
+    data = make_data()  # 6 crops of 40x48 = 11,520 pixels
+    params = PARAMS | {"steps_per_epoch": 0, "batch": batch, "patch": patch}
+    # patch 64 exceeds the crops: the largest square that fits (40) is used, as in sample_batch
+    assert epoch_steps(params, data) == expected
+    assert epoch_steps(PARAMS, data) == 3
+    with pytest.raises(SharpkdError, match="steps_per_epoch"):
+        epoch_steps(PARAMS | {"steps_per_epoch": -1}, data)
 
 
 def test_batches_split_across_processes_cover_the_global_batch():
