@@ -68,9 +68,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         result |= benchmark_onnx(model, args.height, args.width, runs=args.runs, warmup=args.warmup, device=device)
     if args.frames:
         result |= {"temporal": temporal_stability_of_frames(model, args.frames, args.pattern, device, args.degrade)}
-    if args.json:
-        print(json.dumps(result, sort_keys=True))
-    else:
+    result["machine"] = machine(device)
+    _emit_bench(args, result)
+    if not args.json:
         print(f"{arch} ({result['parameters']:,} parameters, {result['macs_per_frame'] / 1e9:.2f} GMAC per "
               f"{args.width}x{args.height} frame) on {device} via {args.runtime}: median {result['median_ms']:.1f} ms, "
               f"p95 {result['p95_ms']:.1f} ms, {result['fps']:.1f} fps")
@@ -79,6 +79,37 @@ def cmd_bench(args: argparse.Namespace) -> int:
             print(f"temporal stability on {t['frames']} consecutive frames: mean |frame difference| input "
                   f"{t['frame_diff_input']}, output {t['frame_diff_output']} (ratio {t['flicker_ratio']})")
     return 0
+
+
+def machine(device: str) -> dict:
+    """Where a benchmark ran: CPU model and cores, GPU name on CUDA, torch version."""
+    import os
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    out = {"cpu": cpu, "cpu_cores": os.cpu_count(), "torch": torch.__version__}
+    if str(device).startswith("cuda"):
+        out["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return out
+
+
+def _emit_bench(args: argparse.Namespace, result: dict) -> None:
+    """Print the result as JSON (``--json``) and/or write it to ``--out`` atomically."""
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+    if args.out:
+        from .fsutil import write_json
+
+        write_json(args.out, result)
 
 
 def _bench_teacher(args: argparse.Namespace, device: str) -> int:
@@ -90,6 +121,7 @@ def _bench_teacher(args: argparse.Namespace, device: str) -> int:
     import numpy as np
     import torch
 
+    from .models import count_macs
     from .teacher import describe, infer, load_teacher
 
     model = load_teacher(args.teacher, device=device)
@@ -103,12 +135,15 @@ def _bench_teacher(args: argparse.Namespace, device: str) -> int:
     times.sort()
     median = statistics.median(times)
     p95 = times[min(len(times) - 1, math.ceil(0.95 * len(times)) - 1)]
-    result = describe(model) | {"device": device, "height": args.height, "width": args.width, "tile": args.tile,
+    try:  # convolutions and linear layers, counted on the meta device (no compute)
+        macs = {"macs_per_frame": count_macs(model, args.height, args.width)}
+    except Exception:  # an architecture the meta device cannot trace: time it anyway
+        macs = {}
+    result = describe(model) | macs | {"device": device, "height": args.height, "width": args.width, "tile": args.tile,
                                 "threads": torch.get_num_threads(), "median_ms": median, "p95_ms": p95,
-                                "fps": 1000 / median}
-    if args.json:
-        print(json.dumps(result, sort_keys=True))
-    else:
+                                "fps": 1000 / median, "runs": args.runs, "machine": machine(device)}
+    _emit_bench(args, result)
+    if not args.json:
         print(f"teacher {result['arch']} ({result['params']:,} parameters) on {device}, {args.width}x{args.height} "
               f"in {args.tile}px tiles: median {median:.0f} ms per frame over {args.runs} runs")
     return 0
@@ -169,6 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--warmup", type=int, default=3)
     b.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     b.add_argument("--json", action="store_true", help="print one JSON object")
+    b.add_argument("--out", help="also write the JSON to this file (metrics/<profile>/bench/<row>-<cpu|cuda>.json "
+                                 "feeds the README table)")
     b.add_argument("--teacher", help="time a saved teacher (.safetensors from the teacher stage) instead of a student")
     b.add_argument("--tile", type=int, default=512, help="tile size for --teacher (the pipeline's teacher.tile)")
     b.add_argument("--frames", help="folder of consecutive video frames: also report temporal stability")

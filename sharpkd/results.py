@@ -2,7 +2,8 @@
 
 ``python -m sharpkd.results --update README.md`` rewrites every block between
 ``<!-- results:PROFILE -->`` and ``<!-- /results:PROFILE -->`` with the table built from
-``metrics/PROFILE/{eval,teacher}.json``, and every ``<!-- ablation:PROFILE -->`` block with the
+``metrics/PROFILE/{eval,teacher}.json``, ``metrics/PROFILE/bench/*.json`` and the saved runs of
+``metrics/PROFILE/ablation/``, redraws ``metrics/PROFILE/curves.png`` from the training logs, and every ``<!-- ablation:PROFILE -->`` block with the
 side-by-side table of the runs whose ``eval.json`` were saved as ``metrics/PROFILE/ablation/NAME.json``.
 """
 
@@ -13,6 +14,8 @@ import json
 import re
 import sys
 from pathlib import Path
+
+from .fsutil import atomic_path
 
 LABELS = {
     "identity": "degraded input (identity)",
@@ -28,38 +31,109 @@ def _load(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
+# Runs saved under metrics/PROFILE/ablation/ that get a row of their own in the results table
+# (their student only; every run scores the same validation images).
+ABLATION_ROWS = {
+    "seed": "the report's student (`{arch}`), same loss and budget",
+    "gt_only": "default student (`{arch}`), without distillation (ground truth only)",
+}
+
+
+def _bench(metrics_dir: Path) -> dict:
+    """``{row: {"cpu": result, "cuda": result}}`` from ``metrics_dir/bench/<row>-<cpu|cuda>.json``
+    (written by ``sharpkd bench --out``)."""
+    out: dict[str, dict] = {}
+    for path in sorted(Path(metrics_dir, "bench").glob("*-*.json")):
+        row, kind = path.stem.rsplit("-", 1)
+        out.setdefault(row, {})[kind] = json.loads(path.read_text())
+    return out
+
+
+def _num(value, fmt: str) -> str:
+    return "—" if value is None else format(value, fmt)
+
+
 def table(metrics_dir: str | Path) -> str:
-    """Markdown: one row per method with PSNR, SSIM and the gain over the degraded input."""
+    """Markdown: one row per method; PSNR/SSIM at full size (and at the report's protocol size
+    when evaluated), the gain over the degraded input, parameters, MACs per 1080p frame and the
+    1080p frame rates of ``metrics_dir/bench``."""
     metrics_dir = Path(metrics_dir)
     ev = _load(metrics_dir / "eval.json")
     if ev is None:
         raise FileNotFoundError(f"{metrics_dir / 'eval.json'} not found: run `dvc repro` first")
     teacher = _load(metrics_dir / "teacher.json") or {}
-    methods = ev["methods"]
-    base = methods["identity"]
-    lines = ["| method | PSNR (dB) | SSIM | ΔPSNR vs input | ΔSSIM vs input |", "|---|---:|---:|---:|---:|"]
-    for name in sorted(methods, key=lambda k: list(LABELS).index(k) if k in LABELS else len(LABELS)):
-        m = methods[name]
-        label = LABELS.get(name, name)
-        if name == "teacher" and teacher.get("teacher"):
-            t = teacher["teacher"]
-            label += f" ({t.get('arch', t.get('kind'))}, {t.get('params', 0):,} params"
-            label += ", adapted)" if t.get("adapt", {}).get("steps") else ", as is)"
-        if name == "student":
-            s = ev["student"]
-            label += f" ({s['arch']}, {s['parameters']:,} params, {s['macs_per_1080p_frame'] / 1e9:.2f} GMAC/1080p)"
-        if name == "teacher" and "teacher_adapted" in teacher and "teacher_as_is" in teacher:
-            before = teacher["teacher_as_is"]  # scored by the teacher stage on the same images
-            what = ("teacher as downloaded (pretrained, not adapted)" if teacher.get("teacher", {}).get("kind") != "restormer"
-                    else "teacher before adaptation (random init)")
-            lines.append(f"| {what} | {before['psnr']:.3f} | {before['ssim']:.4f} | "
-                         f"{before['psnr'] - base['psnr']:+.3f} | {before['ssim'] - base['ssim']:+.4f} |")
-        lines.append(f"| {label} | {m['psnr']:.3f} | {m['ssim']:.4f} | {m['psnr'] - base['psnr']:+.3f} | "
-                     f"{m['ssim'] - base['ssim']:+.4f} |")
+    report = ev.get("report_protocol")
+    treport = teacher.get("report_protocol") or {}
+    bench = _bench(metrics_dir)
+    runs = {p.stem: json.loads(p.read_text()) for p in sorted(Path(metrics_dir, "ablation").glob("*.json"))}
+    methods, base = ev["methods"], ev["methods"]["identity"]
+    t = teacher.get("teacher") or {}
+    adapted = bool(t.get("adapt", {}).get("steps"))
+
+    rows = []  # (label, full-size scores, report-size scores, params, macs, bench row)
+    for name in ("identity", "bicubic", "lanczos", "unsharp"):
+        if name in methods:
+            rows.append((LABELS[name], methods[name], report and report["methods"].get(name), None, None, None))
+    t_params = t.get("params")
+    t_macs = (bench.get("teacher", {}).get("cpu") or bench.get("teacher", {}).get("cuda") or {}).get("macs_per_frame")
+    if "teacher" in methods:
+        arch = t.get("arch", t.get("kind", "teacher"))
+        if adapted and "teacher_as_is" in teacher:
+            what = ("as downloaded (pretrained, not adapted)" if t.get("kind") != "restormer"
+                    else "before adaptation (random init)")
+            rows.append((f"teacher {arch}, {what}", teacher["teacher_as_is"], treport.get("teacher_as_is"),
+                         t_params, t_macs, "teacher"))
+        rows.append((f"teacher {arch}, " + ("adapted" if adapted else "as is"), methods["teacher"],
+                     report and report["methods"].get("teacher"), t_params, t_macs, "teacher"))
+    for stem, label in ABLATION_ROWS.items():
+        if stem in runs:
+            run = runs[stem]
+            st = run["student"]
+            rows.append((label.format(arch=st["arch"]), run["methods"]["student"],
+                         (run.get("report_protocol") or {}).get("methods", {}).get("student"),
+                         st["parameters"], st["macs_per_1080p_frame"],
+                         "student" if st["arch"] == ev["student"]["arch"] else st["arch"]))  # same arch, same speed
+    st = ev["student"]
+    rows.append((f"**default student (`{st['arch']}`), distilled**", methods["student"],
+                 report and report["methods"].get("student"), st["parameters"], st["macs_per_1080p_frame"],
+                 "student"))
+
+    rsize = report["size"] if report else None
+    head = ["method", "PSNR (dB)", "SSIM", "ΔPSNR vs input"]
+    if rsize:
+        head += [f"PSNR at {rsize}", f"SSIM at {rsize}"]
+    head += ["params", "GMAC / 1080p", "CPU fps 1080p", "GPU fps 1080p"]
+    lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+    for label, full, small, params, macs, key in rows:
+        cells = [label, f"{full['psnr']:.3f}", f"{full['ssim']:.4f}", f"{full['psnr'] - base['psnr']:+.3f}"]
+        if rsize:
+            cells += [_num(small and small["psnr"], ".3f"), _num(small and small["ssim"], ".4f")]
+        b = bench.get(key, {}) if key else {}
+        fps = {k: b[k]["fps"] for k in ("cpu", "cuda") if k in b}
+        cells += [_num(params, ","), _num(macs and macs / 1e9, ",.2f"),
+                  _num(fps.get("cpu"), ".3g" if fps.get("cpu", 1) < 1 else ".1f"), _num(fps.get("cuda"), ".1f")]
+        lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
-    lines.append(f"{ev['n_images']} full validation images; SSIM: skimage `structural_similarity` "
-                 "(gaussian_weights, sigma 1.5, population covariance, data_range 255, RGB); PSNR: RGB, data_range 255; "
-                 f"unsharp radius {ev['unsharp']['radius']}, amount {ev['unsharp']['amount']}.")
+    sizes = ", ".join(ev.get("sizes", [])) or "their stored size"
+    note = (f"{ev['n_images']} held-out validation images scored whole at full size ({sizes})"
+            + (f" and resized to {rsize} (the report's protocol)" if rsize else "") + ". "
+            "SSIM: skimage `structural_similarity` (gaussian_weights, sigma 1.5, population covariance, "
+            "data_range 255, RGB); PSNR: RGB, data_range 255; "
+            f"unsharp radius {ev['unsharp']['radius']}, amount {ev['unsharp']['amount']}.")
+    where = []
+    for kind, name in (("cpu", "CPU"), ("cuda", "GPU")):
+        machines = {json.dumps(r[kind].get("machine", {}), sort_keys=True) for r in bench.values() if kind in r}
+        for m in sorted(machines):
+            m = json.loads(m)
+            threads = sorted({r[kind].get("threads") for r in bench.values() if kind in r} - {None})
+            desc = m.get("gpu") if kind == "cuda" else f"{m.get('cpu', '?')}, {m.get('cpu_cores', '?')} cores"
+            where.append(f"{name} fps measured on {desc} (PyTorch {m.get('torch', '?')}"
+                         + (f", {'/'.join(map(str, threads))} threads" if kind == "cpu" and threads else "") + ")")
+    if bench and not any("cuda" in r for r in bench.values()):
+        where.append("GPU fps not measured (no GPU was lent to the sessions that ran this)")
+    if where:
+        note += " " + "; ".join(where) + "; `—`: not applicable or not measured."
+    lines.append(note)
     return "\n".join(lines) + "\n"
 
 
@@ -79,6 +153,58 @@ def ablation_table(metrics_dir: str | Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _tsv(path: Path) -> tuple[list[float], list[float]]:
+    """A dvclive metric file (``step<TAB>value`` with a header) as (steps, values)."""
+    steps, values = [], []
+    for line in path.read_text().splitlines()[1:]:
+        if line.strip():
+            a, b = line.split("\t")[:2]
+            steps.append(float(a))
+            values.append(float(b))
+    return steps, values
+
+
+def curves(metrics_dir: str | Path) -> Path | None:
+    """``metrics_dir/curves.png``: validation PSNR per epoch of the run (dvclive, ``train/plots``)
+    and of the saved ablation runs (``ablation/<run>-val_psnr.tsv``) against the degraded input,
+    Lanczos and the teacher, beside the run's training loss.  None when the run has no curves."""
+    metrics_dir = Path(metrics_dir)
+    live = metrics_dir / "train" / "plots" / "metrics"
+    if not (live / "val_psnr.tsv").exists():
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ev = _load(metrics_dir / "eval.json") or {}
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4), dpi=100)
+    x, y = _tsv(live / "val_psnr.tsv")
+    ax.plot([s + 1 for s in x], y, "o-", label=f"{(ev.get('student') or {}).get('arch', 'student')} (this run)")
+    for path in sorted((metrics_dir / "ablation").glob("*-val_psnr.tsv")):
+        x2, y2 = _tsv(path)
+        ax.plot([s + 1 for s in x2], y2, ".--", label=path.name[: -len("-val_psnr.tsv")])
+    styles = {"identity": ("degraded input", "k"), "lanczos": ("Lanczos", "tab:gray"), "teacher": ("teacher", "tab:red")}
+    for name, (label, colour) in styles.items():
+        if name in ev.get("methods", {}):
+            ax.axhline(ev["methods"][name]["psnr"], ls=":", color=colour, label=label)
+    ax.set(xlabel="epoch", ylabel="validation PSNR (dB), full images", title="student on the validation images")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    if (live / "train_loss.tsv").exists():
+        x, y = _tsv(live / "train_loss.tsv")
+        bx.plot([s + 1 for s in x], y, "o-")
+        bx.set_yscale("log")
+    bx.set(xlabel="epoch", ylabel="mean training loss", title="training loss (this run)")
+    bx.grid(alpha=0.3)
+    fig.tight_layout()
+    out = metrics_dir / "curves.png"
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return out
+
+
 def update(readme: str | Path, root: str | Path = ".") -> list[str]:
     """Rewrite the results blocks of ``readme``; returns the profiles updated."""
     readme = Path(readme)
@@ -88,6 +214,8 @@ def update(readme: str | Path, root: str | Path = ".") -> list[str]:
     def repl(m: re.Match) -> str:
         profile = m.group(1)
         done.append(profile)
+        if curves(Path(root) / "metrics" / profile):
+            done.append(f"{profile} (curves.png)")
         return f"<!-- results:{profile} -->\n{table(Path(root) / 'metrics' / profile)}<!-- /results:{profile} -->"
 
     def repl_ablation(m: re.Match) -> str:
@@ -103,17 +231,42 @@ def update(readme: str | Path, root: str | Path = ".") -> list[str]:
     return done
 
 
+def save_run(name: str, metrics_dir: str | Path) -> list[Path]:
+    """Keep the current run of a profile as ablation run ``name``: its ``eval.json`` as
+    ``ablation/<name>.json`` and its validation curve as ``ablation/<name>-val_psnr.tsv``."""
+    if not re.fullmatch(r"[A-Za-z0-9_.]+", name):
+        raise ValueError(f"run name {name!r}: use letters, digits, '_' and '.'")
+    metrics_dir = Path(metrics_dir)
+    sources = {metrics_dir / "eval.json": f"{name}.json",
+               metrics_dir / "train" / "plots" / "metrics" / "val_psnr.tsv": f"{name}-val_psnr.tsv"}
+    missing = [str(p) for p in sources if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"{', '.join(missing)} not found: run `dvc repro` (or `dvc exp run`) first")
+    written = []
+    for src, dst in sources.items():
+        out = metrics_dir / "ablation" / dst
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(out) as tmp:
+            tmp.write_bytes(src.read_bytes())
+        written.append(out)
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--update", metavar="README", help="rewrite the results blocks of this file")
     ap.add_argument("--profile", default="default", help="print the table of metrics/PROFILE")
+    ap.add_argument("--save-run", metavar="NAME", help="keep metrics/PROFILE's current run as ablation run NAME")
     args = ap.parse_args(argv)
     try:
-        if args.update:
+        if args.save_run:
+            for path in save_run(args.save_run, Path("metrics") / args.profile):
+                print("wrote", path)
+        elif args.update:
             print("updated:", ", ".join(update(args.update)) or "nothing")
         else:
             print(table(Path("metrics") / args.profile), end="")
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0

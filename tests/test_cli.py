@@ -105,12 +105,15 @@ def test_video_keeps_fps_size_and_frame_count(tmp_path, weights, capsys):
     assert "temporal stability" in capsys.readouterr().out
 
 
-def test_bench_json(capsys, weights):
+def test_bench_json(capsys, weights, tmp_path):
+    out = tmp_path / "bench" / "student-cpu.json"
     assert main(["bench", "--weights", str(weights), "--height", "64", "--width", "96", "--runs", "2",
-                 "--warmup", "1", "--json"]) == 0
+                 "--warmup", "1", "--json", "--out", str(out)]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["fps"] > 0 and result["p95_ms"] >= result["median_ms"] > 0
     assert result["parameters"] > 0 and result["macs_per_frame"] > 0
+    assert result["machine"]["cpu_cores"] >= 1 and result["machine"]["torch"] == torch.__version__
+    assert json.loads(out.read_text()) == result  # --out keeps exactly what --json prints
 
 
 def test_bench_seed_arch(capsys):
@@ -169,3 +172,4 @@ def test_bench_teacher(tmp_path, capsys):
                  "--tile", "64", "--runs", "2", "--warmup", "0", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["arch"] == "Restormer" and result["median_ms"] > 0 and result["params"] > 0
+    assert result["macs_per_frame"] > 0 and "cpu" in result["machine"]

@@ -27,8 +27,51 @@ def root(tmp_path):
 def test_table_rows_in_method_order_with_gains(root):
     text = table(root / "metrics" / "p")
     rows = [line for line in text.splitlines() if line.startswith("| ") and "method" not in line]
-    assert rows[0].startswith("| degraded input") and rows[-1].startswith("| student")
-    assert "+1.000" in rows[-1] and "5,804 params" in rows[-1]
+    assert rows[0].startswith("| degraded input") and rows[-1].startswith("| **default student (`sharp`)")
+    assert rows[-1].endswith("| 31.000 | 0.9500 | +1.000 | 5,804 | 2.99 | — | — |")
+    assert "measured" not in text  # no benchmark files: no claim about where
+
+
+def full_run(root, student_psnr=31.0, arch="sharp"):
+    ev = eval_json(student_psnr)
+    ev["student"]["arch"] = arch
+    ev["report_protocol"] = {"size": "464x256", "methods": {m: {"psnr": v["psnr"] + 1, "ssim": v["ssim"], "n": 3}
+                                                            for m, v in ev["methods"].items()}}
+    return ev
+
+
+def test_table_with_report_scale_ablation_rows_and_benchmarks(root):
+    d = root / "metrics" / "p"
+    (d / "eval.json").write_text(json.dumps(full_run(root) | {"sizes": ["1280x720", "1920x1080"]}))
+    (d / "ablation" / "seed.json").write_text(json.dumps(full_run(root, 25.0, "seed")))
+    (d / "ablation" / "gt_only.json").write_text(json.dumps(full_run(root, 30.9)))
+    (d / "teacher.json").write_text(json.dumps({
+        "teacher": {"arch": "VDSR", "kind": "vdsr", "params": 664704, "adapt": {"steps": 300}},
+        "teacher_as_is": {"psnr": 30.2, "ssim": 0.931}, "teacher_adapted": {"psnr": 32.0, "ssim": 0.96},
+        "report_protocol": {"teacher_as_is": {"psnr": 31.2, "ssim": 0.94}}}))
+    ev = json.loads((d / "eval.json").read_text())
+    ev["methods"]["teacher"] = {"psnr": 32.0, "ssim": 0.96, "n": 3}
+    ev["report_protocol"]["methods"]["teacher"] = {"psnr": 33.0, "ssim": 0.97, "n": 3}
+    (d / "eval.json").write_text(json.dumps(ev))
+    (d / "bench").mkdir()
+    machine = {"cpu": "AMD EPYC", "cpu_cores": 2, "torch": "2.14.1"}
+    for row, fps, macs in (("student", 10.3, 2.99e9), ("seed", 0.65, 25.68e9), ("teacher", 0.048, 1.378e12)):
+        (d / "bench" / f"{row}-cpu.json").write_text(json.dumps({"fps": fps, "macs_per_frame": macs, "threads": 2,
+                                                                "machine": machine}))
+    text = table(d)
+    lines = text.splitlines()
+    assert lines[0] == ("| method | PSNR (dB) | SSIM | ΔPSNR vs input | PSNR at 464x256 | SSIM at 464x256 | params | "
+                        "GMAC / 1080p | CPU fps 1080p | GPU fps 1080p |")
+    body = {line.split(" | ")[0][2:]: line for line in lines[2:] if line.startswith("| ")}
+    assert body["teacher VDSR, as downloaded (pretrained, not adapted)"].endswith(
+        "| 30.200 | 0.9310 | +0.200 | 31.200 | 0.9400 | 664,704 | 1,378.00 | 0.048 | — |")
+    assert body["teacher VDSR, adapted"].endswith("| 32.000 | 0.9600 | +2.000 | 33.000 | 0.9700 | 664,704 | 1,378.00 | 0.048 | — |")
+    assert body["the report's student (`seed`), same loss and budget"].endswith("| 25.000 | 0.9500 | -5.000 | 26.000 | 0.9500 | 5,804 | 2.99 | 0.65 | — |")
+    assert body["default student (`sharp`), without distillation (ground truth only)"].endswith("| 30.900 | 0.9500 | +0.900 | 31.900 | 0.9500 | 5,804 | 2.99 | 10.3 | — |")
+    assert list(body)[-1] == "**default student (`sharp`), distilled**"
+    assert "full size (1280x720, 1920x1080) and resized to 464x256" in text
+    assert "CPU fps measured on AMD EPYC, 2 cores (PyTorch 2.14.1, 2 threads)" in text
+    assert "GPU fps not measured" in text
 
 
 def test_update_rewrites_only_marked_blocks(root):
@@ -47,3 +90,35 @@ def test_missing_metrics_are_an_error(tmp_path):
         table(tmp_path)
     with pytest.raises(FileNotFoundError):
         ablation_table(tmp_path)
+
+
+def test_curves_drawn_from_the_training_logs(root):
+    from PIL import Image
+
+    from sharpkd.results import curves
+
+    d = root / "metrics" / "p"
+    assert curves(d) is None  # no training logs: nothing drawn
+    live = d / "train" / "plots" / "metrics"
+    live.mkdir(parents=True)
+    (live / "val_psnr.tsv").write_text("step\tval_psnr\n0\t30.5\n1\t31.0\n")
+    (live / "train_loss.tsv").write_text("step\ttrain_loss\n0\t0.01\n1\t0.005\n")
+    (d / "ablation" / "seed-val_psnr.tsv").write_text("step\tval_psnr\n0\t25.0\n1\t26.0\n")
+    out = curves(d)
+    assert out == d / "curves.png" and Image.open(out).size == (1100, 400)
+
+
+def test_save_run_keeps_eval_and_curve(root, monkeypatch, capsys):
+    from sharpkd.results import main
+
+    d = root / "metrics" / "p"
+    monkeypatch.chdir(root)
+    assert main(["--save-run", "gt_only", "--profile", "p"]) == 1  # no training log yet
+    assert "val_psnr.tsv not found" in capsys.readouterr().err
+    live = d / "train" / "plots" / "metrics"
+    live.mkdir(parents=True)
+    (live / "val_psnr.tsv").write_text("step\tval_psnr\n0\t30.5\n")
+    assert main(["--save-run", "gt_only", "--profile", "p"]) == 0
+    assert (d / "ablation" / "gt_only.json").read_text() == (d / "eval.json").read_text()
+    assert (d / "ablation" / "gt_only-val_psnr.tsv").read_text().endswith("30.5\n")
+    assert main(["--save-run", "../x", "--profile", "p"]) == 1
