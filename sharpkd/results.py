@@ -15,6 +15,8 @@ import re
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from .fsutil import atomic_path
 
 LABELS = {
@@ -233,11 +235,13 @@ def update(readme: str | Path, root: str | Path = ".") -> list[str]:
 
 def save_run(name: str, metrics_dir: str | Path) -> list[Path]:
     """Keep the current run of a profile as ablation run ``name``: its ``eval.json`` as
-    ``ablation/<name>.json`` and its validation curve as ``ablation/<name>-val_psnr.tsv``."""
+    ``ablation/<name>.json``, its per-image scores as ``ablation/<name>-scores.csv`` and its
+    validation curve as ``ablation/<name>-val_psnr.tsv``."""
     if not re.fullmatch(r"[A-Za-z0-9_.]+", name):
         raise ValueError(f"run name {name!r}: use letters, digits, '_' and '.'")
     metrics_dir = Path(metrics_dir)
     sources = {metrics_dir / "eval.json": f"{name}.json",
+               metrics_dir / "eval_scores.csv": f"{name}-scores.csv",
                metrics_dir / "train" / "plots" / "metrics" / "val_psnr.tsv": f"{name}-val_psnr.tsv"}
     missing = [str(p) for p in sources if not p.exists()]
     if missing:
@@ -252,14 +256,44 @@ def save_run(name: str, metrics_dir: str | Path) -> list[Path]:
     return written
 
 
+def paired(metrics_dir: str | Path, run: str) -> str:
+    """The profile's student against saved run ``run``'s student, image by image (same validation
+    images): mean and standard deviation of the PSNR difference, the images where it is better,
+    and the mean SSIM difference, at each evaluated scale."""
+    from .report import read_scores_csv
+
+    metrics_dir = Path(metrics_dir)
+    other_path = metrics_dir / "ablation" / f"{run}-scores.csv"
+    if not other_path.exists():
+        raise FileNotFoundError(f"{other_path} not found: save the run with --save-run {run}")
+    ours = {r["image"]: r for r in read_scores_csv(metrics_dir / "eval_scores.csv") if r["method"] == "student"}
+    theirs = {r["image"]: r for r in read_scores_csv(other_path) if r["method"] == "student"}
+    if set(ours) != set(theirs):
+        raise ValueError(f"{other_path} scores other images than {metrics_dir / 'eval_scores.csv'}")
+    scales: dict[str, list[str]] = {}
+    for image in sorted(ours):
+        scales.setdefault(image.split("/", 1)[0] if "/" in image else "full size", []).append(image)
+    lines = []
+    for scale, images in sorted(scales.items(), key=lambda kv: kv[0] != "full size"):
+        dp = np.array([ours[i]["psnr"] - theirs[i]["psnr"] for i in images])
+        ds = np.array([ours[i]["ssim"] - theirs[i]["ssim"] for i in images])
+        sd = float(dp.std(ddof=1)) if len(dp) > 1 else 0.0
+        lines.append(f"{scale}: student minus {run}: mean ΔPSNR {dp.mean():+.3f} dB (sd {sd:.3f}), better on "
+                     f"{int((dp > 0).sum())} of {len(dp)} images; mean ΔSSIM {ds.mean():+.5f}")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--update", metavar="README", help="rewrite the results blocks of this file")
     ap.add_argument("--profile", default="default", help="print the table of metrics/PROFILE")
     ap.add_argument("--save-run", metavar="NAME", help="keep metrics/PROFILE's current run as ablation run NAME")
+    ap.add_argument("--paired", metavar="NAME", help="compare metrics/PROFILE's student with saved run NAME per image")
     args = ap.parse_args(argv)
     try:
-        if args.save_run:
+        if args.paired:
+            print(paired(Path("metrics") / args.profile, args.paired), end="")
+        elif args.save_run:
             for path in save_run(args.save_run, Path("metrics") / args.profile):
                 print("wrote", path)
         elif args.update:

@@ -42,7 +42,10 @@ def ship(profile: str, root: str | Path = ".", dest: str | Path = WEIGHTS_DIR) -
     md5 = hashlib.md5(weights.read_bytes()).hexdigest()
     if md5 != out["md5"]:
         raise SystemExit(f"{weights} (md5 {md5}) is not the output recorded in dvc.lock ({out['md5']}): run dvc repro")
-    card |= {"evaluation": {k: evaluation[k] for k in ("methods", "n_images", "degradation", "ssim_settings")},
+    if "student" in evaluation:  # counted by the evaluate stage on the inference form that ships
+        card |= {k: evaluation["student"][k] for k in ("parameters", "macs_per_1080p_frame")}
+    keys = ("methods", "n_images", "sizes", "report_protocol", "degradation", "ssim_settings")
+    card |= {"evaluation": {k: evaluation[k] for k in keys if k in evaluation},
              "provenance": {"profile": profile, "git_revision": _git_revision(root), "dvc_lock_student_md5": md5,
                             "dvc_lock_train_params": stage.get("params", {})}}
     dest.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,7 @@
 """Stage distill-train: train the student on (degraded -> ground truth) with the teacher's outputs."""
 
 import argparse
+import copy
 import json
 
 from sharpkd import stage
@@ -54,11 +55,14 @@ def run() -> None:
         if rank != 0:
             return
         live.end()
+        folded = copy.deepcopy(model)  # counted in the form that runs: RepVGG branches folded
+        if hasattr(folded, "reparameterize"):
+            folded.reparameterize()
         card = {
             "arch": p["arch"],
             "arch_config": p.get("arch_config") or {},
-            "parameters": count_params(model),
-            "macs_per_1080p_frame": count_macs(model, 1080, 1920),
+            "parameters": count_params(folded),
+            "macs_per_1080p_frame": count_macs(folded, 1080, 1920),
             "data": {"profile": profile, "train_crops": len(names), "val_images": len(val_gt),
                      "degradation": "bilinear down to degrade.scale, bilinear up (see params.yaml)"},
             "validation": {"psnr": round(best["val_psnr"], 4), "ssim": round(best["val_ssim"], 5),

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from sharpkd.results import ablation_table, table, update
+from sharpkd.report import write_scores_csv
+from sharpkd.results import ablation_table, paired, table, update
 
 
 def eval_json(student_psnr=31.0):
@@ -118,7 +119,34 @@ def test_save_run_keeps_eval_and_curve(root, monkeypatch, capsys):
     live = d / "train" / "plots" / "metrics"
     live.mkdir(parents=True)
     (live / "val_psnr.tsv").write_text("step\tval_psnr\n0\t30.5\n")
+    assert main(["--save-run", "gt_only", "--profile", "p"]) == 1  # nor per-image scores
+    write_scores_csv(d / "eval_scores.csv", [{"image": "a", "method": "student", "psnr": 30.0, "ssim": 0.9}])
     assert main(["--save-run", "gt_only", "--profile", "p"]) == 0
+    assert (d / "ablation" / "gt_only-scores.csv").read_text() == (d / "eval_scores.csv").read_text()
     assert (d / "ablation" / "gt_only.json").read_text() == (d / "eval.json").read_text()
     assert (d / "ablation" / "gt_only-val_psnr.tsv").read_text().endswith("30.5\n")
     assert main(["--save-run", "../x", "--profile", "p"]) == 1
+
+
+def test_paired_compares_students_image_by_image_at_each_scale(root):
+    d = root / "metrics" / "p"
+
+    def rows(psnrs):
+        out = []
+        for i, p in enumerate(psnrs):
+            for image in (f"im{i}", f"464x256/im{i}"):
+                out += [{"image": image, "method": "student", "psnr": p, "ssim": 0.9},
+                        {"image": image, "method": "identity", "psnr": 1.0, "ssim": 0.5}]
+        return out
+
+    write_scores_csv(d / "eval_scores.csv", rows([31.0, 30.0, 32.0]))
+    with pytest.raises(FileNotFoundError, match="--save-run other"):
+        paired(d, "other")
+    write_scores_csv(d / "ablation" / "other-scores.csv", rows([30.0, 30.5, 31.0]))
+    text = paired(d, "other").splitlines()
+    assert text[0] == ("full size: student minus other: mean ΔPSNR +0.500 dB (sd 0.866), better on 2 of 3 images; "
+                       "mean ΔSSIM +0.00000")
+    assert text[1].startswith("464x256: student minus other: mean ΔPSNR +0.500 dB")
+    write_scores_csv(d / "ablation" / "other-scores.csv", rows([30.0, 30.5]))
+    with pytest.raises(ValueError, match="other images"):
+        paired(d, "other")
