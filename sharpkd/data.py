@@ -168,7 +168,6 @@ def degrade_all(images: dict[str, np.ndarray], scale: float) -> dict[str, np.nda
     return {k: degrade(v, scale) for k, v in images.items()}
 
 
-
 def report_size(value) -> tuple[int, int] | None:
     """``slice.report_size``: ``[width, height]`` (the report's ``[464, 256]``) or empty/None for none."""
     if not value:

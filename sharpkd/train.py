@@ -62,13 +62,19 @@ def to_uint8(x: torch.Tensor) -> np.ndarray:
     return x[0].clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
 
 
+def patch_size(data: TrainData, patch: int) -> int | None:
+    """The square patch side that training samples: ``patch``, or the largest square that fits every
+    crop when ``patch`` exceeds one; None for ``patch`` 0 (whole crops)."""
+    return min(patch, *(min(im.shape[:2]) for im in data.gt)) if patch > 0 else None
+
+
 def sample_batch(data: TrainData, step: int, seed: int, batch: int, patch: int,
                  rank: int = 0, world: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """The slice of global batch ``step`` that belongs to ``rank``: random crops of ``patch``
     pixels (or the largest square that fits every crop), random flips and 90° rotations."""
     rng = np.random.default_rng([seed, step])
     n = len(data.gt)
-    p = min(patch, *(min(im.shape[:2]) for im in data.gt)) if patch > 0 else None
+    p = patch_size(data, patch)
     idx = rng.integers(0, n, size=batch)
     items = []
     for i in idx:
@@ -160,8 +166,7 @@ def epoch_steps(params: dict, data: TrainData) -> int:
         raise SharpkdError(f"train.steps_per_epoch must be >= 0 (0 = one pass over the crops), got {steps}")
     if steps:
         return steps
-    batch, patch = int(params["batch"]), int(params["patch"])
-    p = min(patch, *(min(im.shape[:2]) for im in data.gt)) if patch > 0 else None
+    batch, p = int(params["batch"]), patch_size(data, int(params["patch"]))
     pixels = sum(im.shape[0] * im.shape[1] for im in data.gt)
     per_step = batch * (p * p if p else data.gt[0].shape[0] * data.gt[0].shape[1])
     return max(1, math.ceil(pixels / per_step))

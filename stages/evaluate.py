@@ -45,17 +45,16 @@ def run() -> None:
         h, w = next(iter(gt.values())).shape[:2]
         print(f"{split}: {len(names)} images" + (f" at {w}x{h}" if split == "val_report" else ""))
         print(format_scores_table(summary["methods"]))
-        return gt, rows, outputs, summary
+        return gt, rows, outputs, summary, f"{w}x{h}"
 
-    gt, rows, outputs, summary = score_split("val_full")
+    gt, rows, outputs, summary, _ = score_split("val_full")
     with atomic_dir(args.images) as tmp:
         write_outputs(outputs, tmp)
     save_grid(args.grid, grid(outputs, gt, p["grid_images"]))
     del outputs
     summary["sizes"] = sorted({f"{g.shape[1]}x{g.shape[0]}" for g in gt.values()})
     if "val_report" in split_names(args.slices):
-        rgt, rrows, _, rsummary = score_split("val_report")
-        size = f"{next(iter(rgt.values())).shape[1]}x{next(iter(rgt.values())).shape[0]}"
+        _, rrows, _, rsummary, size = score_split("val_report")
         summary["report_protocol"] = {"size": size, "methods": rsummary["methods"],
                                       "student_gain_over_input": rsummary["student_gain_over_input"]}
         rows += [r | {"image": f"{size}/{r['image']}"} for r in rrows]
