@@ -30,7 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .download import fetch, sha256_file
+from .fetch import fetch, sha256_file
 from .errors import DownloadError, SharpkdError
 from .fsutil import atomic_path
 from .tiling import tiled_apply

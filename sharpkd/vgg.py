@@ -10,7 +10,7 @@ Two backbones (explicit registry :data:`BACKBONES`):
     relu3_1.
 ``vgg16``
     torchvision's ImageNet VGG16 (``vgg16-397923af.pth``), as the internship report used,
-    downloaded once through :func:`sharpkd.download.fetch` (sha256-verified, cached in
+    downloaded once through :func:`sharpkd.fetch.fetch` (sha256-verified, cached in
     ``$TORCH_HOME/hub/checkpoints``) or read from a local ``path``.  Input is normalised with
     the ImageNet mean/std.  Layers: relu1_2, relu2_2, relu3_3, relu4_3.
 
@@ -20,7 +20,6 @@ eval mode.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import torch
 from torch import nn
 
 from .errors import SharpkdError
+from .fetch import fetch, sha256_file
 
 DEFAULT_VGG19_PATH = "../shared/weights/vgg19_relu3_1.safetensors"
 VGG16_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
@@ -44,16 +44,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _check_sha256(path: Path, sha256: str | None) -> None:
-    if sha256 and _sha256_file(path) != sha256.lower():
+    if sha256 and sha256_file(path) != sha256.lower():
         raise SharpkdError(f"{path}: sha256 does not match the expected {sha256}; the file is corrupt or a different one")
 
 
@@ -113,13 +105,11 @@ def _load_vgg16(
             raise SharpkdError(f"VGG16 weights not found at {path}; leave the vgg 'path' param empty to download {VGG16_URL}")
         _check_sha256(path, sha256)
     else:
-        from . import download
-
         url = url or VGG16_URL
         sha = sha256 or (VGG16_SHA256 if url == VGG16_URL else None)
         if not sha:
             raise SharpkdError(f"a vgg 'sha256' is required to download VGG16 weights from {url}")
-        path = download.fetch(url, sha, filename=None, cache_dir=cache_dir, progress=progress)
+        path = fetch(url, sha, filename=None, cache_dir=cache_dir, progress=progress)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling/format failure is a bad file

@@ -18,7 +18,9 @@ import pytest
 from PIL import Image
 
 from sharpkd import download
-from sharpkd.download import SAMPLE_FILES, collect, extract_archive, fetch, sha256_file
+from sharpkd import fetch as fetch_module
+from sharpkd.download import SAMPLE_FILES, collect, extract_archive
+from sharpkd.fetch import fetch, sha256_file
 from sharpkd.errors import ArchiveError, DownloadError, SharpkdError
 
 PAYLOAD = bytes(np.random.default_rng(0).integers(0, 256, 300_000, dtype=np.uint8))
@@ -130,7 +132,7 @@ def test_sha256_file(tmp_path):
 def test_fetch_downloads_with_progress_then_hits_cache(server, tmp_path, monkeypatch):
     server.routes["/w/model.pth"] = ("ok", PAYLOAD)
     _RecordingBar.instances = []
-    monkeypatch.setattr(download, "tqdm", _RecordingBar)
+    monkeypatch.setattr(fetch_module, "tqdm", _RecordingBar)
     cache = tmp_path / "cache"
     path = fetch(f"{server.base}/w/model.pth", PAYLOAD_SHA, cache_dir=cache)
     assert path == cache / "model.pth"
@@ -148,7 +150,7 @@ def test_fetch_downloads_with_progress_then_hits_cache(server, tmp_path, monkeyp
 def test_fetch_filename_override_and_progress_off(server, tmp_path, monkeypatch):
     server.routes["/dl"] = ("ok", PAYLOAD)
     _RecordingBar.instances = []
-    monkeypatch.setattr(download, "tqdm", _RecordingBar)
+    monkeypatch.setattr(fetch_module, "tqdm", _RecordingBar)
     path = fetch(f"{server.base}/dl", PAYLOAD_SHA, filename="x.bin", cache_dir=tmp_path, progress=False)
     assert path == tmp_path / "x.bin"
     assert _RecordingBar.instances[-1].disable is True
