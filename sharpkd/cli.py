@@ -9,6 +9,8 @@ from pathlib import Path
 
 from .errors import SharpkdError
 
+DEFAULT_TILE = 2048  # sharpkd.inference.DEFAULT_TILE, without importing torch for --help
+
 
 def _device(name: str) -> str:
     from .stage import resolve_device
@@ -49,7 +51,8 @@ def _load_model(arch: str | None, weights: str | None):
 def cmd_bench(args: argparse.Namespace) -> int:
     import torch
 
-    from .models import benchmark, count_macs, count_params
+    from .bench import benchmark, machine, temporal_stability_of_frames
+    from .cost import count_macs, count_params
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -58,7 +61,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return _bench_teacher(args, device)
     model, arch = _load_model(args.arch, args.weights)
     result = {"arch": arch, "runtime": args.runtime, "device": device, "height": args.height, "width": args.width,
-              "threads": torch.get_num_threads(), "parameters": count_params(model),
+              "threads": torch.get_num_threads(), "parameters": count_params(model),  # the folded, shipped form
               "macs_per_frame": count_macs(model, args.height, args.width)}
     if args.runtime == "torch":
         result |= benchmark(model, args.height, args.width, runs=args.runs, warmup=args.warmup, device=device)
@@ -81,27 +84,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def machine(device: str) -> dict:
-    """Where a benchmark ran: CPU model and cores, GPU name on CUDA, torch version."""
-    import os
-    import platform
-
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    out = {"cpu": cpu, "cpu_cores": os.cpu_count(), "torch": torch.__version__}
-    if str(device).startswith("cuda"):
-        out["gpu"] = torch.cuda.get_device_name(torch.device(device))
-    return out
-
-
 def _emit_bench(args: argparse.Namespace, result: dict) -> None:
     """Print the result as JSON (``--json``) and/or write it to ``--out`` atomically."""
     if args.json:
@@ -114,58 +96,22 @@ def _emit_bench(args: argparse.Namespace, result: dict) -> None:
 
 def _bench_teacher(args: argparse.Namespace, device: str) -> int:
     """Time a saved teacher on one frame through the same tiled inference the pipeline uses."""
-    import math
-    import statistics
-    import time
-
-    import numpy as np
     import torch
 
-    from .models import count_macs
-    from .teacher import describe, infer, load_teacher
+    from .bench import benchmark, machine
+    from .teacher import describe, load_teacher
 
     model = load_teacher(args.teacher, device=device)
-    frame = np.random.default_rng(0).integers(0, 256, (args.height, args.width, 3), dtype=np.uint8)
-    times = []
-    for i in range(args.warmup + args.runs):
-        t0 = time.perf_counter()
-        infer(model, [frame], tile=args.tile, overlap=32, device=device, progress=False)
-        if i >= args.warmup:
-            times.append((time.perf_counter() - t0) * 1000)
-    times.sort()
-    median = statistics.median(times)
-    p95 = times[min(len(times) - 1, math.ceil(0.95 * len(times)) - 1)]
-    try:  # convolutions and linear layers, counted on the meta device (no compute)
-        macs = {"macs_per_frame": count_macs(model, args.height, args.width)}
-    except Exception:  # an architecture the meta device cannot trace: time it anyway
-        macs = {}
-    result = describe(model) | macs | {"device": device, "height": args.height, "width": args.width, "tile": args.tile,
-                                "threads": torch.get_num_threads(), "median_ms": median, "p95_ms": p95,
-                                "fps": 1000 / median, "runs": args.runs, "machine": machine(device)}
+    d = describe(model)
+    timing = benchmark(model, args.height, args.width, runs=args.runs, warmup=args.warmup, device=device,
+                       tile=args.tile)
+    result = d | timing | {"device": device, "height": args.height, "width": args.width, "tile": args.tile,
+                           "threads": torch.get_num_threads(), "runs": args.runs, "machine": machine(device)}
     _emit_bench(args, result)
     if not args.json:
-        print(f"teacher {result['arch']} ({result['params']:,} parameters) on {device}, {args.width}x{args.height} "
-              f"in {args.tile}px tiles: median {median:.0f} ms per frame over {args.runs} runs")
+        print(f"teacher {d['arch']} ({d['parameters']:,} parameters) on {device}, {args.width}x{args.height} "
+              f"in {args.tile}px tiles: median {timing['median_ms']:.0f} ms per frame over {args.runs} runs")
     return 0
-
-
-def temporal_stability_of_frames(model, folder: str, pattern: str, device: str, scale: float = 0.6) -> dict:
-    """Flicker of the model on consecutive frames (sorted file names matching ``pattern``), each
-    first degraded as the link does (``scale``; 1 = as they are)."""
-    from .degrade import degrade
-    from .imageio import load_rgb
-    from .sharpen import TemporalStability
-    from .teacher import infer
-
-    frames = sorted(Path(folder).glob(pattern))
-    if len(frames) < 2:
-        raise SharpkdError(f"--frames {folder}: need at least 2 frames matching {pattern!r}, found {len(frames)}")
-    stab = TemporalStability()
-    for path in frames:
-        frame = load_rgb(path)
-        frame = degrade(frame, scale) if scale < 1 else frame
-        stab.add(frame, infer(model, [frame], tile=1024, overlap=32, device=device, progress=False)[0])
-    return {"frames": len(frames), "folder": str(folder), "pattern": pattern, "degrade_scale": scale} | stab.result()
 
 
 def cmd_export_onnx(args: argparse.Namespace) -> int:
@@ -188,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--strength", type=float, default=1.0,
                    help="0 = input, 1 = model output, up to 2 = stronger (extrapolated) sharpening")
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    s.add_argument("--tile", type=int, default=1024, help="tile size in pixels (bounds memory)")
+    s.add_argument("--tile", type=int, default=DEFAULT_TILE, help="largest window in pixels (bounds memory)")
     s.add_argument("--format", default="png", help="output image format (png, jpg, webp, tif, bmp)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     s.set_defaults(fn=cmd_sharpen)
@@ -207,7 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", help="also write the JSON to this file (metrics/<profile>/bench/<row>-<cpu|cuda>.json "
                                  "feeds the README table)")
     b.add_argument("--teacher", help="time a saved teacher (.safetensors from the teacher stage) instead of a student")
-    b.add_argument("--tile", type=int, default=512, help="tile size for --teacher (the pipeline's teacher.tile)")
+    b.add_argument("--tile", type=int, default=512, help="window size for --teacher (the pipeline's teacher.tile)")
     b.add_argument("--frames", help="folder of consecutive video frames: also report temporal stability")
     b.add_argument("--pattern", default="*", help="file-name pattern of the frames in --frames (sorted by name)")
     b.add_argument("--degrade", type=float, default=0.6, help="degrade the frames first, as the link does (1 = off)")

@@ -100,11 +100,6 @@ def slice_image(name: str, img: np.ndarray, rows: int = 2, cols: int = 2, min_si
     return {f"{name}@r{tops.index(t)}c{lefts.index(l)}": np.ascontiguousarray(img[t:b, l:r]) for t, l, b, r in boxes}
 
 
-def source_of(crop_name: str) -> str:
-    """The source image name of a crop name made by :func:`slice_image`."""
-    return crop_name.split("@", 1)[0]
-
-
 def group_of(name: str, pattern: str) -> str:
     """The group key of a source image: the first non-empty capture group of ``pattern``
     (``re.search``), or the name itself when the pattern does not match.

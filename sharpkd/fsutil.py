@@ -1,4 +1,12 @@
-"""Atomic file writing: outputs appear under their final name only when complete."""
+"""File writing: outputs appear under their final name only when complete, with stable bytes.
+
+* :func:`atomic_path` / :func:`atomic_dir`: write to a temporary name beside the target, rename on
+  success, remove on failure.
+* :func:`write_json`: key-sorted, indented JSON.
+* :func:`write_safetensors`: safetensors whose header is key-sorted, so the same tensors and
+  metadata always give the same bytes (the safetensors library writes ``__metadata__`` in hash-map
+  order, which changes a weight file's md5 in ``dvc.lock`` between identical runs).
+"""
 
 from __future__ import annotations
 
@@ -45,9 +53,44 @@ def write_json(path: str | os.PathLike, obj) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
-def write_text(path: str | os.PathLike, text: str) -> None:
+def stable_safetensors_bytes(data: bytes) -> bytes:
+    """Re-serialise a safetensors file's JSON header with sorted keys (tensor data untouched).
+
+    Layout: 8-byte little-endian header length N, N bytes of JSON (space-padded to a multiple of
+    8), then the tensor bytes, whose offsets are relative to the end of the header.
+    """
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + n])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    text += b" " * (-len(text) % 8)
+    return len(text).to_bytes(8, "little") + text + data[8 + n :]
+
+
+def write_safetensors(path: str | os.PathLike, tensors: dict, metadata: dict[str, str] | None = None) -> None:
+    """Write ``tensors`` (name -> torch tensor or numpy array) and string ``metadata`` as safetensors,
+    atomically and deterministically (see :func:`stable_safetensors_bytes`)."""
+    values = list(tensors.values())
+    if values and type(values[0]).__module__.startswith("numpy"):
+        from safetensors.numpy import save
+    else:
+        from safetensors.torch import save
+    data = stable_safetensors_bytes(save(tensors, metadata=metadata))
     with atomic_path(path) as tmp:
-        tmp.write_text(text)
+        tmp.write_bytes(data)
+
+
+def safetensors_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The ``__metadata__`` strings of a safetensors file (its header only; no tensor is read)."""
+    from .errors import SharpkdError
+
+    try:
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            if not 0 < n < 100_000_000:
+                raise ValueError(f"header length {n}")
+            return dict(json.loads(f.read(n)).get("__metadata__") or {})
+    except (OSError, ValueError) as exc:
+        raise SharpkdError(f"{path} is not a readable safetensors file ({exc})") from None
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""Student networks, their registry, cost counters, benchmarking and safetensors I/O.
+"""Student networks, their registry and safetensors I/O.
 
 Every student maps an ``N x 3 x H x W`` float RGB tensor in [0, 1] to a tensor of the same
 shape in [0, 1], for any ``H x W`` (odd sizes included: the input is replicate-padded to the
@@ -17,22 +17,15 @@ Students
     ``pixel_shuffle`` and a global residual: ``y = clamp(x + f(x), 0, 1)``.  During training
     each conv is a multi-branch :class:`RepConv` (3x3 + 1x1 + identity, as RepVGG / ECBSR /
     SPAN); :meth:`SharpNet.reparameterize` folds each into one 3x3 conv for inference.
-    Default ``channels=16, blocks=1, unshuffle=2``: 5,804 parameters (inference form), 2.99 GMAC
-    per 1080p frame, 94-100 ms per 1920x1080 frame on the 2-core AVX2 development CPU (2 threads,
-    fp32; the full-resolution reshapes and the residual add, not the convolutions, dominate).
-    ``unshuffle=4, channels=32, blocks=2`` (46,224 parameters, 5.97 GMAC) runs in ~74 ms but,
-    measured on the photo pool, learns far more slowly: +0.6 dB over the input after 200 steps
-    where the default gains +2.0 dB.
+    Default ``channels=16, blocks=1, unshuffle=2``: 5,804 parameters in inference form
+    (:func:`sharpkd.cost.count_params`), 2.99 GMAC per 1080p frame (:func:`sharpkd.cost.count_macs`).
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import math
 import os
-import statistics
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -40,11 +33,11 @@ import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors import safe_open
-from safetensors.torch import save_file
 from torch import nn
 
+from .convert import _tracing, crop_to, pad_to_multiple, padded_size
 from .errors import SharpkdError
-from .fsutil import atomic_path
+from .fsutil import write_safetensors
 
 FORMAT = "sharpkd-student-v1"
 _RESERVED_META = ("arch", "config", "format")
@@ -53,42 +46,6 @@ _RESERVED_META = ("arch", "config", "format")
 def _check_input(x: torch.Tensor) -> None:
     if x.ndim != 4 or x.shape[1] != 3:
         raise SharpkdError(f"students expect an N x 3 x H x W RGB tensor, got shape {tuple(x.shape)}")
-
-
-def _tracing() -> bool:
-    """True under torch.compile / torch.export (ONNX): sizes are symbolic, so no size branches."""
-    return torch.compiler.is_compiling() or torch.compiler.is_exporting()
-
-
-def padded_size(size, multiple: int):
-    """``size`` rounded up to a multiple of ``multiple``, and to at least two multiples.
-
-    The floor of two blocks keeps every down-sampled dimension >= 2, which lets torch.export
-    (ONNX) trace one graph valid for every size (it specialises dimensions equal to 1).
-    """
-    return torch.sym_max((size + multiple - 1) // multiple, 2) * multiple
-
-
-def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """Replicate-pad the bottom/right of ``x`` to :func:`padded_size` in H and W."""
-    h, w = x.shape[-2:]
-    hp, wp = padded_size(h, multiple), padded_size(w, multiple)
-    if not _tracing() and hp == h and wp == w:
-        return x  # eager fast path: no copy
-    return F.pad(x, (0, wp - w, 0, hp - h), mode="replicate")
-
-
-def crop_to(y: torch.Tensor, height, width) -> torch.Tensor:
-    """The top-left ``height x width`` of ``y`` (the inverse of :func:`pad_to_multiple`)."""
-    if _tracing():
-        # index_select instead of slicing: slicing makes torch.export guard on (padded >= size),
-        # which it cannot prove symbolically.
-        rows = torch.arange(height, device=y.device)
-        cols = torch.arange(width, device=y.device)
-        return y.index_select(-2, rows).index_select(-1, cols)
-    if y.shape[-2:] == (height, width):
-        return y
-    return y[..., :height, :width]
 
 
 # --------------------------------------------------------------------------- seed student
@@ -278,96 +235,6 @@ def build_student(arch: str, **config) -> nn.Module:
         raise SharpkdError(f"bad config for student {arch!r}: {config} ({exc})") from None
 
 
-# --------------------------------------------------------------------------- cost
-
-
-def count_params(model: nn.Module) -> int:
-    """Number of parameters of ``model``."""
-    return sum(p.numel() for p in model.parameters())
-
-
-def count_macs(model: nn.Module, height: int, width: int) -> int:
-    """Exact multiply-accumulates of Conv2d, ConvTranspose2d and Linear layers for one frame.
-
-    Runs a copy of the model on the ``meta`` device (no memory, no compute) with forward hooks:
-    Conv2d ``= numel(out) * (C_in / groups) * kh * kw``; ConvTranspose2d
-    ``= numel(in) * (C_out / groups) * kh * kw``; Linear ``= numel(in) * out_features``.
-    Counts the model in its current form (multi-branch or re-parameterized).
-    """
-    meta_model = copy.deepcopy(model).to("meta").eval()
-    total = 0
-
-    def hook(mod: nn.Module, inputs, output) -> None:
-        nonlocal total
-        if isinstance(mod, nn.Conv2d):
-            kh, kw = mod.kernel_size
-            total += output.numel() * (mod.in_channels // mod.groups) * kh * kw
-        elif isinstance(mod, nn.ConvTranspose2d):
-            kh, kw = mod.kernel_size
-            total += inputs[0].numel() * (mod.out_channels // mod.groups) * kh * kw
-        elif isinstance(mod, nn.Linear):
-            total += inputs[0].numel() * mod.out_features
-
-    handles = [
-        m.register_forward_hook(hook)
-        for m in meta_model.modules()
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))
-    ]
-    try:
-        with torch.no_grad():
-            meta_model(torch.empty(1, 3, height, width, device="meta"))
-    finally:
-        for h in handles:
-            h.remove()
-    return int(total)
-
-
-@torch.inference_mode()
-def benchmark(
-    model: nn.Module,
-    height: int = 1080,
-    width: int = 1920,
-    runs: int = 10,
-    warmup: int = 2,
-    device: str | torch.device = "cpu",
-    channels_last: bool = False,
-) -> dict[str, float]:
-    """Time ``model`` on one random ``1 x 3 x height x width`` frame.
-
-    Returns ``{"median_ms", "p95_ms", "fps"}`` (``fps = 1000 / median_ms``) over ``runs`` timed
-    forwards after ``warmup`` untimed ones, under ``torch.inference_mode``; synchronizes on CUDA.
-    The model is moved to ``device`` and put in eval mode; it is otherwise used as given
-    (re-parameterize it first to time the inference form).  Other processes on the CPU inflate
-    the numbers: repeat and keep the best median.
-    """
-    if runs < 1:
-        raise SharpkdError(f"benchmark: runs must be >= 1, got {runs}")
-    device = torch.device(device)
-    model = model.to(device).eval()
-    x = torch.rand(1, 3, height, width, device=device)
-    if channels_last:
-        model = model.to(memory_format=torch.channels_last)
-        x = x.contiguous(memory_format=torch.channels_last)
-
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    for _ in range(warmup):
-        model(x)
-    sync()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        model(x)
-        sync()
-        times.append((time.perf_counter() - t0) * 1000.0)
-    times.sort()
-    median = statistics.median(times)
-    p95 = times[min(len(times) - 1, math.ceil(0.95 * len(times)) - 1)]
-    return {"median_ms": median, "p95_ms": p95, "fps": 1000.0 / median}
-
-
 # --------------------------------------------------------------------------- I/O
 
 
@@ -391,8 +258,7 @@ def save_student(model: nn.Module, path: str | os.PathLike, meta: dict | None = 
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in inference.state_dict().items()}
     metadata = {str(k): str(v) for k, v in meta.items()}
     metadata.update(arch=arch, config=json.dumps(model.config, sort_keys=True), format=FORMAT)
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+    write_safetensors(path, tensors, metadata)
 
 
 def load_student(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, str]]:

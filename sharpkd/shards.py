@@ -2,9 +2,9 @@
 
 A *split* (``train``, ``val``, ``val_full`` ...) is written to ``<dir>/<split>-000.safetensors``,
 ``<split>-001.safetensors`` ...; each shard maps image names to HxWxC uint8 tensors (sizes may
-differ).  Shards are filled in name order up to ``max_bytes`` each.  safetensors' layout is a
-function of the tensors alone (no metadata is written), so the same images always give the
-same bytes, which keeps DVC hashes stable across reruns.
+differ).  Shards are filled in name order up to ``max_bytes`` each and written with
+:func:`sharpkd.fsutil.write_safetensors`, so the same images always give the same bytes, which
+keeps DVC hashes stable across reruns.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Iterable, Mapping
 
 import numpy as np
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file
 
 from .errors import SharpkdError
-from .fsutil import atomic_path
+from .fsutil import write_safetensors
 
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 
@@ -56,8 +56,7 @@ def write_split(directory: str | os.PathLike, split: str, images: Mapping[str, n
     written = []
     for i, group in enumerate(groups):
         path = directory / f"{split}-{i:03d}.safetensors"
-        with atomic_path(path) as tmp:
-            save_file(group, str(tmp))
+        write_safetensors(path, group)
         written.append(path)
     return written
 

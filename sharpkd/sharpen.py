@@ -1,7 +1,8 @@
 """Sharpen images, folders and videos with a student: the library behind ``sharpkd sharpen``.
 
-The model runs on float RGB in [0, 1] through :func:`sharpkd.tiling.tiled_apply`, so any size
-(odd, 4K) works with bounded memory.  ``strength`` blends input ``x`` and model output ``m``:
+The model runs through :func:`sharpkd.inference.run_model` -- the function the evaluate stage
+scores -- so any size (odd, 4K) works with memory bounded by the tile.  ``strength`` blends input
+``x`` and model output ``m``:
 ``y = clip(x + strength * (m - x), 0, 1)`` -- 0 returns the input, 1 the model output, values
 above 1 extrapolate (stronger sharpening).  Alpha is kept unchanged; 16-bit images are processed
 from their 16-bit values and written back as 16-bit (to formats that hold 16 bits: PNG, TIFF).
@@ -22,7 +23,7 @@ from .errors import SharpkdError
 from .fsutil import atomic_path
 from .imageio import IMAGE_EXTENSIONS, iter_visible_files, load_image, save_image
 from .models import load_student
-from .tiling import tiled_apply
+from .inference import DEFAULT_TILE, prepare, run_model
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv")
 _FOURCC = {".mp4": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
@@ -41,13 +42,14 @@ def shipped_weights() -> Path:
 class Sharpener:
     """A loaded student plus how to apply it (device, tiling, strength)."""
 
-    def __init__(self, weights: str | os.PathLike | None = None, *, device: str = "cpu", tile: int = 1024,
+    def __init__(self, weights: str | os.PathLike | None = None, *, device: str = "cpu", tile: int = DEFAULT_TILE,
                  overlap: int = 32, strength: float = 1.0) -> None:
         lo, hi = STRENGTH_RANGE
         if not lo <= strength <= hi:
             raise SharpkdError(f"--strength must be between {lo} and {hi}, got {strength}")
         self.weights = Path(weights) if weights else shipped_weights()
         self.model, self.meta = load_student(self.weights, device=device)
+        prepare(self.model, device)
         self.device, self.tile, self.overlap, self.strength = device, tile, overlap, strength
 
     @torch.inference_mode()
@@ -55,13 +57,8 @@ class Sharpener:
         """Sharpen an HxWx3 uint8 or uint16 image; returns the same dtype and size."""
         if self.strength == 0:
             return rgb.copy()
-        peak = 65535.0 if rgb.dtype == np.uint16 else 255.0
-        x = torch.from_numpy(rgb.astype(np.float32) / peak).permute(2, 0, 1)[None]
-        m = tiled_apply(self.model, x, tile=self.tile, overlap=self.overlap,
-                        multiple_of=max(1, int(getattr(self.model, "multiple_of", 1))), device=self.device)
-        y = (x + self.strength * (m.cpu() - x)).clamp_(0, 1)
-        out = y[0].permute(1, 2, 0).numpy() * peak
-        return np.rint(out).astype(rgb.dtype)
+        return run_model(self.model, rgb, tile=self.tile, overlap=self.overlap, device=self.device,
+                         strength=self.strength)
 
 
 @dataclass

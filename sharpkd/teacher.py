@@ -10,30 +10,30 @@ Every teacher is a :class:`Teacher` module that maps RGB in [0, 1] (Nx3xHxW floa
 * ``checkpoint``: any spandrel-loadable single-image restoration checkpoint (local path or URL
   with sha256), read without unpickling code (``torch.load(weights_only=True)`` / safetensors).
 
-:func:`adapt` fine-tunes a teacher on (degraded, ground truth) pairs, resumably; :func:`infer`
-runs it on uint8 images through :func:`sharpkd.tiling.tiled_apply`.
+:func:`adapt` fine-tunes a teacher on (degraded, ground truth) pairs through the one training loop
+(:func:`sharpkd.train.fit`), resumably; :func:`sharpkd.inference.run_model` runs it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import pickle
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
-from .fetch import fetch, sha256_file
+from .convert import crop_to, pad_to
+from .cost import model_cost
 from .errors import DownloadError, SharpkdError
-from .fsutil import atomic_path
-from .tiling import tiled_apply
+from .fetch import fetch, sha256_file
+from .fsutil import write_safetensors
+from .train import Pairs, fingerprint, fit, state_file
 
 __all__ = [
     "KINDS",
@@ -44,13 +44,11 @@ __all__ = [
     "save_teacher",
     "load_teacher",
     "adapt",
-    "infer",
     "describe",
 ]
 
 KINDS = ("restormer", "vdsr", "checkpoint")
 TEACHER_FORMAT = "sharpkd-teacher/1"
-ADAPT_FORMAT = "sharpkd-adapt/1"
 
 _RESTORMER_KEYS = {"dim", "num_blocks", "num_refinement_blocks", "heads", "ffn_expansion_factor", "bias", "LayerNorm_type"}
 _RESTORMER_MULTIPLE = 8  # three 2x down-samplings (pixel-unshuffle)
@@ -60,25 +58,11 @@ _RESTORMER_MULTIPLE = 8  # three 2x down-samplings (pixel-unshuffle)
 # modules
 
 
-def _pad_to(x: torch.Tensor, hp: int, wp: int) -> torch.Tensor:
-    """Pad NxCxHxW ``x`` at bottom/right to ``hp`` x ``wp``: reflect as far as allowed, then replicate."""
-    h, w = x.shape[-2:]
-    ph, pw = hp - h, wp - w
-    if ph == 0 and pw == 0:
-        return x
-    rh, rw = min(ph, h - 1), min(pw, w - 1)
-    if rh or rw:
-        x = F.pad(x, (0, rw, 0, rh), mode="reflect")
-    if ph - rh or pw - rw:
-        x = F.pad(x, (0, pw - rw, 0, ph - rh), mode="replicate")
-    return x
-
-
 class Teacher(nn.Module):
     """An RGB [0,1] -> RGB [0,1] restoration network with size handling.
 
     ``net`` is the architecture itself (its state dict is what :func:`save_teacher` writes).
-    The input is padded (reflect, bottom/right) to satisfy ``multiple_of`` / ``min_size`` /
+    The input is padded (replicate, bottom/right: :func:`sharpkd.convert.pad_to`) to satisfy ``multiple_of`` / ``min_size`` /
     ``square``, run through ``call(net, x)`` and cropped back.  In eval mode the output is
     clamped to [0, 1]; in training mode it is not, so that an L1 loss keeps its gradient.
     """
@@ -112,9 +96,9 @@ class Teacher(nn.Module):
         wp = math.ceil(max(w, self.min_size) / m) * m
         if self.square:
             hp = wp = max(hp, wp)
-        xp = _pad_to(x, hp, wp)
+        xp = pad_to(x, hp, wp)
         y = self._call(self.net, xp) if self._call is not None else self.net(xp)
-        y = y[..., :h, :w]
+        y = crop_to(y, h, w)
         if not self.training:
             y = y.clamp(0, 1)
         return y
@@ -380,17 +364,13 @@ def build_teacher(
     model.eval()
     if log is not None:
         d = describe(model)
-        log(f"teacher: {kind} / {d['arch']}, {d['params']:,} parameters ({source})")
+        log(f"teacher: {kind} / {d['arch']}, {d['parameters']:,} parameters ({source})")
     return model
 
 
 def describe(model: nn.Module) -> dict:
-    """``{"arch": name, "params": number of parameters, "kind": teacher kind}`` of a model."""
-    return {
-        "arch": getattr(model, "arch", type(model).__name__),
-        "kind": getattr(model, "kind", None),
-        "params": int(sum(p.numel() for p in model.parameters())),
-    }
+    """``{"arch", "kind", "parameters", "macs_per_1080p_frame"}`` of a teacher (:func:`sharpkd.cost.model_cost`)."""
+    return {"arch": getattr(model, "arch", type(model).__name__), "kind": getattr(model, "kind", None)} | model_cost(model)
 
 
 # --------------------------------------------------------------------------------------------
@@ -404,8 +384,6 @@ def save_teacher(model: Teacher, path: str | Path, params: dict | None = None) -
     and ``params`` (JSON of the teacher params, for provenance).  For ``checkpoint`` teachers the
     state dict keeps the architecture's own key layout, so spandrel re-detects it on load.
     """
-    from safetensors.torch import save_file
-
     if not isinstance(model, Teacher):
         raise SharpkdError(f"save_teacher needs a Teacher (from build_teacher), got {type(model).__name__}")
     sd = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in model.net.state_dict().items()}
@@ -416,8 +394,7 @@ def save_teacher(model: Teacher, path: str | Path, params: dict | None = None) -
         "config": json.dumps(model.config, sort_keys=True),
         "params": json.dumps(params or {}, sort_keys=True, default=str),
     }
-    with atomic_path(path) as tmp:
-        save_file(sd, str(tmp), metadata=meta)
+    write_safetensors(path, sd, meta)
 
 
 def load_teacher(path: str | Path, *, device: str | torch.device = "cpu") -> Teacher:
@@ -458,57 +435,6 @@ def load_teacher(path: str | Path, *, device: str | torch.device = "cpu") -> Tea
 # adaptation
 
 
-def _check_pairs(pairs: Sequence[tuple[np.ndarray, np.ndarray]]) -> None:
-    if not pairs:
-        raise SharpkdError("adapt needs at least one (degraded, ground truth) pair")
-    for i, (lq, gt) in enumerate(pairs):
-        for name, a in (("degraded", lq), ("ground truth", gt)):
-            if not isinstance(a, np.ndarray) or a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3:
-                raise SharpkdError(f"pair {i}: {name} must be an HxWx3 uint8 array, got {getattr(a, 'dtype', type(a))} {getattr(a, 'shape', '')}")
-        if lq.shape != gt.shape:
-            raise SharpkdError(f"pair {i}: degraded {lq.shape} and ground truth {gt.shape} differ in size")
-
-
-def _fingerprint(pairs) -> str:
-    """Cheap identity of a training set: shapes plus a strided sample of every image's pixels."""
-    h = hashlib.blake2b(digest_size=16)
-    for lq, gt in pairs:
-        for a in (lq, gt):
-            h.update(repr(a.shape).encode())
-            h.update(np.ascontiguousarray(a[::7, ::5]).tobytes())
-    return h.hexdigest()
-
-
-def _sample_batch(pairs, rng: np.random.Generator, batch: int, patch: int) -> tuple[np.ndarray, np.ndarray]:
-    """Draw ``batch`` aligned random crops (+ random h/v flips) as Bx3xhxw float32 arrays in [0,1].
-
-    The crop size is ``patch``, reduced to the smallest height/width among the drawn images when
-    one of them is smaller (so a batch always stacks).
-    """
-    idx = rng.integers(0, len(pairs), size=batch)
-    ph = min([patch] + [pairs[i][0].shape[0] for i in idx])
-    pw = min([patch] + [pairs[i][0].shape[1] for i in idx])
-    lqs, gts = [], []
-    for i in idx:
-        lq, gt = pairs[i]
-        y = int(rng.integers(0, lq.shape[0] - ph + 1))
-        x = int(rng.integers(0, lq.shape[1] - pw + 1))
-        a, b = lq[y : y + ph, x : x + pw], gt[y : y + ph, x : x + pw]
-        if rng.random() < 0.5:
-            a, b = a[:, ::-1], b[:, ::-1]
-        if rng.random() < 0.5:
-            a, b = a[::-1], b[::-1]
-        lqs.append(a)
-        gts.append(b)
-    to = lambda xs: np.ascontiguousarray(np.stack(xs).transpose(0, 3, 1, 2), dtype=np.float32) / 255.0  # noqa: E731
-    return to(lqs), to(gts)
-
-
-def _cosine(steps: int, floor: float = 0.01) -> Callable[[int], float]:
-    """LR factor ``floor + (1 - floor) * (1 + cos(pi * t / steps)) / 2`` (closed form: exact on resume)."""
-    return lambda t: floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * min(t, steps) / steps))
-
-
 def adapt(
     model: nn.Module,
     pairs: Sequence[tuple[np.ndarray, np.ndarray]],
@@ -519,166 +445,43 @@ def adapt(
     batch: int,
     seed: int,
     device: str | torch.device = "cpu",
-    state_path: str | Path | None = None,
-    log: Callable[[dict], None] | None = None,
-    log_every: int = 20,
+    state_dir: str | Path | None = None,
     checkpoint_every: int = 50,
     grad_clip: float = 1.0,
     weight_decay: float = 1e-4,
     progress: bool = True,
-) -> list[dict]:
-    """Fine-tune ``model`` on (degraded, ground truth) uint8 HxWx3 pairs; return the loss history.
+    on_step: Callable[[int], None] | None = None,
+) -> dict:
+    """Fine-tune ``model`` on (degraded, ground truth) uint8 HxWx3 pairs with :func:`sharpkd.train.fit`.
 
-    Each step draws ``batch`` random ``patch`` x ``patch`` crops with random flips, minimises the
-    L1 loss ``mean |model(lq) - gt|``, clips the gradient norm to ``grad_clip`` and steps AdamW
-    (``lr``, betas 0.9/0.999, ``weight_decay``) with a cosine schedule from ``lr`` to
-    ``0.01 * lr`` over ``steps``.  Randomness of step ``s`` comes from generators seeded with
-    ``(seed, s)`` (numpy for crops, torch for anything stochastic in the model, in a forked RNG),
-    so the random state at any step is a function of (seed, step) and needs no saving.
-
-    With ``state_path``, every ``checkpoint_every`` steps (and at the end) model, optimizer,
-    scheduler, step, history and the running log window are written there (atomic
-    ``torch.save`` of tensors and plain containers, readable with ``weights_only=True``).
-    Calling again with the same arguments resumes from that step and ends with the same weights
-    as an uninterrupted run; a state written for other arguments or data is ignored (warning).
-
-    History: one record ``{"step", "loss" (mean over the window), "lr"}`` every ``log_every``
-    steps and at the last step; ``log(record)`` is called for each.  ``steps == 0`` returns
-    ``[]`` without touching the model.  On CUDA: bf16 autocast and channels_last.
+    Loss ``mean |model(lq) - gt|`` (L1) on ``batch`` random ``patch`` x ``patch`` crops (random
+    flips and 90-degree rotations), AdamW (``lr``, ``weight_decay``), gradient norm clipped to
+    ``grad_clip``, cosine schedule from ``lr`` to ``0.01 * lr`` over ``steps``; seeded by ``seed``.
+    With ``state_dir`` a resume state is kept there every ``checkpoint_every`` steps (named by a
+    fingerprint of the settings, data and code; see :func:`sharpkd.train.state_file`), so a killed
+    adaptation continues where it stopped and ends with the same weights; the caller deletes it
+    once its outputs are written.  ``on_step(step)`` is called after each step.  Returns the training record of the run (``train_loss``: mean
+    L1 over the steps); ``steps == 0`` returns ``{}`` without touching the model.
     """
     if steps <= 0:
-        return []
-    _check_pairs(pairs)
-    if patch < 8 or batch < 1 or lr <= 0 or log_every < 1 or checkpoint_every < 1:
-        raise SharpkdError(
-            f"teacher.adapt needs patch >= 8, batch >= 1, lr > 0, log_every >= 1, checkpoint_every >= 1; "
-            f"got patch={patch} batch={batch} lr={lr} log_every={log_every} checkpoint_every={checkpoint_every}"
-        )
-    device = torch.device(device)
-    cuda = device.type == "cuda"
-    model.to(device)
-    if cuda:
-        model.to(memory_format=torch.channels_last)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.999), weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _cosine(steps))
-    config = {
-        "steps": int(steps), "lr": float(lr), "patch": int(patch), "batch": int(batch), "seed": int(seed),
-        "weight_decay": float(weight_decay), "grad_clip": float(grad_clip), "data": _fingerprint(pairs),
-        "n_params": int(sum(p.numel() for p in params)),
-    }
-    start, history, window = 0, [], [0.0, 0]
-    state_path = Path(state_path) if state_path is not None else None
-    if state_path is not None and state_path.is_file():
-        try:
-            st = torch.load(state_path, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001
-            raise SharpkdError(f"adaptation state {state_path} is unreadable ({e}); delete it to restart") from None
-        if st.get("format") == ADAPT_FORMAT and st.get("config") == config:
-            model.load_state_dict(st["model"])
-            opt.load_state_dict(st["optimizer"])
-            sched.load_state_dict(st["scheduler"])
-            start, history, window = int(st["step"]), list(st["history"]), list(st["window"])
-        else:
-            warnings.warn(f"{state_path} was written for other settings or data; starting adaptation afresh")
+        return {}
+    data = Pairs([lq for lq, _ in pairs], [gt for _, gt in pairs]) if pairs else None
+    if data is None:
+        raise SharpkdError("adapt needs at least one (degraded, ground truth) pair")
+    if patch < 8:
+        raise SharpkdError(f"teacher.adapt.patch must be >= 8, got {patch}")
+    config = {"steps": int(steps), "lr": float(lr), "patch": int(patch), "batch": int(batch), "seed": int(seed),
+              "weight_decay": float(weight_decay), "grad_clip": float(grad_clip)}
+    start = (v.detach().cpu().float().numpy() for v in model.state_dict().values())  # the weights it starts from
+    fp = fingerprint(config, [*data.degraded, *data.gt, *start])
+    state = state_file(state_dir, "teacher", fp) if state_dir is not None else None
 
-    def save_state(step: int) -> None:
-        if state_path is None:
-            return
-        st = {
-            "format": ADAPT_FORMAT, "config": config, "step": step,
-            "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-            "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-            "history": history, "window": window,
-        }
-        with atomic_path(state_path) as tmp:
-            torch.save(st, tmp)
+    def l1(out, gt, _teacher):
+        loss = F.l1_loss(out, gt)
+        return loss, {}
 
-    model.train()
-    bar = tqdm(total=steps, initial=start, desc="adapt teacher", unit="step", disable=not progress)
-    try:
-        rng_devices = [device.index if device.index is not None else torch.cuda.current_device()] if cuda else []
-        with torch.random.fork_rng(devices=rng_devices):
-            for step in range(start + 1, steps + 1):
-                rng = np.random.default_rng([seed, step])
-                torch.manual_seed(int(rng.integers(0, 2**62)))
-                lq, gt = _sample_batch(pairs, rng, batch, patch)
-                lq_t = torch.from_numpy(lq).to(device)
-                gt_t = torch.from_numpy(gt).to(device)
-                if cuda:
-                    lq_t = lq_t.contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=cuda):
-                    out = model(lq_t)
-                loss = F.l1_loss(out.float(), gt_t)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                if grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(params, grad_clip)
-                opt.step()
-                sched.step()
-                value = float(loss.detach())
-                window = [window[0] + value, window[1] + 1]
-                bar.update(1)
-                bar.set_postfix(loss=f"{value:.4f}")
-                record = None
-                if step % log_every == 0 or step == steps:
-                    record = {"step": step, "loss": window[0] / window[1], "lr": float(opt.param_groups[0]["lr"])}
-                    history.append(record)
-                    window = [0.0, 0]
-                if step % checkpoint_every == 0 or step == steps:
-                    save_state(step)
-                if record is not None and log is not None:
-                    log(dict(record))
-    finally:
-        bar.close()
-        model.eval()
-    return history
-
-
-# --------------------------------------------------------------------------------------------
-# inference
-
-
-def _to_tensor(img: np.ndarray, i: int) -> torch.Tensor:
-    if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
-        raise SharpkdError(f"image {i}: expected an HxWx3 uint8 array, got {getattr(img, 'dtype', type(img))} {getattr(img, 'shape', '')}")
-    arr = img if img.flags.writeable and img.flags.c_contiguous else np.array(img, order="C", copy=True)
-    return torch.from_numpy(arr).permute(2, 0, 1)[None].float().div_(255.0)
-
-
-def infer(
-    model: nn.Module,
-    images: Iterable[np.ndarray],
-    *,
-    tile: int = 512,
-    overlap: int = 32,
-    device: str | torch.device = "cpu",
-    batch: int = 1,
-    progress: bool = True,
-    desc: str = "teacher",
-) -> list[np.ndarray]:
-    """Run ``model`` on uint8 HxWx3 RGB images; return uint8 HxWx3 images (rounded, clipped).
-
-    Images go through :func:`sharpkd.tiling.tiled_apply` (``tile``/``overlap``, ``batch`` tiles at
-    a time, padded to the model's ``multiple_of``) under ``torch.inference_mode``, channels_last;
-    on CUDA with bf16 autocast.  On CPU the result is deterministic.
-    """
-    images = list(images)
-    device = torch.device(device)
-    cuda = device.type == "cuda"
-    model.eval().to(device)
-    model.to(memory_format=torch.channels_last)  # faster on CUDA and on CPU (oneDNN): VDSR 1.3x on 2 cores
-    multiple_of = max(1, int(getattr(model, "multiple_of", 1)))
-
-    def fn(t: torch.Tensor) -> torch.Tensor:
-        t = t.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=cuda):
-            return model(t).float()
-
-    outs = []
-    with torch.inference_mode():
-        for i, img in enumerate(tqdm(images, desc=desc, unit="img", disable=not progress or len(images) < 2)):
-            x = _to_tensor(img, i)
-            y = tiled_apply(fn, x, tile, overlap, multiple_of, batch, device=device, progress=progress)
-            outs.append(y[0].clamp_(0, 1).mul_(255.0).round_().to(torch.uint8).permute(1, 2, 0).contiguous().numpy())
-    return outs
+    _, best, _ = fit(model, data, l1, lr=lr, epochs=1, steps_per_epoch=int(steps), batch=int(batch), patch=int(patch),
+                     seed=int(seed), weight_decay=weight_decay, grad_clip=grad_clip, lr_floor=0.01, device=device,
+                     state_path=state, fingerprint=fp, checkpoint_every=checkpoint_every, desc="adapt teacher",
+                     progress=progress, on_step=on_step)
+    return best

@@ -1,15 +1,17 @@
 """Stage teacher: build or load the teacher, adapt it to the degradation, gate it, run it on every split."""
 
 import argparse
+from pathlib import Path
 
 from sharpkd import stage
 from sharpkd.fsutil import atomic_dir, write_json
+from sharpkd.gate import teacher_gain
+from sharpkd.inference import prepare, run_many
 from sharpkd.shards import read_split, split_names, write_split
-from sharpkd.teacher import adapt, build_teacher, describe, infer, save_teacher
-from sharpkd.teacher_report import teacher_report
+from sharpkd.teacher import adapt, build_teacher, describe, save_teacher
 
-# Validation scales, scored before and after adaptation: full size (the gate) and, when the
-# slice stage wrote it, the report's protocol (validation images resized to slice.report_size).
+# Validation scales: full size (the gate) and, when the slice stage wrote it, the report's
+# protocol (validation images resized to slice.report_size).
 VAL_SPLITS = ("val_full", "val_report")
 
 
@@ -19,53 +21,49 @@ def run() -> None:
     ap.add_argument("--degraded", required=True, help="degraded shards (degrade stage)")
     ap.add_argument("--out", required=True, help="folder for the teacher's output shards")
     ap.add_argument("--model", required=True, help="teacher weights to write (.safetensors)")
-    ap.add_argument("--metrics", required=True, help="teacher metrics JSON")
-    ap.add_argument("--state", required=True, help="resume checkpoint for adaptation")
+    ap.add_argument("--metrics", required=True, help="teacher metrics JSON (the gate)")
+    ap.add_argument("--state-dir", required=True, help="resume state while adapting (not an output; removed at the end)")
     args = ap.parse_args()
     p = stage.load_params("teacher")
-    scale = stage.load_params("degrade")["scale"]
     device = stage.resolve_device(p["device"])
 
     present = set(split_names(args.slices))
     val_splits = [s for s in VAL_SPLITS if s in present]
     gt = {s: read_split(args.slices, s) for s in ["train", *val_splits]}
     deg = {s: read_split(args.degraded, s, list(gt[s])) for s in gt}
-
-    def run_teacher(model, split, desc):
-        return infer(model, [deg[split][n] for n in gt[split]], tile=p["tile"], overlap=p["overlap"],
-                     device=device, desc=desc)
-
     model = build_teacher(p)
+
+    def run_teacher(split, desc):
+        prepare(model, device)
+        return dict(zip(gt[split], run_many(model, deg[split].values(), tile=p["tile"], overlap=p["overlap"],
+                                            device=device, desc=desc)))
+
     a = p["adapt"]
     adapted = a["steps"] > 0
-    before = {s: run_teacher(model, s, f"teacher as is, {s}") for s in val_splits}
+    shards = {}
     if adapted:
+        shards = {f"as_is_{s}": run_teacher(s, f"teacher as is, {s}") for s in val_splits}
         pairs = [(deg["train"][n], gt["train"][n]) for n in gt["train"]]
-        adapt(model, pairs, steps=a["steps"], lr=a["lr"], patch=a["patch"], batch=a["batch"], seed=a["seed"],
-              device=device, state_path=args.state, checkpoint_every=a.get("checkpoint_every", 50))
-    after = {s: run_teacher(model, s, f"teacher adapted, {s}") for s in val_splits} if adapted else before
-
-    def report_for(split, gate):
-        return teacher_report([gt[split][n] for n in gt[split]], [deg[split][n] for n in gt[split]],
-                              before[split], after[split], scale=scale, adapted=adapted,
-                              allow_worse=p["allow_worse_than_input"] or not gate)
-
-    report = report_for("val_full", gate=True)
-    if "val_report" in val_splits:
-        h, w = next(iter(gt["val_report"].values())).shape[:2]
-        report["report_protocol"] = {"size": f"{w}x{h}"} | report_for("val_report", gate=False)
-    report["teacher"] = describe(model) | {"kind": p["kind"], "adapt": a, "device": device}
+        record = adapt(model, pairs, steps=a["steps"], lr=a["lr"], patch=a["patch"], batch=a["batch"], seed=a["seed"],
+                       device=device, state_dir=args.state_dir, checkpoint_every=a.get("checkpoint_every", 50))
+    shards |= {s: run_teacher(s, f"teacher, {s}") for s in val_splits}
+    gain = teacher_gain(list(gt["val_full"].values()), list(deg["val_full"].values()), list(shards["val_full"].values()),
+                        allow_worse=p["allow_worse_than_input"])
+    shards["train"] = run_teacher("train", "teacher, training crops")
 
     with atomic_dir(args.out) as tmp:
-        write_split(tmp, "train", dict(zip(gt["train"], run_teacher(model, "train", "teacher, training crops"))))
-        for split in val_splits:
-            write_split(tmp, split, dict(zip(gt[split], after[split])))
+        for split, images in shards.items():
+            write_split(tmp, split, images)
     save_teacher(model, args.model, p)
-    write_json(args.metrics, report)
-    t = report["teacher_adapted" if adapted else "teacher_as_is"]
-    print(f"teacher: {report['teacher']['arch']} val PSNR {t['psnr']:.3f} dB "
-          f"({report['gain_over_input_db']:+.3f} dB over the degraded input, "
-          f"{report['gain_over_best_classical_db']:+.3f} dB over {report['best_classical']['method']})")
+    d = describe(model)
+    metrics = {"gain_over_input_db": round(gain, 4)} | {k: d[k] for k in ("parameters", "macs_per_1080p_frame") if k in d}
+    if adapted:
+        metrics["adapt_train_l1"] = round(record["train_loss"], 6)
+    write_json(args.metrics, metrics)
+    for old in Path(args.state_dir).glob("teacher-*.pt"):
+        old.unlink()
+    print(f"teacher: {d['arch']}{' adapted' if adapted else ''}, {gain:+.3f} dB over the degraded input "
+          f"on {len(gt['val_full'])} validation images")
 
 
 if __name__ == "__main__":

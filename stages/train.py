@@ -1,15 +1,16 @@
 """Stage distill-train: train the student on (degraded -> ground truth) with the teacher's outputs."""
 
 import argparse
-import copy
 import json
+from pathlib import Path
 
 from sharpkd import stage
+from sharpkd.card import student_card
+from sharpkd.distill import TrainData, steps_per_epoch, train_student
 from sharpkd.distributed import distributed
 from sharpkd.fsutil import write_json
-from sharpkd.models import count_macs, count_params, save_student
+from sharpkd.models import save_student
 from sharpkd.shards import read_split
-from sharpkd.train import TrainData, epoch_steps, train
 
 
 def run() -> None:
@@ -20,7 +21,7 @@ def run() -> None:
     ap.add_argument("--model", required=True, help="student weights to write (.safetensors)")
     ap.add_argument("--card", required=True, help="model card JSON to write")
     ap.add_argument("--live", required=True, help="dvclive folder (curves)")
-    ap.add_argument("--state", required=True, help="resume checkpoint (kept between runs)")
+    ap.add_argument("--state-dir", required=True, help="resume state while training (not an output; removed at the end)")
     args = ap.parse_args()
     p = stage.load_params("train")
     profile = stage.load_params("profile")
@@ -44,35 +45,23 @@ def run() -> None:
 
             live = Live(args.live, save_dvc_exp=False, dvcyaml=None)
 
-        def on_epoch(epoch: int, metrics: dict) -> None:
-            for key, value in metrics.items():
+        def on_epoch(epoch: int, record: dict) -> None:
+            for key, value in record.items():
                 if key not in ("epoch", "step"):
                     live.log_metric(key, value)
             live.next_step()
 
-        model, best, history = train(p, data, device=device, state_path=args.state,
-                                     on_epoch=on_epoch if live else None)
+        model, best, _ = train_student(p, data, device=device, state_dir=args.state_dir,
+                                       on_epoch=on_epoch if live else None)
         if rank != 0:
             return
         live.end()
-        folded = copy.deepcopy(model)  # counted in the form that runs: RepVGG branches folded
-        if hasattr(folded, "reparameterize"):
-            folded.reparameterize()
-        card = {
-            "arch": p["arch"],
-            "arch_config": p.get("arch_config") or {},
-            "parameters": count_params(folded),
-            "macs_per_1080p_frame": count_macs(folded, 1080, 1920),
-            "data": {"profile": profile, "train_crops": len(names), "val_images": len(val_gt),
-                     "degradation": "bilinear down to degrade.scale, bilinear up (see params.yaml)"},
-            "validation": {"psnr": round(best["val_psnr"], 4), "ssim": round(best["val_ssim"], 5),
-                           "best_epoch": best["epoch"], "metric": "RGB uint8, full validation images"},
-            "training": {k: p[k] for k in ("epochs", "batch", "patch", "lr", "seed")}
-                        | {"steps_per_epoch": epoch_steps(p, data)}
-                        | {"loss": p["loss"], "processes": world, "device": device},
-        }
+        card = student_card(p, model, profile=profile, train_crops=len(names), val_images=len(val_gt), best=best,
+                            steps_per_epoch=steps_per_epoch(p, data), processes=world, device=device)
         save_student(model, args.model, {"card": json.dumps(card, sort_keys=True)})
         write_json(args.card, card)
+        for old in Path(args.state_dir).glob("student-*.pt"):
+            old.unlink()
         print(f"train: best epoch {best['epoch']}: val PSNR {best['val_psnr']:.3f} dB, SSIM {best['val_ssim']:.4f}")
 
 

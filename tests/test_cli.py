@@ -171,5 +171,5 @@ def test_bench_teacher(tmp_path, capsys):
     assert main(["bench", "--teacher", str(tmp_path / "t.safetensors"), "--height", "40", "--width", "72",
                  "--tile", "64", "--runs", "2", "--warmup", "0", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["arch"] == "Restormer" and result["median_ms"] > 0 and result["params"] > 0
-    assert result["macs_per_frame"] > 0 and "cpu" in result["machine"]
+    assert result["arch"] == "Restormer" and result["median_ms"] > 0 and result["parameters"] > 0
+    assert result["macs_per_1080p_frame"] > 0 and "cpu" in result["machine"]

@@ -5,15 +5,14 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from sharpkd.bench import benchmark
+from sharpkd.cost import count_macs, count_params, model_cost
 from sharpkd.errors import SharpkdError
 from sharpkd.models import (
     DEFAULT_STUDENT,
     STUDENTS,
     RepConv,
-    benchmark,
     build_student,
-    count_macs,
-    count_params,
     load_student,
     save_student,
 )
@@ -36,9 +35,11 @@ def randomised(model: nn.Module, std: float = 0.3, seed: int = 0) -> nn.Module:
     return model
 
 
-def test_registry_and_default():
-    assert set(STUDENTS) == {"seed", "sharp"}
-    assert DEFAULT_STUDENT in STUDENTS
+def test_cost_counts_the_folded_student_that_ships():
+    model = build_student(DEFAULT_STUDENT)
+    cost = model_cost(model)
+    assert cost == {"parameters": 5_804, "macs_per_1080p_frame": count_macs(model.reparameterize(), 1080, 1920)}
+    assert count_params(build_student(DEFAULT_STUDENT)) > cost["parameters"]  # the training form has more
 
 
 def test_seed_parameter_count():
@@ -183,7 +184,7 @@ def test_count_macs_conv_transpose_and_linear():
 
 
 def test_benchmark_keys():
-    res = benchmark(build_student("sharp", channels=8, blocks=1), 24, 40, runs=3, warmup=1)
+    res = benchmark(build_student("sharp", channels=8, blocks=1), 24, 40, runs=3, warmup=1, tile=16, overlap=4)
     assert set(res) == {"median_ms", "p95_ms", "fps"}
     assert 0 < res["median_ms"] <= res["p95_ms"]
     assert res["fps"] == pytest.approx(1000 / res["median_ms"])

@@ -4,16 +4,19 @@ import json
 
 import pytest
 
-from sharpkd.report import write_scores_csv
-from sharpkd.results import ablation_table, paired, table, update
+from sharpkd.figures import write_scores_csv
+from tools.results import ablation_table, paired, table, update
 
 
 def eval_json(student_psnr=31.0):
-    return {"methods": {"student": {"psnr": student_psnr, "ssim": 0.95, "n": 3},
-                        "identity": {"psnr": 30.0, "ssim": 0.93, "n": 3},
-                        "lanczos": {"psnr": 30.5, "ssim": 0.94, "n": 3}},
-            "n_images": 3, "unsharp": {"radius": 1.0, "amount": 1.0},
-            "student": {"arch": "sharp", "parameters": 5804, "macs_per_1080p_frame": 2.99e9}}
+    return {"methods": {"student": {"psnr": student_psnr, "ssim": 0.95},
+                        "identity": {"psnr": 30.0, "ssim": 0.93},
+                        "lanczos": {"psnr": 30.5, "ssim": 0.94}},
+            "n_images": 3, "student": {"parameters": 5804, "macs_per_1080p_frame": 2.99e9}}
+
+
+def settings(arch="sharp", **more):
+    return {"unsharp": {"radius": 1.0, "amount": 1.0}, "student": {"arch": arch}} | more
 
 
 @pytest.fixture
@@ -21,7 +24,9 @@ def root(tmp_path):
     d = tmp_path / "metrics" / "p"
     (d / "ablation").mkdir(parents=True)
     (d / "eval.json").write_text(json.dumps(eval_json()))
+    (d / "eval_settings.json").write_text(json.dumps(settings()))
     (d / "ablation" / "a.json").write_text(json.dumps(eval_json(32.0)))
+    (d / "ablation" / "a-settings.json").write_text(json.dumps(settings()))
     return tmp_path
 
 
@@ -33,26 +38,26 @@ def test_table_rows_in_method_order_with_gains(root):
     assert "measured" not in text  # no benchmark files: no claim about where
 
 
-def full_run(root, student_psnr=31.0, arch="sharp"):
+def full_run(student_psnr=31.0):
     ev = eval_json(student_psnr)
-    ev["student"]["arch"] = arch
-    ev["report_protocol"] = {"size": "464x256", "methods": {m: {"psnr": v["psnr"] + 1, "ssim": v["ssim"], "n": 3}
-                                                            for m, v in ev["methods"].items()}}
+    ev["report_protocol"] = {"methods": {m: {"psnr": v["psnr"] + 1, "ssim": v["ssim"]} for m, v in ev["methods"].items()}}
     return ev
 
 
 def test_table_with_report_scale_ablation_rows_and_benchmarks(root):
     d = root / "metrics" / "p"
-    (d / "eval.json").write_text(json.dumps(full_run(root) | {"sizes": ["1280x720", "1920x1080"]}))
-    (d / "ablation" / "seed.json").write_text(json.dumps(full_run(root, 25.0, "seed")))
-    (d / "ablation" / "gt_only.json").write_text(json.dumps(full_run(root, 30.9)))
-    (d / "teacher.json").write_text(json.dumps({
-        "teacher": {"arch": "VDSR", "kind": "vdsr", "params": 664704, "adapt": {"steps": 300}},
-        "teacher_as_is": {"psnr": 30.2, "ssim": 0.931}, "teacher_adapted": {"psnr": 32.0, "ssim": 0.96},
-        "report_protocol": {"teacher_as_is": {"psnr": 31.2, "ssim": 0.94}}}))
-    ev = json.loads((d / "eval.json").read_text())
-    ev["methods"]["teacher"] = {"psnr": 32.0, "ssim": 0.96, "n": 3}
-    ev["report_protocol"]["methods"]["teacher"] = {"psnr": 33.0, "ssim": 0.97, "n": 3}
+    info = {"sizes": ["1280x720", "1920x1080"], "report_protocol_size": "464x256",
+            "teacher": {"arch": "VDSR", "kind": "vdsr"}}
+    (d / "eval_settings.json").write_text(json.dumps(settings(**info)))
+    for name, psnr, arch in (("seed", 25.0, "seed"), ("gt_only", 30.9, "sharp")):
+        (d / "ablation" / f"{name}.json").write_text(json.dumps(full_run(psnr)))
+        (d / "ablation" / f"{name}-settings.json").write_text(json.dumps(settings(arch, **info)))
+    (d / "teacher.json").write_text(json.dumps({"gain_over_input_db": 2.0, "parameters": 664704,
+                                                "macs_per_1080p_frame": 1.378e12}))
+    ev = full_run()
+    ev["methods"] |= {"teacher_as_is": {"psnr": 30.2, "ssim": 0.931}, "teacher": {"psnr": 32.0, "ssim": 0.96}}
+    ev["report_protocol"]["methods"] |= {"teacher_as_is": {"psnr": 31.2, "ssim": 0.94},
+                                         "teacher": {"psnr": 33.0, "ssim": 0.97}}
     (d / "eval.json").write_text(json.dumps(ev))
     (d / "bench").mkdir()
     machine = {"cpu": "AMD EPYC", "cpu_cores": 2, "torch": "2.14.1"}
@@ -96,7 +101,7 @@ def test_missing_metrics_are_an_error(tmp_path):
 def test_curves_drawn_from_the_training_logs(root):
     from PIL import Image
 
-    from sharpkd.results import curves
+    from tools.results import curves
 
     d = root / "metrics" / "p"
     assert curves(d) is None  # no training logs: nothing drawn
@@ -110,7 +115,7 @@ def test_curves_drawn_from_the_training_logs(root):
 
 
 def test_save_run_keeps_eval_and_curve(root, monkeypatch, capsys):
-    from sharpkd.results import main
+    from tools.results import main
 
     d = root / "metrics" / "p"
     monkeypatch.chdir(root)
@@ -122,6 +127,7 @@ def test_save_run_keeps_eval_and_curve(root, monkeypatch, capsys):
     assert main(["--save-run", "gt_only", "--profile", "p"]) == 1  # nor per-image scores
     write_scores_csv(d / "eval_scores.csv", [{"image": "a", "method": "student", "psnr": 30.0, "ssim": 0.9}])
     assert main(["--save-run", "gt_only", "--profile", "p"]) == 0
+    assert (d / "ablation" / "gt_only-settings.json").read_text() == (d / "eval_settings.json").read_text()
     assert (d / "ablation" / "gt_only-scores.csv").read_text() == (d / "eval_scores.csv").read_text()
     assert (d / "ablation" / "gt_only.json").read_text() == (d / "eval.json").read_text()
     assert (d / "ablation" / "gt_only-val_psnr.tsv").read_text().endswith("30.5\n")

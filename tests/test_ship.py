@@ -4,9 +4,13 @@ import hashlib
 import json
 
 import pytest
+import torch
 import yaml
 
-from sharpkd.ship import ship
+from sharpkd.card import shipped_card, student_card
+from sharpkd.errors import SharpkdError
+from sharpkd.models import build_student
+from tools.ship import main, ship
 
 
 @pytest.fixture
@@ -15,11 +19,10 @@ def run(tmp_path):
     (tmp_path / "metrics" / "p").mkdir(parents=True)
     weights = tmp_path / "models" / "p" / "student.safetensors"
     weights.write_bytes(b"weights")
-    (tmp_path / "models" / "p" / "student.json").write_text(json.dumps({"arch": "sharp", "parameters": 6488}))
+    (tmp_path / "models" / "p" / "student.json").write_text(json.dumps({"arch": "sharp", "parameters": 5804}))
     (tmp_path / "metrics" / "p" / "eval.json").write_text(json.dumps({
-        "methods": {"student": {"psnr": 39.4}}, "n_images": 31, "sizes": ["1920x1080"],
-        "report_protocol": {"size": "464x256"}, "degradation": {"scale": 0.6}, "ssim_settings": {}, "other": 1,
-        "student": {"arch": "sharp", "parameters": 5804, "macs_per_1080p_frame": 2.99e9}}))
+        "methods": {"student": {"psnr": 39.4, "ssim": 0.96}}, "n_images": 31}))
+    (tmp_path / "metrics" / "p" / "eval_settings.json").write_text(json.dumps({"sizes": ["1920x1080"]}))
     lock = {"stages": {"distill-train": {"params": {"params.yaml": {"train.epochs": 10}}, "outs": [
         {"path": "models/p/student.safetensors", "md5": hashlib.md5(b"weights").hexdigest()}]}}}
     (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
@@ -30,13 +33,45 @@ def test_ship_copies_weights_and_writes_the_card(run):
     out = ship("p", root=run, dest=run / "shipped")
     assert out.read_bytes() == b"weights"
     card = json.loads((run / "shipped" / "student.json").read_text())
-    assert card["arch"] == "sharp" and card["parameters"] == 5804  # the folded form's count, from eval.json
-    assert card["evaluation"]["report_protocol"] == {"size": "464x256"} and "other" not in card["evaluation"]
+    assert card["arch"] == "sharp" and card["parameters"] == 5804
+    assert card["evaluation"]["methods"]["student"]["psnr"] == 39.4
+    assert card["evaluation"]["settings"] == {"sizes": ["1920x1080"]}
     assert card["provenance"]["dvc_lock_train_params"] == {"params.yaml": {"train.epochs": 10}}
+    assert card["provenance"]["dvc_lock_student_md5"] == hashlib.md5(b"weights").hexdigest()
 
 
 def test_ship_refuses_weights_that_are_not_the_locked_output(run):
     (run / "models" / "p" / "student.safetensors").write_bytes(b"retrained by hand")
-    with pytest.raises(SystemExit, match="not the output recorded in dvc.lock"):
+    with pytest.raises(SharpkdError, match="not the student dvc.lock records"):
         ship("p", root=run, dest=run / "shipped")
     assert not (run / "shipped").exists()
+
+
+def test_ship_before_a_run_is_one_error_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("tools.ship.ROOT", tmp_path)
+    assert main(["--profile", "nothing"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "run the pipeline" in err[0]
+
+
+def test_student_card_counts_the_folded_model():
+    model = build_student("sharp")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01)
+    params = {"arch": "sharp", "arch_config": {}, "epochs": 2, "batch": 4, "patch": 32, "lr": 1e-3, "seed": 0,
+              "loss": {"l2_gt": 1.0}}
+    best = {"epoch": 2, "val_psnr": 31.23456, "val_ssim": 0.912361}
+    card = student_card(params, model, profile="p", train_crops=10, val_images=2, best=best, steps_per_epoch=5,
+                        processes=1, device="cpu")
+    assert card["parameters"] == 5_804  # RepConv branches folded, as the weights are saved
+    assert card["validation"] == {"psnr": 31.2346, "ssim": 0.91236, "best_epoch": 2,
+                                  "metric": "RGB uint8, full validation images"}
+    assert card["training"]["steps_per_epoch"] == 5 and card["training"]["loss"] == {"l2_gt": 1.0}
+    assert not model.head.is_fused  # the caller's model is untouched
+
+
+def test_shipped_card_needs_the_distill_train_stage(tmp_path):
+    (tmp_path / "w").write_bytes(b"x")
+    with pytest.raises(SharpkdError, match="no distill-train stage"):
+        shipped_card({}, {}, {}, {"stages": {}}, tmp_path / "w", profile="p", revision="r")

@@ -11,7 +11,8 @@ import torch
 
 from sharpkd.degrade import degrade
 from sharpkd.errors import SharpkdError
-from sharpkd.train import TrainData, epoch_steps, sample_batch, train
+from sharpkd.distill import TrainData, steps_per_epoch, train_student as train
+from sharpkd.train import sample_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,7 +53,6 @@ class Kill(Exception):
 
 
 def test_killed_run_resumes_to_the_same_result(tmp_path):
-    state = tmp_path / "student.pt"
     full, best_full, hist_full = train(PARAMS, make_data())
 
     def die(step):
@@ -60,10 +60,11 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
             raise Kill
 
     with pytest.raises(Kill):
-        train(PARAMS, make_data(), state_path=state, on_step=die)
-    assert state.exists()
+        train(PARAMS, make_data(), state_dir=tmp_path, on_step=die)
+    (state,) = tmp_path.glob("student-*.pt")
+    assert torch.load(state, weights_only=True)["step"] == 3
     replayed = []
-    resumed, best_res, hist_res = train(PARAMS, make_data(), state_path=state, on_epoch=lambda e, m: replayed.append(e))
+    resumed, best_res, hist_res = train(PARAMS, make_data(), state_dir=tmp_path, on_epoch=lambda e, m: replayed.append(e))
     assert replayed == [1, 2, 3]
     assert best_res == best_full
     assert [h["train_loss"] for h in hist_res] == [h["train_loss"] for h in hist_full]
@@ -71,13 +72,20 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
         assert torch.equal(a, b), k
 
 
-def test_a_state_from_other_params_is_not_resumed(tmp_path):
-    state = tmp_path / "student.pt"
-    train(PARAMS, make_data(), state_path=state)
+def test_a_state_from_other_params_is_never_resumed(tmp_path):
+    train(PARAMS, make_data(), state_dir=tmp_path)
     other = PARAMS | {"lr": 0.001}
-    _, _, hist = train(other, make_data(), state_path=state)
+    _, _, hist = train(other, make_data(), state_dir=tmp_path)
     fresh = train(other, make_data())[2]
     assert [h["train_loss"] for h in hist] == [h["train_loss"] for h in fresh]
+    assert len(list(tmp_path.glob("student-*.pt"))) == 1  # the other run's state was removed
+
+
+def test_history_holds_numbers_worth_diffing_not_timings():
+    _, best, hist = train(PARAMS | {"epochs": 1}, make_data())
+    assert set(hist[0]) == {"epoch", "step", "train_loss", "train_l1_gt", "train_ssim", "train_l1_teacher",
+                            "val_psnr", "val_ssim"}
+    assert best == hist[0]
 
 
 @pytest.mark.parametrize("batch,patch,expected", [(4, 24, 5), (4, 0, 2), (2, 64, 4), (5, 24, 4)])
@@ -85,16 +93,16 @@ def test_steps_per_epoch_zero_is_one_pass_over_the_crop_pixels(batch, patch, exp
     data = make_data()  # 6 crops of 40x48 = 11,520 pixels
     params = PARAMS | {"steps_per_epoch": 0, "batch": batch, "patch": patch}
     # patch 64 exceeds the crops: the largest square that fits (40) is used, as in sample_batch
-    assert epoch_steps(params, data) == expected
-    assert epoch_steps(PARAMS, data) == 3
+    assert steps_per_epoch(params, data) == expected
+    assert steps_per_epoch(PARAMS, data) == 3
     with pytest.raises(SharpkdError, match="steps_per_epoch"):
-        epoch_steps(PARAMS | {"steps_per_epoch": -1}, data)
+        steps_per_epoch(PARAMS | {"steps_per_epoch": -1}, data)
 
 
 def test_batches_split_across_processes_cover_the_global_batch():
     data = make_data()
-    x, y, t = sample_batch(data, 7, 0, 4, 24)
-    parts = [sample_batch(data, 7, 0, 4, 24, rank=r, world=2) for r in range(2)]
+    x, y, t = sample_batch(data.pairs, 7, 0, 4, 24)
+    parts = [sample_batch(data.pairs, 7, 0, 4, 24, rank=r, world=2) for r in range(2)]
     assert torch.equal(torch.cat([parts[0][1][0:1], parts[1][1][0:1], parts[0][1][1:2], parts[1][1][1:2]]), y)
 
 
@@ -110,7 +118,7 @@ import json, sys, torch, torch.distributed as dist
 sys.path.insert(0, {root!r})
 from sharpkd.distributed import distributed
 from tests.test_train import PARAMS, make_data
-from sharpkd.train import train
+from sharpkd.distill import train_student as train
 with distributed() as (rank, world, device):
     model, best, hist = train(PARAMS | {{"epochs": 2}}, make_data(), device=device or "cpu")
     if rank == 0:

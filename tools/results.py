@@ -1,8 +1,8 @@
 """README tables generated from the committed metrics (never typed by hand).
 
-``python -m sharpkd.results --update README.md`` rewrites every block between
+``python tools/results.py --update README.md`` rewrites every block between
 ``<!-- results:PROFILE -->`` and ``<!-- /results:PROFILE -->`` with the table built from
-``metrics/PROFILE/{eval,teacher}.json``, ``metrics/PROFILE/bench/*.json`` and the saved runs of
+``metrics/PROFILE/{eval,eval_settings,teacher}.json``, ``metrics/PROFILE/bench/*.json`` and the saved runs of
 ``metrics/PROFILE/ablation/``, redraws ``metrics/PROFILE/curves.png`` from the training logs, and every ``<!-- ablation:PROFILE -->`` block with the
 side-by-side table of the runs whose ``eval.json`` were saved as ``metrics/PROFILE/ablation/NAME.json``.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .fsutil import atomic_path
+from sharpkd.fsutil import atomic_path
 
 LABELS = {
     "identity": "degraded input (identity)",
@@ -63,44 +63,44 @@ def table(metrics_dir: str | Path) -> str:
     ev = _load(metrics_dir / "eval.json")
     if ev is None:
         raise FileNotFoundError(f"{metrics_dir / 'eval.json'} not found: run `dvc repro` first")
+    info = _load(metrics_dir / "eval_settings.json") or {}
     teacher = _load(metrics_dir / "teacher.json") or {}
     report = ev.get("report_protocol")
-    treport = teacher.get("report_protocol") or {}
+    rmethods = (report or {}).get("methods", {})
     bench = _bench(metrics_dir)
-    runs = {p.stem: json.loads(p.read_text()) for p in sorted(Path(metrics_dir, "ablation").glob("*.json"))}
+    runs = _runs(metrics_dir)
     methods, base = ev["methods"], ev["methods"]["identity"]
-    t = teacher.get("teacher") or {}
-    adapted = bool(t.get("adapt", {}).get("steps"))
+    t = info.get("teacher") or {}
+    adapted = "teacher_as_is" in methods
 
     rows = []  # (label, full-size scores, report-size scores, params, macs, bench row)
     for name in ("identity", "bicubic", "lanczos", "unsharp"):
         if name in methods:
             rows.append((LABELS[name], methods[name], report and report["methods"].get(name), None, None, None))
-    t_params = t.get("params")
-    t_macs = (bench.get("teacher", {}).get("cpu") or bench.get("teacher", {}).get("cuda") or {}).get("macs_per_frame")
+    t_params, t_macs = teacher.get("parameters"), teacher.get("macs_per_1080p_frame")
     if "teacher" in methods:
-        arch = t.get("arch", t.get("kind", "teacher"))
-        if adapted and "teacher_as_is" in teacher:
+        arch = t.get("arch") or t.get("kind") or "teacher"
+        if adapted:
             what = ("as downloaded (pretrained, not adapted)" if t.get("kind") != "restormer"
                     else "before adaptation (random init)")
-            rows.append((f"teacher {arch}, {what}", teacher["teacher_as_is"], treport.get("teacher_as_is"),
+            rows.append((f"teacher {arch}, {what}", methods["teacher_as_is"], rmethods.get("teacher_as_is"),
                          t_params, t_macs, "teacher"))
         rows.append((f"teacher {arch}, " + ("adapted" if adapted else "as is"), methods["teacher"],
-                     report and report["methods"].get("teacher"), t_params, t_macs, "teacher"))
+                     rmethods.get("teacher"), t_params, t_macs, "teacher"))
+    arch = (info.get("student") or {}).get("arch", "student")
     for stem, label in ABLATION_ROWS.items():
         if stem in runs:
-            run = runs[stem]
+            run, run_arch = runs[stem]
             st = run["student"]
-            rows.append((label.format(arch=st["arch"]), run["methods"]["student"],
+            rows.append((label.format(arch=run_arch), run["methods"]["student"],
                          (run.get("report_protocol") or {}).get("methods", {}).get("student"),
                          st["parameters"], st["macs_per_1080p_frame"],
-                         "student" if st["arch"] == ev["student"]["arch"] else st["arch"]))  # same arch, same speed
+                         "student" if run_arch == arch else run_arch))  # same arch, same speed
     st = ev["student"]
-    rows.append((f"**default student (`{st['arch']}`), distilled**", methods["student"],
-                 report and report["methods"].get("student"), st["parameters"], st["macs_per_1080p_frame"],
-                 "student"))
+    rows.append((f"**default student (`{arch}`), distilled**", methods["student"],
+                 rmethods.get("student"), st["parameters"], st["macs_per_1080p_frame"], "student"))
 
-    rsize = report["size"] if report else None
+    rsize = info.get("report_protocol_size") if report else None
     head = ["method", "PSNR (dB)", "SSIM", "ΔPSNR vs input"]
     if rsize:
         head += [f"PSNR at {rsize}", f"SSIM at {rsize}"]
@@ -116,12 +116,13 @@ def table(metrics_dir: str | Path) -> str:
                   _num(fps.get("cpu"), ".3g" if fps.get("cpu", 1) < 1 else ".1f"), _num(fps.get("cuda"), ".1f")]
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
-    sizes = ", ".join(ev.get("sizes", [])) or "their stored size"
+    sizes = ", ".join(info.get("sizes", [])) or "their stored size"
     note = (f"{ev['n_images']} held-out validation images scored whole at full size ({sizes})"
             + (f" and resized to {rsize} (the report's protocol)" if rsize else "") + ". "
             "SSIM: skimage `structural_similarity` (gaussian_weights, sigma 1.5, population covariance, "
             "data_range 255, RGB); PSNR: RGB, data_range 255; "
-            f"unsharp radius {ev['unsharp']['radius']}, amount {ev['unsharp']['amount']}.")
+            + (f"unsharp radius {info['unsharp']['radius']}, amount {info['unsharp']['amount']}." if "unsharp" in info
+               else ""))
     where = []
     for kind, name in (("cpu", "CPU"), ("cuda", "GPU")):
         machines = {json.dumps(r[kind].get("machine", {}), sort_keys=True) for r in bench.values() if kind in r}
@@ -139,18 +140,29 @@ def table(metrics_dir: str | Path) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _runs(metrics_dir: Path) -> dict[str, tuple[dict, str]]:
+    """Saved runs: ``{name: (eval.json, student arch)}`` from ``ablation/<name>.json`` and
+    ``ablation/<name>-settings.json``."""
+    out = {}
+    for path in sorted(Path(metrics_dir, "ablation").glob("*.json")):
+        if path.stem.endswith("-settings"):
+            continue
+        info = _load(path.with_name(f"{path.stem}-settings.json")) or {}
+        out[path.stem] = (json.loads(path.read_text()), (info.get("student") or {}).get("arch", "?"))
+    return out
+
+
 def ablation_table(metrics_dir: str | Path) -> str:
     """Markdown: one row per saved run (student PSNR/SSIM on the same validation images)."""
-    runs = sorted(Path(metrics_dir, "ablation").glob("*.json"))
+    runs = _runs(Path(metrics_dir))
     if not runs:
         raise FileNotFoundError(f"no runs saved under {Path(metrics_dir, 'ablation')}")
     lines = ["| run | student | params | GMAC/1080p | PSNR (dB) | SSIM | ΔPSNR vs input |",
              "|---|---|---:|---:|---:|---:|---:|"]
-    for path in runs:
-        ev = json.loads(path.read_text())
+    for name, (ev, arch) in runs.items():
         s, base = ev["methods"]["student"], ev["methods"]["identity"]
         st = ev["student"]
-        lines.append(f"| {path.stem} | {st['arch']} | {st['parameters']:,} | {st['macs_per_1080p_frame'] / 1e9:.2f} | "
+        lines.append(f"| {name} | {arch} | {st['parameters']:,} | {st['macs_per_1080p_frame'] / 1e9:.2f} | "
                      f"{s['psnr']:.3f} | {s['ssim']:.4f} | {s['psnr'] - base['psnr']:+.3f} |")
     return "\n".join(lines) + "\n"
 
@@ -180,9 +192,10 @@ def curves(metrics_dir: str | Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     ev = _load(metrics_dir / "eval.json") or {}
+    info = _load(metrics_dir / "eval_settings.json") or {}
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4), dpi=100)
     x, y = _tsv(live / "val_psnr.tsv")
-    ax.plot([s + 1 for s in x], y, "o-", label=f"{(ev.get('student') or {}).get('arch', 'student')} (this run)")
+    ax.plot([s + 1 for s in x], y, "o-", label=f"{(info.get('student') or {}).get('arch', 'student')} (this run)")
     for path in sorted((metrics_dir / "ablation").glob("*-val_psnr.tsv")):
         x2, y2 = _tsv(path)
         ax.plot([s + 1 for s in x2], y2, ".--", label=path.name[: -len("-val_psnr.tsv")])
@@ -235,12 +248,13 @@ def update(readme: str | Path, root: str | Path = ".") -> list[str]:
 
 def save_run(name: str, metrics_dir: str | Path) -> list[Path]:
     """Keep the current run of a profile as ablation run ``name``: its ``eval.json`` as
-    ``ablation/<name>.json``, its per-image scores as ``ablation/<name>-scores.csv`` and its
+    ``ablation/<name>.json``, its ``eval_settings.json`` as ``ablation/<name>-settings.json``, its per-image scores as ``ablation/<name>-scores.csv`` and its
     validation curve as ``ablation/<name>-val_psnr.tsv``."""
     if not re.fullmatch(r"[A-Za-z0-9_.]+", name):
         raise ValueError(f"run name {name!r}: use letters, digits, '_' and '.'")
     metrics_dir = Path(metrics_dir)
     sources = {metrics_dir / "eval.json": f"{name}.json",
+               metrics_dir / "eval_settings.json": f"{name}-settings.json",
                metrics_dir / "eval_scores.csv": f"{name}-scores.csv",
                metrics_dir / "train" / "plots" / "metrics" / "val_psnr.tsv": f"{name}-val_psnr.tsv"}
     missing = [str(p) for p in sources if not p.exists()]
@@ -260,7 +274,7 @@ def paired(metrics_dir: str | Path, run: str) -> str:
     """The profile's student against saved run ``run``'s student, image by image (same validation
     images): mean and standard deviation of the PSNR difference, the images where it is better,
     and the mean SSIM difference, at each evaluated scale."""
-    from .report import read_scores_csv
+    from sharpkd.figures import read_scores_csv
 
     metrics_dir = Path(metrics_dir)
     other_path = metrics_dir / "ablation" / f"{run}-scores.csv"

@@ -1,4 +1,4 @@
-"""What a person looks at: comparison grids with zoomed crops, score CSVs and text/markdown tables.
+"""What a person looks at: comparison grids with zoomed crops, score CSVs and plain-text score tables.
 
 Grid layout (white background, black text)::
 
@@ -267,33 +267,3 @@ def format_scores_table(data: Sequence[Mapping] | Mapping[str, Mapping]) -> str:
     df = _scores_frame(data)
     body = [[str(r.image), str(r.method), f"{r.psnr:.3f}", f"{r.ssim:.4f}"] for r in df.itertuples(index=False)]
     return _plain_table(["image", "method", "PSNR (dB)", "SSIM"], body, [False, False, True, True])
-
-
-_MD_HEADERS = {"psnr": "PSNR (dB)", "ssim": "SSIM", "n": "images"}
-_MD_FORMATS = {"psnr": "{:.2f}", "ssim": "{:.4f}"}
-
-
-def markdown_table(summary: Mapping[str, Mapping], columns: Sequence[str] = ("psnr", "ssim", "n")) -> str:
-    """Markdown table, one row per method of ``summary`` (``{method: {key: value}}``), for README.
-
-    ``columns`` are the keys to show; psnr is printed with 2 decimals, ssim with 4, other floats
-    with 4 significant digits, ints as they are; a method lacking a key shows ``n/a``.
-    """
-    columns = list(columns)
-    header = "| method | " + " | ".join(_MD_HEADERS.get(c, c) for c in columns) + " |"
-    sep = "|---|" + "|".join("---:" for _ in columns) + "|"
-    lines = [header, sep]
-    for method, vals in summary.items():
-        cells = []
-        for c in columns:
-            v = vals.get(c)
-            if v is None:
-                cells.append("n/a")
-            elif isinstance(v, (bool, str)):
-                cells.append(str(v))
-            elif isinstance(v, (int, np.integer)):
-                cells.append(str(int(v)))
-            else:
-                cells.append(_MD_FORMATS.get(c, "{:.4g}").format(float(v)))
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"

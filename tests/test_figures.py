@@ -2,10 +2,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sharpkd.report import (
+from sharpkd.figures import (
     comparison_grid,
     format_scores_table,
-    markdown_table,
     pick_zoom,
     read_scores_csv,
     save_grid,
@@ -140,13 +139,3 @@ def test_format_scores_table_rows_and_summary():
     summ = {"identity": {"psnr": 29.0, "ssim": 0.87, "n": 1}, "student": {"psnr": 32.31, "ssim": 0.92, "n": 2}}
     s = format_scores_table(summ)
     assert "student" in s and "32.310" in s and s.splitlines()[-1].rstrip().endswith("2")
-
-
-def test_markdown_table():
-    summ = {"identity": {"psnr": 29.0, "ssim": 0.87, "n": 3}, "student": {"psnr": 32.314, "ssim": 0.92, "n": 3, "ms": 12.5}}
-    md = markdown_table(summ, ["psnr", "ssim", "ms"])
-    lines = md.splitlines()
-    assert lines[0] == "| method | PSNR (dB) | SSIM | ms |"
-    assert lines[1] == "|---|---:|---:|---:|"
-    assert lines[2] == "| identity | 29.00 | 0.8700 | n/a |"
-    assert lines[3] == "| student | 32.31 | 0.9200 | 12.5 |"

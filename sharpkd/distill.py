@@ -1,0 +1,104 @@
+"""Student distillation: the student, its loss and its validation on top of :func:`sharpkd.train.fit`.
+
+Validation scores the student the way it ships: a re-parameterized copy (multi-branch blocks
+folded) run through :func:`sharpkd.inference.run_model` on the full validation images, scored
+with :mod:`sharpkd.metrics` (RGB uint8 PSNR and SSIM).  The best epoch by PSNR is kept.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .errors import SharpkdError
+from .inference import prepare, run_model
+from .losses import build_loss, needs_teacher
+from .metrics import psnr, ssim
+from .models import build_student
+from .train import Pairs, epoch_steps, fingerprint, fit, state_file
+
+#: Validation window size: the whole image up to 2048 px a side, as ``sharpkd sharpen`` runs it.
+VAL_TILE = 2048
+
+
+@dataclass
+class TrainData:
+    """Training triplets (degraded, ground truth, teacher) of crops and full-size validation pairs."""
+
+    degraded: list[np.ndarray]
+    gt: list[np.ndarray]
+    teacher: list[np.ndarray] | None
+    val_degraded: list[np.ndarray]
+    val_gt: list[np.ndarray]
+    val_names: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.val_degraded:
+            raise SharpkdError("no validation images: check slice.val_fraction")
+        self.pairs = Pairs(self.degraded, self.gt, self.teacher)  # checks the crops
+
+
+def inference_copy(model: torch.nn.Module, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """A copy of ``model`` in the form that ships: folded (``reparameterize``), eval, :func:`prepare`-d."""
+    folded = copy.deepcopy(model)
+    if hasattr(folded, "reparameterize"):
+        folded.reparameterize()
+    return prepare(folded, device)
+
+
+def validation(data: TrainData, device: str | torch.device = "cpu") -> Callable[[torch.nn.Module], dict]:
+    """``validate(model) -> {"val_psnr", "val_ssim"}``: means over the full validation images."""
+
+    @torch.inference_mode()
+    def validate(model: torch.nn.Module) -> dict:
+        m = inference_copy(model, device)
+        ps, ss = [], []
+        for deg, gt in zip(data.val_degraded, data.val_gt):
+            out = run_model(m, deg, tile=VAL_TILE, device=device)
+            ps.append(psnr(out, gt))
+            ss.append(ssim(out, gt))
+        return {"val_psnr": float(np.mean(ps)), "val_ssim": float(np.mean(ss))}
+
+    return validate
+
+
+def steps_per_epoch(params: dict, data: TrainData) -> int:
+    """``train.steps_per_epoch`` (0 = one pass over the training crops' pixels)."""
+    return epoch_steps(params["steps_per_epoch"], params["batch"], params["patch"], data.pairs)
+
+
+def train_student(params: dict, data: TrainData, *, device: str = "cpu",
+                  state_dir: str | os.PathLike | None = None,
+                  on_epoch: Callable[[int, dict], None] | None = None,
+                  on_step: Callable[[int], None] | None = None) -> tuple[torch.nn.Module, dict, list[dict]]:
+    """Train the student described by ``params`` (the params.yaml ``train`` section) on ``data``.
+
+    The student is built after ``torch.manual_seed(train.seed)``; the loss is
+    :func:`sharpkd.losses.build_loss` of ``train.loss``.  With ``state_dir`` a resume state is kept
+    there, named by a fingerprint of the params, the data and the code
+    (:func:`sharpkd.train.state_file`); the caller deletes it once its outputs are written.  Returns ``(model, best, history)`` from
+    :func:`sharpkd.train.fit` (best epoch by validation PSNR).
+    """
+    uses_teacher = needs_teacher(params["loss"])
+    if uses_teacher and data.teacher is None:
+        raise SharpkdError("the loss uses the teacher (train.loss) but no teacher outputs were given")
+    torch.manual_seed(int(params["seed"]))
+    model = build_student(params["arch"], **(params.get("arch_config") or {}))
+    loss_fn = build_loss(params["loss"], params.get("vgg") or {}).to(device)
+    pairs = data.pairs if uses_teacher else Pairs(data.degraded, data.gt, None)
+    fp = fingerprint({"train": params}, [*data.degraded, *data.gt, *(data.teacher or []), *data.val_degraded,
+                                         *data.val_gt])
+    state_path = state_file(state_dir, "student", fp) if state_dir is not None else None
+    return fit(model, pairs, lambda out, gt, t: loss_fn(out, gt, t), lr=float(params["lr"]),
+               epochs=int(params["epochs"]), steps_per_epoch=steps_per_epoch(params, data),
+               batch=int(params["batch"]), patch=int(params["patch"]), seed=int(params["seed"]), device=device,
+               state_path=state_path, fingerprint=fp, validate=validation(data, device), on_epoch=on_epoch,
+               on_step=on_step, desc=f"train {params['arch']}")
+
+
+__all__ = ["TrainData", "inference_copy", "steps_per_epoch", "train_student", "validation"]

@@ -1,0 +1,132 @@
+"""Run an image-to-image model on an image: the one function every caller uses.
+
+:func:`run_model` is what the evaluate stage, the student's validation during training, the
+teacher stage, ``sharpkd sharpen``, ``sharpkd bench`` and the ONNX parity test call, so the
+numbers in ``eval.json`` measure the code path that ships.  :func:`prepare` puts a model in the
+form it runs in (eval mode, on the device, channels_last weights).
+
+Tiling: an image larger than ``tile`` on a side is cut, along that side, into the fewest equal
+windows of at most ``tile`` pixels (``tile`` rounded down to the model's ``multiple_of``) that
+overlap by at least ``overlap`` pixels, evenly spaced from edge to edge (:func:`windows`), so
+little is computed twice and a batch of windows stacks.  Each window runs through the model and only its
+*core* is kept: the boundary between two neighbouring windows is the middle of their overlap, so
+every kept pixel lies at least ``overlap // 2`` pixels from an interior window edge.  A purely
+local network whose receptive-field radius is at most ``overlap // 2`` therefore gives the
+whole-image result (up to float rounding).
+
+Memory: windows are converted from the integer image one batch at a time (:mod:`sharpkd.convert`)
+and their cores written straight into an integer output array, so beyond the input and output
+images a call holds ``batch`` windows of float tensors, whatever the image size.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .convert import check_image, imgs2tensor, tensor2img
+from .errors import SharpkdError
+
+__all__ = ["DEFAULT_TILE", "prepare", "run_model", "run_many", "window_cores", "windows"]
+
+#: Window size of ``sharpkd sharpen`` and ``sharpkd bench``: a 1920x1080 frame runs whole.
+DEFAULT_TILE = 2048
+
+
+def prepare(model: torch.nn.Module, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """Eval mode, on ``device``, channels_last weights (oneDNN and cuDNN prefer NHWC); in place."""
+    return model.eval().to(device).to(memory_format=torch.channels_last)
+
+
+def windows(size: int, tile: int, overlap: int, multiple_of: int = 1) -> tuple[list[int], int]:
+    """``(starts, length)``: the fewest equal windows of at most ``tile`` pixels that cover
+    ``[0, size)`` with neighbours overlapping by at least ``overlap``, evenly spaced from edge to edge.
+
+    ``length`` is a multiple of ``multiple_of`` unless the whole side fits in one window.
+    """
+    if size <= tile:
+        return [0], size
+    n = math.ceil((size - overlap) / (tile - overlap))
+    length = math.ceil((size + (n - 1) * overlap) / n)
+    while True:
+        length = min(tile, math.ceil(length / multiple_of) * multiple_of)
+        starts = [round(i * (size - length) / (n - 1)) for i in range(n)]
+        if all(a + length - b >= overlap for a, b in zip(starts, starts[1:])) or length == tile:
+            return starts, length
+        length += 1
+
+
+def window_cores(starts: Sequence[int], length: int, size: int) -> list[tuple[int, int]]:
+    """The ``[begin, end)`` range each window keeps: cut at the middle of every overlap."""
+    cuts = [0] + [(starts[i + 1] + starts[i] + length) // 2 for i in range(len(starts) - 1)] + [size]
+    return list(zip(cuts[:-1], cuts[1:]))
+
+
+def _check_args(tile: int, overlap: int, multiple_of: int, batch: int) -> None:
+    if tile < multiple_of or tile < 1:
+        raise SharpkdError(f"tile ({tile}) must be at least {max(multiple_of, 1)} pixels for this model")
+    if overlap < 0 or 2 * overlap > (tile // multiple_of) * multiple_of:
+        raise SharpkdError(f"overlap ({overlap}) must be >= 0 and at most half the tile ({tile})")
+    if batch < 1:
+        raise SharpkdError(f"batch must be >= 1, got {batch}")
+
+
+@torch.inference_mode()
+def run_model(
+    model: torch.nn.Module,
+    image: np.ndarray,
+    *,
+    tile: int = DEFAULT_TILE,
+    overlap: int = 32,
+    device: str | torch.device = "cpu",
+    batch: int = 1,
+    strength: float = 1.0,
+) -> np.ndarray:
+    """Restore one ``H x W x 3`` uint8 or uint16 RGB image; returns the same dtype and size.
+
+    ``model`` maps float ``N x 3 x h x w`` RGB in [0, 1] to the same shape (a student or a
+    teacher, already :func:`prepare`-d for ``device``); it runs under ``torch.inference_mode``
+    on channels_last input, with bf16 autocast on CUDA.  ``strength`` blends input ``x`` and model
+    output ``m`` before rounding: ``clip(x + strength * (m - x), 0, 1)`` (1 = the model output).
+    See the module docstring for the tiling.
+    """
+    check_image(image)
+    device = torch.device(device)
+    cuda = device.type == "cuda"
+    multiple_of = max(1, int(getattr(model, "multiple_of", 1)))
+    _check_args(tile, overlap, multiple_of, batch)
+    h, w = image.shape[:2]
+    t = (tile // multiple_of) * multiple_of
+    ys, th = windows(h, t, overlap, multiple_of)
+    xs, tw = windows(w, t, overlap, multiple_of)
+    ycore = dict(zip(ys, window_cores(ys, th, h)))
+    xcore = dict(zip(xs, window_cores(xs, tw, w)))
+    boxes = [(y0, x0) for y0 in ys for x0 in xs]
+    out = np.empty_like(image)
+    for k in range(0, len(boxes), batch):
+        chunk = boxes[k : k + batch]
+        x = imgs2tensor([image[y0 : y0 + th, x0 : x0 + tw] for y0, x0 in chunk])
+        x = x.to(device).contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=cuda):
+            y = model(x)
+        y = y.float()
+        if y.shape != x.shape:
+            raise SharpkdError(f"the model changed the image shape from {tuple(x.shape)} to {tuple(y.shape)}")
+        if strength != 1.0:
+            y = x + strength * (y - x)
+        for j, (y0, x0) in enumerate(chunk):
+            (a, b), (c, d) = ycore[y0], xcore[x0]
+            out[a:b, c:d] = tensor2img(y[j, :, a - y0 : b - y0, c - x0 : d - x0], image.dtype)
+    return out
+
+
+def run_many(model: torch.nn.Module, images: Iterable[np.ndarray], *, desc: str = "model", progress: bool = True,
+             **kwargs) -> list[np.ndarray]:
+    """:func:`run_model` on each image (keyword arguments passed on), with a progress bar."""
+    images = list(images)
+    bar = tqdm(images, desc=desc, unit="img", disable=not progress or len(images) < 2)
+    return [run_model(model, img, **kwargs) for img in bar]

@@ -1,0 +1,70 @@
+"""Make a pipeline-trained student the one shipped inside the package (a repository tool).
+
+``python tools/ship.py --profile photos`` copies ``models/<profile>/student.safetensors`` to
+``sharpkd/weights/student.safetensors`` and writes ``sharpkd/weights/student.json``: the model
+card of the training stage plus the run's evaluation and what identifies the run
+(:func:`sharpkd.card.shipped_card`).  It refuses weights that are not the output ``dvc.lock``
+records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from sharpkd.card import shipped_card
+from sharpkd.errors import SharpkdError
+from sharpkd.fsutil import atomic_path, write_json
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def git_revision(root: Path) -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                              check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def _read(path: Path, loader=json.loads):
+    if not path.is_file():
+        raise SharpkdError(f"{path} not found: run the pipeline for this profile first (`dvc repro` or `dvc exp run`)")
+    return loader(path.read_text())
+
+
+def ship(profile: str, root: str | Path = ROOT, dest: str | Path | None = None) -> Path:
+    root = Path(root)
+    dest = Path(dest) if dest is not None else root / "sharpkd" / "weights"
+    weights = root / "models" / profile / "student.safetensors"
+    card = shipped_card(_read(root / "models" / profile / "student.json"),
+                        _read(root / "metrics" / profile / "eval.json"),
+                        _read(root / "metrics" / profile / "eval_settings.json"),
+                        _read(root / "dvc.lock", yaml.safe_load), weights, profile=profile, revision=git_revision(root))
+    dest.mkdir(parents=True, exist_ok=True)
+    with atomic_path(dest / "student.safetensors") as tmp:
+        shutil.copyfile(weights, tmp)
+    write_json(dest / "student.json", card)
+    return dest / "student.safetensors"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", default="photos")
+    args = ap.parse_args(argv)
+    try:
+        print("shipped", ship(args.profile))
+    except SharpkdError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
