@@ -1,0 +1,85 @@
+"""DVC as its users use it, end to end on tiny params, with a real local-folder remote:
+
+* `ci/pipeline.sh` on main runs every stage and pushes outputs and run-cache;
+* a fresh clone + `dvc pull` is up to date and `dvc repro` runs nothing;
+* a branch that changes `train.epochs` reruns only distill-train and evaluate, and the script's
+  Markdown report shows the param and metric deltas;
+* changing the param back restores both stages from the run-cache;
+* a forced rerun of a stage leaves `dvc.lock` byte-identical.
+"""
+
+import shutil
+
+import pytest
+import yaml
+
+from tests.e2e import BIN, GIT_ID, make_repo, ran_stages, run, set_param
+
+DVC = str(BIN / "dvc")
+STAGES = ["download", "resize", "slice", "degrade", "teacher", "distill-train", "evaluate"]
+
+
+@pytest.fixture(scope="module")
+def origin(tmp_path_factory):
+    if shutil.which("git") is None:
+        pytest.skip("git is not installed")
+    base = tmp_path_factory.mktemp("dvcflow")
+    repo = make_repo(base / "origin")
+    run([DVC, "remote", "add", "-d", "shared", str(base / "remote")], repo, check=True)
+    run(["git", "add", ".dvc/config"], repo, check=True)
+    run(["git", *GIT_ID, "commit", "-qm", "remote"], repo, check=True)
+    ci = run(["bash", "ci/pipeline.sh", "main"], repo, check=True)
+    assert ran_stages(ci.stdout) == STAGES
+    run(["git", "add", "-A"], repo, check=True)
+    run(["git", *GIT_ID, "commit", "-qm", "pipeline results"], repo, check=True)
+    assert run(["git", "status", "--porcelain"], repo).stdout == ""
+    return base, repo
+
+
+@pytest.mark.slow
+def test_fresh_clone_after_pull_is_up_to_date_and_runs_nothing(origin):
+    base, repo = origin
+    clone = base / "clone"
+    run(["git", "clone", "-q", str(repo), str(clone)], base, check=True)
+    run([DVC, "pull"], clone, check=True)
+    assert "up to date" in run([DVC, "status"], clone, check=True).stdout.lower()
+    repro = run([DVC, "repro"], clone, check=True)
+    assert ran_stages(repro.stdout) == []
+    assert run(["git", "status", "--porcelain"], clone).stdout == ""
+
+
+@pytest.mark.slow
+def test_a_branch_reruns_only_what_it_changed_and_reports_the_diff(origin):
+    base, repo = origin
+    clone = base / "branch"
+    run(["git", "clone", "-q", str(repo), str(clone)], base, check=True)
+    run(["git", "checkout", "-q", "-b", "more-epochs"], clone, check=True)
+    set_param(clone, "train", "epochs", 3)
+    run(["git", *GIT_ID, "commit", "-qam", "3 epochs"], clone, check=True)
+    ci = run(["bash", "ci/pipeline.sh", "main"], clone, check=True)
+    assert ran_stages(ci.stdout) == ["distill-train", "evaluate"]
+    report = (clone / "report.md").read_text()
+    assert "| distill-train | ran |" in report and "| teacher | unchanged |" in report
+    assert "train.epochs" in report and "| 2 " in report and "| 3 " in report  # params diff: old and new
+    assert "eval.json" in report and "methods.student.psnr" in report  # metrics diff
+
+    # the param back: both stages come from the run-cache, nothing runs
+    set_param(clone, "train", "epochs", 2)
+    back = run([DVC, "repro"], clone, check=True)
+    assert ran_stages(back.stdout) == []
+    assert "Stage 'distill-train' is cached - skipping run" in back.stdout
+    assert "Stage 'evaluate' is cached - skipping run" in back.stdout
+    main_lock = run(["git", "show", "main:dvc.lock"], clone, check=True).stdout
+    assert (clone / "dvc.lock").read_text() == main_lock
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["teacher", "distill-train"])
+def test_a_forced_rerun_leaves_dvc_lock_byte_identical(origin, stage):
+    _, repo = origin
+    before = (repo / "dvc.lock").read_bytes()
+    proc = run([DVC, "repro", "-f", "-s", stage], repo, check=True)
+    assert ran_stages(proc.stdout) == [stage]
+    assert (repo / "dvc.lock").read_bytes() == before
+    lock = yaml.safe_load(before)
+    assert not any(o.get("persist") for s in lock["stages"].values() for o in s.get("outs", []))
