@@ -7,9 +7,12 @@
 #   bash ci/pipeline.sh [BASE]        BASE: the git revision to compare with (default: origin/main)
 #   env REPORT=report.md              where the report goes (`cml comment create report.md` posts it)
 #   env DVC_REMOTE=name               the remote to use (default: the repository's default remote)
+#   env REQUIRE_REPRODUCED=1          fail when the rerun's metrics differ from the committed ones by
+#                                     more than the cross-machine tolerance (tools/check_metrics.py)
 set -euo pipefail
 BASE=${1:-origin/main}
 REPORT=${REPORT:-report.md}
+profile=$(python -c 'import yaml; print(yaml.safe_load(open("params.yaml"))["profile"])')
 REMOTE=()
 if [ -n "${DVC_REMOTE:-}" ]; then REMOTE=(--remote "$DVC_REMOTE"); fi
 
@@ -39,6 +42,16 @@ dvc push --run-cache "${REMOTE[@]}"
   echo "### Params"
   echo
   dvc params diff --md "$BASE" || echo "(no params to compare with $BASE)"
+  echo
+  echo "### Committed metrics reproduced?"
+  echo
+  echo '```'
+  python tools/check_metrics.py --rev HEAD --profile "$profile" 2>&1 || true
+  echo '```'
 } > "$REPORT"
 rm -f "$log"
 echo "wrote $REPORT"
+if [ "${REQUIRE_REPRODUCED:-0}" = 1 ] && ! grep -q "reproduces HEAD" "$REPORT"; then
+  echo "error: the rerun does not reproduce the committed metrics/$profile (see $REPORT)" >&2
+  exit 1
+fi

@@ -10,12 +10,12 @@ from sharpkd.fsutil import write_json
 def run() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--out", required=True, help="folder for the usable image files")
-    ap.add_argument("--metrics", required=True, help="provenance JSON (file, source, size)")
+    ap.add_argument("--provenance", required=True, help="provenance JSON (file, source, size, sha256)")
     args = ap.parse_args()
     p = stage.load_params("download")
     prov = collect(p["source"], args.out, dir=p.get("dir") or None, url=p.get("url") or None,
                    sha256=p.get("sha256") or None)
-    write_json(args.metrics, prov)
+    write_json(args.provenance, prov)
     print(f"download: {prov['count']} images from {p['source']}, {prov['skipped_count']} skipped")
 
 

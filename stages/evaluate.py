@@ -22,7 +22,7 @@ def run() -> None:
     ap.add_argument("--teacher-model", required=True, help="teacher weights (their metadata names the teacher)")
     ap.add_argument("--model", required=True, help="student weights")
     ap.add_argument("--metrics", required=True, help="summary JSON: the declared metrics (committed)")
-    ap.add_argument("--settings", required=True, help="how the metrics were measured (committed)")
+    ap.add_argument("--settings", required=True, help="how the metrics were measured (settings, not metrics)")
     ap.add_argument("--scores", required=True, help="per-image CSV (committed)")
     ap.add_argument("--grid", required=True, help="comparison grid PNG")
     ap.add_argument("--images", required=True, help="folder for restored images")

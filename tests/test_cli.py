@@ -11,6 +11,8 @@ from PIL import Image
 from sharpkd.cli import main
 from sharpkd.imageio import load_image
 from sharpkd.models import build_student, save_student
+from sharpkd.convert import img2tensor, tensor2img
+from sharpkd.inference import run_model
 from sharpkd.sharpen import Sharpener
 
 
@@ -59,17 +61,14 @@ def test_sixteen_bit_stays_sixteen_bit(tmp_path, weights):
     assert out.bit_depth == 16 and out.rgb.shape == img.shape
 
 
-@pytest.mark.parametrize("strength", [0.0, 1.0, 2.0])
-def test_strength(weights, strength):
+@pytest.mark.parametrize("strength", [0.0, 0.5, 2.0])
+def test_strength_blends_input_and_model_output(weights, strength):
     img = rand(33, 41)
-    s = Sharpener(weights, strength=strength)
-    out = s(img)
-    if strength == 0:
-        assert np.array_equal(out, img)
+    out = Sharpener(weights, strength=strength)(img).astype(int)
     full = Sharpener(weights, strength=1.0)(img).astype(int)
-    if strength == 2.0:  # extrapolated twice as far from the input, then clipped
-        expected = np.clip(img + 2 * (full - img), 0, 255)
-        assert np.abs(out.astype(int) - expected).max() <= 2
+    assert np.abs(full - img).max() > 2  # the model does change the image
+    expected = np.clip(img + strength * (full - img), 0, 255)  # 0: the input; 2: twice as far, clipped
+    assert np.abs(out - expected).max() <= 1 + strength
 
 
 def test_strength_out_of_range_is_an_error(tmp_path, weights, capsys):
@@ -127,11 +126,27 @@ def test_export_onnx_matches_torch_on_random_sizes(tmp_path, weights):
     assert main(["export-onnx", "--weights", str(weights), "-o", str(path)]) == 0
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     model = Sharpener(weights).model
-    rng = np.random.default_rng(0)
     for h, w in [(67, 93), (64, 64), (31, 45), (8, 5)]:
-        x = rng.random((1, 3, h, w), dtype=np.float32)
-        ref = model(torch.from_numpy(x)).detach().numpy()
-        np.testing.assert_allclose(sess.run(None, {"input": x})[0], ref, atol=1e-4)
+        img = rand(h, w, seed=h)
+        ref = run_model(model, img)  # what sharpkd sharpen and the evaluate stage compute
+        got = tensor2img(torch.from_numpy(sess.run(None, {"input": img2tensor(img).numpy()})[0]))
+        assert np.abs(got.astype(int) - ref).max() <= 1  # float rounding may flip one uint8 level
+
+
+def test_sharpen_writes_what_the_evaluate_stage_scores(tmp_path, weights):
+    """eval.json's student rows come from run_model on the loaded student: the same pixels as the CLI's."""
+    from sharpkd.inference import prepare, run_many
+    from sharpkd.models import load_student
+
+    imgs = [rand(45, 61, seed=1), rand(1080 // 8, 1920 // 8, seed=2)]
+    for i, img in enumerate(imgs):
+        write(tmp_path / f"in{i}.png", img)
+    assert main(["sharpen", *(str(tmp_path / f"in{i}.png") for i in range(2)), "-o", str(tmp_path / "o"),
+                 "--weights", str(weights), "-q"]) == 0
+    student, _ = load_student(weights)
+    scored = run_many(prepare(student), imgs, progress=False)  # as stages/evaluate.py runs it
+    for i, want in enumerate(scored):
+        assert np.array_equal(load_image(tmp_path / "o" / f"in{i}.png").rgb, want)
 
 
 def test_shipped_student_loads_and_sharpens_offline(tmp_path):
@@ -139,8 +154,12 @@ def test_shipped_student_loads_and_sharpens_offline(tmp_path):
 
     from sharpkd.sharpen import shipped_weights
 
+    from sharpkd.cost import model_cost
+    from sharpkd.models import load_student
+
     card = _json.loads((shipped_weights().parent / "student.json").read_text())
-    assert card["arch"] == "sharp" and card["data"]["profile"] == "photos"
+    model, meta = load_student(shipped_weights())
+    assert card["arch"] == meta["arch"] and model_cost(model)["parameters"] == card["parameters"]
     assert card["validation"]["psnr"] > card["evaluation"]["methods"]["identity"]["psnr"]
     img = rand(45, 61)
     write(tmp_path / "x.png", img)

@@ -41,6 +41,15 @@ ABLATION_ROWS = {
 }
 
 
+def settings(metrics_dir: Path) -> dict:
+    """How the run was evaluated: ``eval_settings.json`` of the evaluate stage, a DVC output at
+    ``data/<profile>/`` (``dvc pull``), or kept beside the metrics of a committed run
+    (``metrics/<profile>/``, as ``--save-run`` and earlier runs keep it)."""
+    metrics_dir = Path(metrics_dir)
+    data = metrics_dir.parent.parent / "data" / metrics_dir.name / "eval_settings.json"
+    return _load(metrics_dir / "eval_settings.json") or _load(data) or {}
+
+
 def _bench(metrics_dir: Path) -> dict:
     """``{row: {"cpu": result, "cuda": result}}`` from ``metrics_dir/bench/<row>-<cpu|cuda>.json``
     (written by ``sharpkd bench --out``)."""
@@ -63,7 +72,7 @@ def table(metrics_dir: str | Path) -> str:
     ev = _load(metrics_dir / "eval.json")
     if ev is None:
         raise FileNotFoundError(f"{metrics_dir / 'eval.json'} not found: run `dvc repro` first")
-    info = _load(metrics_dir / "eval_settings.json") or {}
+    info = settings(metrics_dir)
     teacher = _load(metrics_dir / "teacher.json") or {}
     report = ev.get("report_protocol")
     rmethods = (report or {}).get("methods", {})
@@ -192,7 +201,7 @@ def curves(metrics_dir: str | Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     ev = _load(metrics_dir / "eval.json") or {}
-    info = _load(metrics_dir / "eval_settings.json") or {}
+    info = settings(metrics_dir)
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(11, 4), dpi=100)
     x, y = _tsv(live / "val_psnr.tsv")
     ax.plot([s + 1 for s in x], y, "o-", label=f"{(info.get('student') or {}).get('arch', 'student')} (this run)")
@@ -254,13 +263,17 @@ def save_run(name: str, metrics_dir: str | Path) -> list[Path]:
         raise ValueError(f"run name {name!r}: use letters, digits, '_' and '.'")
     metrics_dir = Path(metrics_dir)
     sources = {metrics_dir / "eval.json": f"{name}.json",
-               metrics_dir / "eval_settings.json": f"{name}-settings.json",
                metrics_dir / "eval_scores.csv": f"{name}-scores.csv",
                metrics_dir / "train" / "plots" / "metrics" / "val_psnr.tsv": f"{name}-val_psnr.tsv"}
     missing = [str(p) for p in sources if not p.exists()]
     if missing:
         raise FileNotFoundError(f"{', '.join(missing)} not found: run `dvc repro` (or `dvc exp run`) first")
     written = []
+    out = metrics_dir / "ablation" / f"{name}-settings.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out) as tmp:
+        tmp.write_text(json.dumps(settings(metrics_dir), indent=2, sort_keys=True) + "\n")
+    written.append(out)
     for src, dst in sources.items():
         out = metrics_dir / "ablation" / dst
         out.parent.mkdir(parents=True, exist_ok=True)
