@@ -38,13 +38,14 @@ def one_line(text: object) -> str:
     return re.sub(r"\s*[\r\n]+\s*", " ", str(text)).strip()
 
 
-def os_error_message(exc: OSError, what: str = "") -> str:
+def os_error_message(exc: OSError, what: str = "", path: object = None) -> str:
     """One line for an :class:`OSError` raised while reading or writing a file:
-    ``cannot write /out/x.png: No space left on device (free some space ...)``."""
+    ``cannot write /out/x.png: No space left on device (free some space ...)``.  ``path`` names
+    the file instead of ``exc.filename`` (a final name rather than its temporary one)."""
     import errno
 
     reason = exc.strerror or str(exc) or type(exc).__name__
-    name = exc.filename if exc.filename is not None else ""
+    name = path if path is not None else exc.filename if exc.filename is not None else ""
     hint = {
         errno.ENOSPC: "free some space or write to another disk",
         errno.EDQUOT: "free some space or write to another disk",

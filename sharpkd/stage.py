@@ -83,7 +83,7 @@ def main(fn: Callable[[], None]) -> None:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         sys.exit(1)
     except OSError as exc:
-        print(f"error: {os_error_message(exc, 'cannot access')}", file=sys.stderr)
+        print(f"error: {os_error_message(exc)}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
