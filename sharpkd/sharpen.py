@@ -374,6 +374,8 @@ def run_jobs(jobs: list[Job], sharpener: Sharpener, progress: bool = True,
     import cv2
     from tqdm import tqdm
 
+    from .stage import interrupt_requested
+
     summary, videos = Summary(), []
 
     def attempt(job: Job, work) -> None:
@@ -395,6 +397,8 @@ def run_jobs(jobs: list[Job], sharpener: Sharpener, progress: bool = True,
             summary.failed.append((job.src, one_line(f"OpenCV failed ({str(exc).strip() or 'no detail'})")))
         except OSError as exc:  # disk full, permission denied, ... while writing the output
             summary.failed.append((job.src, os_error_message(exc, "cannot write", path=job.dst)))
+        if interrupt_requested():  # a library swallowed the KeyboardInterrupt: stop here anyway
+            raise KeyboardInterrupt
 
     images = [j for j in jobs if j.kind == "image"]
     for job in tqdm(images, desc="images", unit="img", disable=not progress or len(images) < 2):

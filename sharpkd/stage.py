@@ -50,23 +50,38 @@ def resolve_device(name: str) -> str:
     return name
 
 
+_INTERRUPTED: list[int] = []
+
+
+def interrupt_requested() -> bool:
+    """True once SIGINT or SIGTERM arrived inside :func:`sigterm_as_interrupt`.  Loops check it
+    after each item because a library may swallow the :class:`KeyboardInterrupt` (numpy, say,
+    while it asks an object for its array interface)."""
+    return bool(_INTERRUPTED)
+
+
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
     """Within the block, SIGTERM raises :class:`KeyboardInterrupt` like Ctrl-C (SIGINT) does, so
     that ``finally`` blocks and :func:`~sharpkd.fsutil.atomic_path` remove temporary files when a
-    job is cancelled (``kill``, a CI timeout, ``docker stop``).  No-op outside the main thread."""
+    job is cancelled (``kill``, a CI timeout, ``docker stop``); both are also recorded for
+    :func:`interrupt_requested`.  No-op outside the main thread."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum, frame):
+        _INTERRUPTED.append(signum)
         raise KeyboardInterrupt(f"signal {signum}")
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    _INTERRUPTED.clear()
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+        _INTERRUPTED.clear()
 
 
 def main(fn: Callable[[], None]) -> None:
