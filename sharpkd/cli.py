@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import SharpkdError
+from .errors import SharpkdError, UsageError, one_line, os_error_message
 
 DEFAULT_TILE = 2048  # sharpkd.inference.DEFAULT_TILE, without importing torch for --help
 
@@ -19,20 +19,40 @@ def _device(name: str) -> str:
 
 
 def cmd_sharpen(args: argparse.Namespace) -> int:
-    from .sharpen import Sharpener, plan, run_jobs
+    from .fsutil import clean_stale_temps
+    from .sharpen import OVERLAP, Sharpener, check_options, check_output_dir, plan, run_jobs
 
-    jobs, failed = plan(args.inputs, args.output, args.format)
-    sharpener = Sharpener(args.weights, device=_device(args.device), tile=args.tile, strength=args.strength)
-    summary, videos = run_jobs(jobs, sharpener, progress=not args.quiet)
+    fmt = check_options(tile=args.tile, strength=args.strength, fmt=args.format)
+    device = _device(args.device)
+    out = check_output_dir(args.output, args.inputs)
+    stale = clean_stale_temps(out)
+    if stale:
+        print(f"removed {len(stale)} temporary file(s) left in {out} by an interrupted run", file=sys.stderr)
+    jobs, failed = plan(args.inputs, out, fmt)
+    sharpener = Sharpener(args.weights, device=device, tile=args.tile, overlap=OVERLAP, strength=args.strength)
+    multiple = max(1, int(getattr(sharpener.model, "multiple_of", 1)))
+    if args.tile % multiple:
+        raise UsageError(f"--tile must be a multiple of {multiple} for this student, got {args.tile}")
+    summary, videos = run_jobs(jobs, sharpener, progress=not args.quiet, overwrite=args.overwrite)
     for v in videos:
         ratio = v["flicker_ratio"]
         print(f"{v['file']}: {v['frames']} frames at {v['fps']:.3f} fps, {v['size'][0]}x{v['size'][1]}; "
               f"temporal stability: output/input frame difference = {ratio if ratio is not None else 'n/a'}")
     failed += summary.failed
     for src, why in failed:
-        print(f"skipped {src}: {why}", file=sys.stderr)
-    print(f"sharpened {len(summary.done)} file(s) into {args.output}; {len(failed)} failed")
+        print(f"skipped {src}: {one_line(why)}", file=sys.stderr)
+    kept = (f"; kept {len(summary.kept)} existing output(s) (--overwrite replaces them)" if summary.kept else "")
+    print(f"sharpened {len(summary.done)} file(s) into {args.output}; {len(failed)} failed{kept}")
     return 1 if failed else 0
+
+
+def _one_line_usage(parser: argparse.ArgumentParser):
+    """``parser.error`` that prints one line (argparse prints the usage first) and exits 2."""
+
+    def error(message: str):
+        parser.exit(2, f"error: {one_line(message)} (see {parser.prog} --help)\n")
+
+    return error
 
 
 def _load_model(arch: str | None, weights: str | None):
@@ -129,15 +149,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("sharpen", help="sharpen images, folders (recursive) and videos")
     s.add_argument("inputs", nargs="+", help="image files, folders, video files (mp4, avi, mov, mkv)")
-    s.add_argument("-o", "--output", required=True, help="output folder")
+    s.add_argument("-o", "--output", required=True,
+                   help="output folder (created; must not be an input folder or inside one)")
     s.add_argument("--weights", help="student .safetensors (default: the shipped pretrained student)")
     s.add_argument("--strength", type=float, default=1.0,
                    help="0 = input, 1 = model output, up to 2 = stronger (extrapolated) sharpening")
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     s.add_argument("--tile", type=int, default=DEFAULT_TILE, help="largest window in pixels (bounds memory)")
     s.add_argument("--format", default="png", help="output image format (png, jpg, webp, tif, bmp)")
+    s.add_argument("--overwrite", action="store_true",
+                   help="replace outputs that already exist (default: keep them and say how many)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     s.set_defaults(fn=cmd_sharpen)
+    s.error = _one_line_usage(s)  # type: ignore[method-assign]
 
     b = sub.add_parser("bench", help="time one frame: median and p95 ms, fps, parameters, MACs")
     b.add_argument("--arch", help="time an untrained student of this arch (e.g. seed) instead of weights")
@@ -167,14 +191,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command: 0 done, 1 a user error or some files skipped, 2 an unusable command line
+    (option value, output folder), 130 interrupted (Ctrl-C or SIGTERM; temporary files removed).
+    Every error is one line on stderr."""
     import warnings
 
+    from .stage import sigterm_as_interrupt
+
     args = build_parser().parse_args(argv)
-    warnings.formatwarning = lambda message, *a, **k: f"warning: {message}\n"
+    warnings.formatwarning = lambda message, *a, **k: f"warning: {one_line(message)}\n"
     try:
-        return args.fn(args)
+        with sigterm_as_interrupt():
+            return args.fn(args)
+    except UsageError as exc:
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 2
     except SharpkdError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"error: {os_error_message(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

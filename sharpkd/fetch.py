@@ -23,7 +23,7 @@ from typing import BinaryIO
 from tqdm import tqdm
 
 from . import __version__
-from .errors import DownloadError
+from .errors import DownloadError, one_line
 
 CHUNK_SIZE = 1 << 20
 TIMEOUT_S = 60.0
@@ -78,14 +78,19 @@ class _Failed(Exception):
     """Internal: a download attempt failed for ``reason`` (turned into DownloadError)."""
 
 
-def _copy_stream(src: BinaryIO, out: BinaryIO, total: int | None, name: str, progress: bool) -> tuple[str, int]:
+def _copy_stream(src: BinaryIO, out: BinaryIO, total: int | None, name: str, progress: bool,
+                 max_bytes: int | None = None) -> tuple[str, int]:
     h = hashlib.sha256()
     n = 0
+    if max_bytes is not None and total is not None and total > max_bytes:
+        raise _Failed(f"it is {total} bytes, more than the limit of {max_bytes} bytes (max_download_mb)")
     with tqdm(
         total=total, desc=name, unit="B", unit_scale=True, unit_divisor=1024,
         disable=None if progress else True, leave=False,
     ) as bar:
         while chunk := src.read(CHUNK_SIZE):
+            if max_bytes is not None and n + len(chunk) > max_bytes:  # do not trust Content-Length alone
+                raise _Failed(f"it is more than the limit of {max_bytes} bytes (max_download_mb); stopped there")
             h.update(chunk)
             try:
                 out.write(chunk)
@@ -98,7 +103,8 @@ def _copy_stream(src: BinaryIO, out: BinaryIO, total: int | None, name: str, pro
     return h.hexdigest(), n
 
 
-def _download_to(url: str, out: BinaryIO, name: str, progress: bool) -> tuple[str, int]:
+def _download_to(url: str, out: BinaryIO, name: str, progress: bool,
+                 max_bytes: int | None = None) -> tuple[str, int]:
     """Stream ``url`` (network or local) into ``out``; return (sha256, bytes)."""
     local = _local_source(url)
     if local is not None:
@@ -107,13 +113,13 @@ def _download_to(url: str, out: BinaryIO, name: str, progress: bool) -> tuple[st
         except OSError as e:
             raise _Failed(f"cannot open the local file ({e.strerror or e})") from None
         with src:
-            return _copy_stream(src, out, os.fstat(src.fileno()).st_size, name, progress)
+            return _copy_stream(src, out, os.fstat(src.fileno()).st_size, name, progress, max_bytes)
     request = urllib.request.Request(url, headers={"User-Agent": f"sharpkd/{__version__}"})
     try:
         with urllib.request.urlopen(request, timeout=TIMEOUT_S) as resp:
             length = resp.headers.get("Content-Length")
             total = int(length) if length and length.strip().isdigit() else None
-            return _copy_stream(resp, out, total, name, progress)
+            return _copy_stream(resp, out, total, name, progress, max_bytes)
     except urllib.error.HTTPError as e:
         raise _Failed(f"the server answered HTTP {e.code} {e.reason}") from None
     except urllib.error.URLError as e:
@@ -133,6 +139,7 @@ def fetch(
     filename: str | None = None,
     cache_dir: str | os.PathLike | None = None,
     progress: bool = True,
+    max_bytes: int | None = None,
 ) -> Path:
     """Return the path of a verified copy of ``url`` in the cache, downloading it if needed.
 
@@ -141,7 +148,9 @@ def fetch(
     cached file with another hash is never used.  The download streams into
     ``<filename>.part-XXXX`` beside the target while hashing (tqdm progress bar when ``progress``
     and stderr is a terminal) and is renamed into place only after the hash matches.  ``url`` may
-    also be a local path or ``file://`` URL (copied and verified the same way).
+    also be a local path or ``file://`` URL (copied and verified the same way).  With
+    ``max_bytes`` a larger download is refused (by its Content-Length, and by counting the bytes
+    as they arrive, so a server that lies about the length stops at the limit too).
 
     Raises :class:`DownloadError` (partial file removed, nothing under the final name) naming the
     file, the URL, the expected SHA-256 and the path where the file can be placed by hand.
@@ -154,12 +163,10 @@ def fetch(
     target = cache / name
 
     def failure(reason: str) -> DownloadError:
-        return DownloadError(
-            f"Could not get {name} from {url}: {reason}.\n"
-            f"To install it by hand, download that file yourself and place it at\n"
-            f"  {target}\n"
-            f"(its sha256 must be {expected})."
-        )
+        return DownloadError(one_line(
+            f"could not get {name} from {url}: {reason}; to install it by hand, download that file "
+            f"yourself and place it at {target} (its sha256 must be {expected})"
+        ))
 
     stale = ""
     if target.is_file():
@@ -177,7 +184,7 @@ def fetch(
     part = Path(part_name)
     try:
         with os.fdopen(fd, "wb") as out:
-            digest, n = _download_to(url, out, name, progress)
+            digest, n = _download_to(url, out, name, progress, max_bytes)
         if digest != expected:
             raise _Failed(f"the downloaded {n} bytes have sha256 {digest}, not the expected one")
         os.chmod(part, 0o644)

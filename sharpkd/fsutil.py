@@ -113,3 +113,37 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+_TEMP_RE = None
+
+
+def is_own_temp(name: str) -> bool:
+    """True for a name :func:`atomic_path` makes: ``.{final}.tmp-XXXXXXXX{final's suffix}``."""
+    import re
+
+    global _TEMP_RE
+    if _TEMP_RE is None:
+        _TEMP_RE = re.compile(r"^\.(?P<final>.+)\.tmp-[A-Za-z0-9_]{8}(?P<suffix>(\.[^./]*)?)$")
+    m = _TEMP_RE.match(name)
+    return bool(m) and Path(m.group("final")).suffix == m.group("suffix")
+
+
+def clean_stale_temps(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files :func:`atomic_path` left under ``folder`` (recursively) when a
+    process was killed (SIGKILL, power loss) before it could remove them; returns what was removed.
+
+    Only regular files whose name has exactly that pattern are touched: no folders, no links,
+    nothing else.  Files that cannot be removed are left (and not returned)."""
+    folder = Path(folder)
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in filenames:
+            path = Path(dirpath) / name
+            if is_own_temp(name) and path.is_file() and not path.is_symlink():
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                    removed.append(path)
+    return removed

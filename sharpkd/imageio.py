@@ -75,6 +75,8 @@ _SAVE_FORMATS: dict[str, tuple[str, bool, bool]] = {
 }
 
 JPEG_QUALITY = 95
+GREY_MODES: frozenset[str] = frozenset({"1", "L", "LA", "La", "I;16", "I;16L", "I;16B", "I;16N", "I", "F", "LA;16"})
+"""Source modes :attr:`LoadedImage.grey` reports as grey."""
 WEBP_QUALITY = 95
 
 
@@ -95,6 +97,12 @@ class LoadedImage:
     alpha: np.ndarray | None
     bit_depth: int
     mode: str
+
+    @property
+    def grey(self) -> bool:
+        """True when the source is a grey image (``1``, ``L``, ``LA``, ``I;16*``, ``I``, ``F``,
+        16-bit grey+alpha): :func:`save_image` should get it back as grey (``HxW``)."""
+        return self.mode in GREY_MODES
 
     @property
     def width(self) -> int:
@@ -155,6 +163,15 @@ def _fail(path: Path, reason: str) -> ImageDecodeError:
     err.path = path  # type: ignore[attr-defined]
     err.reason = reason  # type: ignore[attr-defined]
     return err
+
+
+def _png_colour_type(path: Path) -> int | None:
+    """The IHDR colour type of a PNG (0 grey, 2 RGB, 3 palette, 4 grey+alpha, 6 RGBA), else None."""
+    with open(path, "rb") as f:
+        head = f.read(26)
+    if len(head) < 26 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
+        return None
+    return head[25]
 
 
 def _png_high_depth_colour(path: Path) -> bool:
@@ -221,6 +238,8 @@ def _decode_cv2_16(path: Path, orientation: int | None, mode: str) -> LoadedImag
     raw = _apply_orientation(raw, orientation)
     rgb = np.ascontiguousarray(raw[..., 2::-1])
     alpha = np.ascontiguousarray(raw[..., 3]) if raw.shape[2] == 4 else None
+    if raw.shape[2] == 4 and _png_colour_type(path) == 4:
+        mode = "LA"  # Pillow opens a 16-bit grey+alpha PNG as "RGBA"
     src_mode = {"RGB": "RGB;16", "RGBA": "RGBA;16", "LA": "LA;16"}.get(mode, mode + ";16")
     return LoadedImage(rgb=rgb, alpha=alpha, bit_depth=16, mode=src_mode)
 
@@ -325,9 +344,18 @@ def flatten_alpha(rgb: np.ndarray, alpha: np.ndarray | None) -> np.ndarray:
     if alpha is None:
         return rgb
     m = 255.0 if rgb.dtype == np.uint8 else 65535.0
-    a = alpha.astype(np.float64)[..., None]
+    a = alpha.astype(np.float64)
+    if rgb.ndim == 3:
+        a = a[..., None]
     out = (rgb.astype(np.float64) * a + m * (m - a)) / m
     return np.round(out).astype(rgb.dtype)
+
+
+def grey_from_rgb(rgb: np.ndarray) -> np.ndarray:
+    """``HxWx3`` -> ``HxW``: the rounded mean of the three channels (same dtype).  For a grey
+    source run through a colour model, whose channels then differ by a level or two."""
+    total = rgb.astype(np.uint32).sum(axis=2)
+    return ((total + 1) // 3).astype(rgb.dtype)
 
 
 def load_rgb(path: str | os.PathLike) -> np.ndarray:
@@ -352,9 +380,9 @@ def load_rgb(path: str | os.PathLike) -> np.ndarray:
 
 
 def _check_arrays(rgb: np.ndarray, alpha: np.ndarray | None) -> None:
-    if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3:
+    if not isinstance(rgb, np.ndarray) or not (rgb.ndim == 2 or (rgb.ndim == 3 and rgb.shape[2] == 3)):
         shape = getattr(rgb, "shape", None)
-        raise SharpkdError(f"save_image expects an HxWx3 RGB array, got shape {shape}")
+        raise SharpkdError(f"save_image expects an HxWx3 RGB or HxW grey array, got shape {shape}")
     if rgb.dtype not in (np.uint8, np.uint16):
         raise SharpkdError(f"save_image expects uint8 or uint16 samples, got {rgb.dtype}")
     if rgb.shape[0] == 0 or rgb.shape[1] == 0:
@@ -367,8 +395,26 @@ def _check_arrays(rgb: np.ndarray, alpha: np.ndarray | None) -> None:
             )
 
 
+def _png16_bytes(samples: np.ndarray) -> bytes:
+    """Encode ``HxWx2`` grey+alpha ``uint16`` as a PNG (colour type 4; OpenCV writes 1, 3 or 4
+    channels only).  Filter type 0 on every row, zlib level 6."""
+    import zlib
+
+    h, w, c = samples.shape
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = np.ascontiguousarray(samples.astype(">u2")).view(np.uint8).reshape(h, w * c * 2)
+    raw = np.hstack([np.zeros((h, 1), np.uint8), rows]).tobytes()
+    ihdr = struct.pack(">IIBBBBB", w, h, 16, 4, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw, 6))
+            + chunk(b"IEND", b""))
+
+
 def _tiff16_bytes(samples: np.ndarray) -> bytes:
-    """Encode ``HxWx3`` RGB or ``HxWx4`` RGBA ``uint16`` as a baseline little-endian TIFF.
+    """Encode ``uint16`` ``HxWx3`` RGB, ``HxWx4`` RGBA, ``HxW`` grey or ``HxWx2`` grey+alpha as a
+    baseline little-endian TIFF.
 
     One deflate-compressed strip with horizontal differencing (Predictor 2).  Written here rather
     than with OpenCV because OpenCV does not mark a fourth channel as alpha (ExtraSamples), so
@@ -376,6 +422,8 @@ def _tiff16_bytes(samples: np.ndarray) -> bytes:
     """
     import zlib
 
+    if samples.ndim == 2:
+        samples = samples[..., None]
     h, w, c = samples.shape
     diff = samples.astype(np.uint16, copy=True)
     diff[:, 1:] = samples[:, 1:] - samples[:, :-1]  # uint16 wrap-around, as Predictor 2 expects
@@ -388,9 +436,9 @@ def _tiff16_bytes(samples: np.ndarray) -> bytes:
     entries = [
         (256, long_, 1, w),
         (257, long_, 1, h),
-        (258, short, c, bits_offset),
+        (258, short, c, bits_offset if c > 2 else None),  # 1 or 2 shorts fit in the entry itself
         (259, short, 1, 8),  # Adobe deflate
-        (262, short, 1, 2),  # RGB
+        (262, short, 1, 2 if c >= 3 else 1),  # RGB | BlackIsZero (grey)
         (273, long_, 1, 8),  # strip offset
         (277, short, 1, c),
         (278, long_, 1, h),  # rows per strip
@@ -398,11 +446,13 @@ def _tiff16_bytes(samples: np.ndarray) -> bytes:
         (284, short, 1, 1),  # chunky
         (317, short, 1, 2),  # horizontal predictor
     ]
-    if c == 4:
+    if c in (2, 4):
         entries.append((338, short, 1, 2))  # ExtraSamples: unassociated alpha
     ifd = struct.pack("<H", len(entries))
     for tag, typ, count, value in entries:
-        if typ == short and count == 1:
+        if value is None:  # BitsPerSample inline: 16 for each of the 1 or 2 samples
+            ifd += struct.pack("<HHIHH", tag, typ, count, 16, 16 if count == 2 else 0)
+        elif typ == short and count == 1:
             ifd += struct.pack("<HHIHH", tag, typ, count, value, 0)
         else:
             ifd += struct.pack("<HHII", tag, typ, count, value)
@@ -412,7 +462,9 @@ def _tiff16_bytes(samples: np.ndarray) -> bytes:
 
 
 def save_image(path: str | os.PathLike, rgb: np.ndarray, alpha: np.ndarray | None = None) -> Path:
-    """Write ``rgb`` (``HxWx3`` ``uint8``/``uint16``) and optional ``alpha`` atomically.
+    """Write ``rgb`` (``HxWx3`` ``uint8``/``uint16``, or ``HxW`` for grey) and optional ``alpha``
+    atomically.  A grey array is written as a grey file (8 or 16 bits as given) where the format
+    has grey (PNG, TIFF, JPEG, BMP); WebP has no grey mode, so there R = G = B.
 
     The format comes from the extension: ``.png``, ``.jpg``/``.jpeg`` (quality 95, no chroma
     subsampling), ``.webp`` (quality 95), ``.tif``/``.tiff`` (deflate), ``.bmp``.
@@ -441,8 +493,17 @@ def save_image(path: str | os.PathLike, rgb: np.ndarray, alpha: np.ndarray | Non
             import cv2
 
             if fmt == "TIFF":
+                if rgb.ndim == 2 and alpha is not None:  # Pillow cannot read 16-bit grey+alpha TIFF
+                    rgb = np.repeat(rgb[..., None], 3, axis=2)
                 samples = rgb if alpha is None else np.dstack([rgb, alpha])
                 tmp.write_bytes(_tiff16_bytes(samples))
+            elif rgb.ndim == 2 and alpha is not None:
+                tmp.write_bytes(_png16_bytes(np.dstack([rgb, alpha])))
+            elif rgb.ndim == 2:
+                ok, buf = cv2.imencode(ext, np.ascontiguousarray(rgb))
+                if not ok:
+                    raise SharpkdError(f"{path}: OpenCV could not encode a 16-bit grey {fmt} image")
+                tmp.write_bytes(buf.tobytes())
             else:
                 bgr = rgb[..., ::-1] if alpha is None else np.dstack([rgb[..., ::-1], alpha])
                 ok, buf = cv2.imencode(ext, np.ascontiguousarray(bgr))
@@ -453,7 +514,7 @@ def save_image(path: str | os.PathLike, rgb: np.ndarray, alpha: np.ndarray | Non
             from PIL import Image
 
             arr = rgb if alpha is None else np.dstack([rgb, alpha])
-            img = Image.fromarray(np.ascontiguousarray(arr))  # HxWx3 -> RGB, HxWx4 -> RGBA
+            img = Image.fromarray(np.ascontiguousarray(arr))  # HxW(x2) -> L(A), HxWx3(x4) -> RGB(A)
             kwargs: dict = {}
             if fmt == "JPEG":
                 kwargs = {"quality": JPEG_QUALITY, "subsampling": 0}
@@ -485,6 +546,7 @@ __all__ = [
     "IMAGE_EXTENSIONS",
     "LoadedImage",
     "flatten_alpha",
+    "grey_from_rgb",
     "has_image_extension",
     "iter_image_files",
     "iter_visible_files",

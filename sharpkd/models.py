@@ -290,8 +290,12 @@ def load_student(path: str | os.PathLike, device: str | torch.device = "cpu") ->
         model.reparameterize()
     try:
         model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise SharpkdError(f"{path}: weights do not match student {metadata['arch']!r} {config}: {exc}") from None
+    except RuntimeError:
+        from .errors import state_dict_mismatch
+
+        raise SharpkdError(f"{path}: weights do not match student {metadata['arch']!r} {config}: "
+                           f"{state_dict_mismatch(model.state_dict(), state)}; use a student saved by "
+                           "this sharpkd version (sharpkd.models.save_student)") from None
     model.to(device).eval()
     metadata.pop("format")
     return model, metadata

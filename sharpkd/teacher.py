@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from .convert import crop_to, pad_to
 from .cost import model_cost
-from .errors import DownloadError, SharpkdError
+from .errors import DownloadError, SharpkdError, state_dict_mismatch
 from .fetch import fetch, sha256_file
 from .fsutil import write_safetensors
 from .train import Pairs, fingerprint, fit, state_file
@@ -218,7 +218,7 @@ def _vdsr_from_state_dict(sd: dict, source: str) -> Teacher:
     try:
         net.load_state_dict(sd, strict=True)
     except RuntimeError as e:
-        raise SharpkdError(f"{source} does not match the VDSR layout: {e}") from None
+        raise SharpkdError(f"{source} does not match the VDSR layout: {state_dict_mismatch(net.state_dict(), sd)}") from None
     return Teacher(net, kind="vdsr", arch="VDSR", config={"depth": depth, "width": width})
 
 
@@ -419,7 +419,8 @@ def load_teacher(path: str | Path, *, device: str | torch.device = "cpu") -> Tea
         try:
             model.net.load_state_dict(sd, strict=True)
         except RuntimeError as e:
-            raise SharpkdError(f"{path}: weights do not match the Restormer config {config}: {e}") from None
+            raise SharpkdError(f"{path}: weights do not match the Restormer config {config}: "
+                               f"{state_dict_mismatch(model.net.state_dict(), sd)}") from None
     elif kind == "vdsr":
         model = _vdsr_from_state_dict(sd, str(path))
     elif kind == "checkpoint":

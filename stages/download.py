@@ -3,7 +3,7 @@
 import argparse
 
 from sharpkd import stage
-from sharpkd.download import collect
+from sharpkd.download import ArchiveLimits, collect
 from sharpkd.fsutil import write_json
 
 
@@ -14,7 +14,7 @@ def run() -> None:
     args = ap.parse_args()
     p = stage.load_params("download")
     prov = collect(p["source"], args.out, dir=p.get("dir") or None, url=p.get("url") or None,
-                   sha256=p.get("sha256") or None)
+                   sha256=p.get("sha256") or None, limits=ArchiveLimits.from_params(p))
     write_json(args.provenance, prov)
     print(f"download: {prov['count']} images from {p['source']}, {prov['skipped_count']} skipped")
 

@@ -74,7 +74,7 @@ def test_strength_blends_input_and_model_output(weights, strength):
 def test_strength_out_of_range_is_an_error(tmp_path, weights, capsys):
     write(tmp_path / "x.png", rand(8, 8))
     assert main(["sharpen", str(tmp_path / "x.png"), "-o", str(tmp_path / "o"), "--weights", str(weights),
-                 "--strength", "3"]) == 1
+                 "--strength", "3"]) == 2
     assert "strength" in capsys.readouterr().err
 
 

@@ -50,6 +50,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             self.wfile.write(body)
+        elif kind == "nolength":  # no Content-Length: only counting the bytes can bound the download
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(body)
+            self.wfile.flush()
+            self.close_connection = True
         elif kind == "truncated":  # promises more bytes than it sends, then closes
             self.send_response(200)
             self.send_header("Content-Length", str(len(body) + 5000))
@@ -474,3 +480,39 @@ def test_collect_url_wrong_hash(server, tmp_path):
     with pytest.raises(DownloadError):
         collect("url", tmp_path / "raw", url=f"{server.base}/set.zip", sha256=WRONG_SHA, cache_dir=tmp_path / "c")
     assert not (tmp_path / "raw").exists()
+
+
+# ------------------------------------------------------------------------------------------
+# issue 13: one-line messages, bounded downloads
+
+
+@pytest.mark.parametrize("kind, needle", [("ok", "not the expected one"), ("truncated", "truncated")])
+def test_fetch_failures_are_one_line(server, tmp_path, kind, needle):
+    server.routes["/model.pth"] = (kind, PAYLOAD)
+    with pytest.raises(DownloadError) as ei:
+        fetch(f"{server.base}/model.pth", WRONG_SHA if kind == "ok" else PAYLOAD_SHA, cache_dir=tmp_path)
+    msg = str(ei.value)
+    assert "\n" not in msg and needle in msg and str(tmp_path / "model.pth") in msg
+
+
+@pytest.mark.parametrize("kind", ["ok", "nolength"])
+def test_fetch_max_bytes_stops_at_the_budget(server, tmp_path, kind):
+    server.routes["/big.zip"] = (kind, PAYLOAD)
+    with pytest.raises(DownloadError, match="max_download_mb") as ei:
+        fetch(f"{server.base}/big.zip", PAYLOAD_SHA, cache_dir=tmp_path, max_bytes=100_000)
+    assert "\n" not in str(ei.value)
+    assert _cache_listing(tmp_path) == []
+    assert fetch(f"{server.base}/big.zip", PAYLOAD_SHA, cache_dir=tmp_path, max_bytes=len(PAYLOAD)).read_bytes() == PAYLOAD
+
+
+def test_damaged_zip_member_is_an_archive_error(tmp_path):
+    """A deflate stream that zlib rejects (zlib.error is no OSError) is a clean ArchiveError."""
+    arc = tmp_path / "a.zip"
+    with zipfile.ZipFile(arc, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("x.png", _png_bytes(0))
+    data = bytearray(arc.read_bytes())
+    data[28] = 255  # local extra-field length: the data then starts in the middle of the stream
+    arc.write_bytes(bytes(data))
+    with pytest.raises(ArchiveError, match=r"'x.png'.*damaged archive"):
+        extract_archive(arc, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

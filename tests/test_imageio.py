@@ -322,7 +322,7 @@ def test_webp_keeps_alpha(tmp_path, rng):
     "name, rgb, alpha, match",
     [
         ("o.gif", np.zeros((2, 2, 3), np.uint8), None, "extension"),
-        ("o.png", np.zeros((2, 2), np.uint8), None, "HxWx3"),
+        ("o.png", np.zeros((2, 2, 2), np.uint8), None, "HxWx3"),
         ("o.png", np.zeros((2, 2, 3), np.float32), None, "uint8 or uint16"),
         ("o.png", np.zeros((2, 2, 3), np.uint8), np.zeros((2, 2), np.uint16), "alpha"),
     ],

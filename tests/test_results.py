@@ -127,7 +127,7 @@ def test_save_run_keeps_eval_and_curve(root, monkeypatch, capsys):
     assert main(["--save-run", "gt_only", "--profile", "p"]) == 1  # nor per-image scores
     write_scores_csv(d / "eval_scores.csv", [{"image": "a", "method": "student", "psnr": 30.0, "ssim": 0.9}])
     assert main(["--save-run", "gt_only", "--profile", "p"]) == 0
-    assert (d / "ablation" / "gt_only-settings.json").read_text() == (d / "eval_settings.json").read_text()
+    assert json.loads((d / "ablation" / "gt_only-settings.json").read_text()) == settings()
     assert (d / "ablation" / "gt_only-scores.csv").read_text() == (d / "eval_scores.csv").read_text()
     assert (d / "ablation" / "gt_only.json").read_text() == (d / "eval.json").read_text()
     assert (d / "ablation" / "gt_only-val_psnr.tsv").read_text().endswith("30.5\n")
