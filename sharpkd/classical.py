@@ -35,9 +35,8 @@ from .degrade import downscale, upscale
 from .errors import SharpkdError
 from .metrics import psnr
 
-#: Default unsharp-mask parameters: the best point of a coarse grid (radii 0.5-2, amounts 0-1.5) on
-#: 640x360 centre crops of 11 pool photos (+2.0 dB over identity there).  Pipelines should pass the
-#: values tune_unsharp finds on their own training split instead.
+#: Unsharp-mask parameters used when none are given (a moderate mask).  The pipeline passes the
+#: values :func:`tune_unsharp` finds on its own training split instead.
 DEFAULT_UNSHARP_RADIUS = 1.5
 DEFAULT_UNSHARP_AMOUNT = 0.75
 

@@ -309,7 +309,8 @@ def load_image(path: str | os.PathLike) -> LoadedImage:
                 orientation = img.getexif().get(0x0112)
                 if _needs_cv2(img, path):
                     return _decode_cv2_16(path, orientation, mode)
-                upright = ImageOps.exif_transpose(img)
+                # exif_transpose copies the whole image even when there is nothing to turn
+                upright = ImageOps.exif_transpose(img) if orientation in range(2, 9) else img
                 return _to_loaded(upright, upright.mode)
     except ImageDecodeError:
         raise
@@ -326,7 +327,7 @@ def load_image(path: str | os.PathLike) -> LoadedImage:
         raise _fail(path, msg) from None
 
 
-def to_uint8(arr: np.ndarray) -> np.ndarray:
+def to_8bit(arr: np.ndarray) -> np.ndarray:
     """``uint16 -> uint8`` with ``round(v / 257)``; ``uint8`` passes through."""
     if arr.dtype == np.uint8:
         return arr
@@ -366,7 +367,7 @@ def load_rgb(path: str | os.PathLike) -> np.ndarray:
     """
     img = load_image(path)
     if img.alpha is None:
-        return to_uint8(img.rgb)
+        return to_8bit(img.rgb)
     m = 255.0 if img.bit_depth == 8 else 65535.0
     a = img.alpha.astype(np.float64)[..., None]
     comp = (img.rgb.astype(np.float64) * a + m * (m - a)) / m
@@ -485,8 +486,8 @@ def save_image(path: str | os.PathLike, rgb: np.ndarray, alpha: np.ndarray | Non
     if alpha is not None and not holds_alpha:
         rgb, alpha = flatten_alpha(rgb, alpha), None
     if rgb.dtype == np.uint16 and not holds_16:
-        rgb = to_uint8(rgb)
-        alpha = None if alpha is None else to_uint8(alpha)
+        rgb = to_8bit(rgb)
+        alpha = None if alpha is None else to_8bit(alpha)
 
     with atomic_path(path) as tmp:
         if rgb.dtype == np.uint16:
@@ -554,5 +555,5 @@ __all__ = [
     "load_rgb",
     "save_image",
     "save_png",
-    "to_uint8",
+    "to_8bit",
 ]

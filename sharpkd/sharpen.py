@@ -251,10 +251,12 @@ def plan(inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLike, fmt: s
 def sharpen_image(job: Job, sharpener: Sharpener) -> None:
     """Sharpen one image file; a grey source is written back as grey (same bit depth)."""
     img = load_image(job.src)
+    alpha, grey = img.alpha, img.grey
     out = sharpener(img.rgb)
-    if img.grey:
+    del img  # the decoded input is not needed while the output is encoded: one image less at the peak
+    if grey:
         out = grey_from_rgb(out)
-    save_image(job.dst, out, img.alpha)
+    save_image(job.dst, out, alpha)
 
 
 def read_video(path: str | os.PathLike) -> tuple[Iterator[np.ndarray], float, int, tuple[int, int]]:

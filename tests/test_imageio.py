@@ -371,7 +371,7 @@ def test_save_png_rejects_uint16(tmp_path):
 
 def test_to_uint8_is_round_v_over_257():
     v = np.arange(65536, dtype=np.uint16)
-    np.testing.assert_array_equal(imageio.to_uint8(v), np.round(v / 257.0).astype(np.uint8))
+    np.testing.assert_array_equal(imageio.to_8bit(v), np.round(v / 257.0).astype(np.uint8))
 
 
 @pytest.mark.parametrize("orientation", range(1, 9))
