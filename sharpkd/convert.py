@@ -59,9 +59,11 @@ def tensor2img(t: torch.Tensor, dtype=np.uint8) -> np.ndarray:
         t = t[0]
     if t.ndim != 3 or t.shape[0] != 3:
         raise SharpkdError(f"tensor2img expects a 3 x H x W tensor, got shape {tuple(t.shape)}")
-    peak = PEAKS[np.dtype(dtype)]
-    out = t.detach().float().clamp(0, 1).mul(peak).round_().permute(1, 2, 0).cpu()
-    return np.ascontiguousarray(out.numpy().astype(dtype))
+    dtype = np.dtype(dtype)
+    q = t.detach().float().clamp(0, 1).mul_(PEAKS[dtype]).round_()
+    # quantise in torch (vectorised, threaded), then one copy into H x W x 3 order
+    q = q.to(torch.uint8 if dtype == np.uint8 else torch.int32).permute(1, 2, 0).contiguous().cpu().numpy()
+    return q if dtype == np.uint8 else q.astype(dtype)
 
 
 # ------------------------------------------------------------------------------------- padding
