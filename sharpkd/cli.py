@@ -22,7 +22,10 @@ def cmd_sharpen(args: argparse.Namespace) -> int:
     from .fsutil import clean_stale_temps
     from .sharpen import OVERLAP, Sharpener, check_options, check_output_dir, plan, run_jobs
 
+    from .video import check_video_options
+
     fmt = check_options(tile=args.tile, strength=args.strength, fmt=args.format)
+    video = check_video_options(args.codec, args.crf, args.preset, args.keep_partial)
     device = _device(args.device)
     out = check_output_dir(args.output, args.inputs)
     stale = clean_stale_temps(out)
@@ -33,11 +36,20 @@ def cmd_sharpen(args: argparse.Namespace) -> int:
     multiple = max(1, int(getattr(sharpener.model, "multiple_of", 1)))
     if args.tile % multiple:
         raise UsageError(f"--tile must be a multiple of {multiple} for this student, got {args.tile}")
-    summary, videos = run_jobs(jobs, sharpener, progress=not args.quiet, overwrite=args.overwrite)
+    summary, videos = run_jobs(jobs, sharpener, progress=not args.quiet, overwrite=args.overwrite, video=video)
     for v in videos:
         ratio = v["flicker_ratio"]
-        print(f"{v['file']}: {v['frames']} frames at {v['fps']:.3f} fps, {v['size'][0]}x{v['size'][1]}; "
+        copied = (", ".join(f"{v['copied_streams'].count(t)} {t}" for t in ("audio", "subtitle")
+                            if t in v["copied_streams"]) + " stream(s) copied") if v["copied_streams"] else "no audio"
+        dropped = f", {len(v['dropped_streams'])} data stream(s) dropped" if v["dropped_streams"] else ""
+        speed = f"{v['processing_fps']:.1f} frames/s" if v["processing_fps"] else "n/a"
+        print(f"{v['file']}: {v['frames']} frames at {v['fps']:.3f} fps, {v['size'][0]}x{v['size'][1]}, "
+              f"{v['codec']} crf {v['crf']} {v['pix_fmt']}, {copied}{dropped}; processed at {speed}; "
               f"temporal stability: output/input frame difference = {ratio if ratio is not None else 'n/a'}")
+        if v["partial"]:
+            of = f" of {v['frames_expected']}" if v["frames_expected"] else ""
+            print(f"{v['file']}: partial: kept the {v['frames']}{of} frames that decoded (--keep-partial): "
+                  f"{v['partial']}")
     failed += summary.failed
     for src, why in failed:
         print(f"skipped {src}: {one_line(why)}", file=sys.stderr)
@@ -159,6 +171,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", default="png", help="output image format (png, jpg, webp, tif, bmp)")
     s.add_argument("--overwrite", action="store_true",
                    help="replace outputs that already exist (default: keep them and say how many)")
+    s.add_argument("--codec", default="libx264",
+                   help="video encoder: libx264/h264 (default), libx265/h265, libsvtav1/av1, libaom-av1")
+    s.add_argument("--crf", type=int, default=18,
+                   help="video quality, constant rate factor (lower = better and bigger; default 18, "
+                        "near-transparent; 0-51 for H.264/H.265, 0-63 for AV1)")
+    s.add_argument("--preset", default="medium",
+                   help="encoder speed/size trade-off: ultrafast ... medium (default) ... veryslow "
+                        "(AV1: also the encoder's speed number)")
+    s.add_argument("--keep-partial", action="store_true",
+                   help="keep what decoded of a truncated or damaged video (default: skip the file, exit 1)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     s.set_defaults(fn=cmd_sharpen)
     s.error = _one_line_usage(s)  # type: ignore[method-assign]

@@ -15,7 +15,7 @@ import tempfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -27,7 +27,6 @@ from .models import load_student
 from .inference import DEFAULT_TILE, prepare, run_model
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv")
-_FOURCC = {".mp4": "mp4v", ".mov": "mp4v", ".mkv": "mp4v", ".avi": "MJPG"}
 STRENGTH_RANGE = (0.0, 2.0)
 OVERLAP = 32
 """Tile overlap of ``sharpkd sharpen`` (pixels); ``--tile`` must be at least twice this."""
@@ -101,7 +100,7 @@ _QUICKTIME_ATOMS = (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot
 
 
 def video_content_problem(path: str | os.PathLike) -> str | None:
-    """``None`` when the file starts like a video container OpenCV reads (MP4/MOV: an ``ftyp``
+    """``None`` when the file starts like a video container sharpkd reads (MP4/MOV: an ``ftyp``
     or QuickTime atom; AVI: ``RIFF....AVI``; MKV/WebM: the EBML magic ``1A45DFA3``), else the
     reason it is not one (naming the image format when it is an image with a video name).
 
@@ -259,56 +258,13 @@ def sharpen_image(job: Job, sharpener: Sharpener) -> None:
     save_image(job.dst, out, alpha)
 
 
-def read_video(path: str | os.PathLike) -> tuple[Iterator[np.ndarray], float, int, tuple[int, int]]:
-    """Open a video: (RGB uint8 frame iterator, fps, frame count, (width, height))."""
-    import cv2
+def sharpen_video(job: Job, sharpener: Sharpener, progress: bool = True, options=None) -> dict:
+    """Sharpen every frame of a video through FFmpeg (:func:`sharpkd.video.sharpen_video`):
+    H.264 (or ``options.codec``) at ``options.crf``, audio and subtitles copied, timestamps,
+    rotation and colour tags kept.  Returns counts, timing and the temporal stability."""
+    from .video import sharpen_video as encode_video
 
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        raise SharpkdError(f"{path}: cannot open as a video (OpenCV could not decode it)")
-    fps = cap.get(cv2.CAP_PROP_FPS) or 0.0
-    count = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-    size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
-
-    def frames() -> Iterator[np.ndarray]:
-        try:
-            while True:
-                ok, bgr = cap.read()
-                if not ok:
-                    return
-                yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        finally:
-            cap.release()
-
-    return frames(), fps, count, size
-
-
-def sharpen_video(job: Job, sharpener: Sharpener, progress: bool = True) -> dict:
-    """Sharpen every frame; same frame rate, size and frame count (no audio).  Returns counts and
-    the temporal stability (see :func:`temporal_stability`)."""
-    import cv2
-    from tqdm import tqdm
-
-    frames, fps, count, (w, h) = read_video(job.src)
-    if fps <= 0 or w <= 0 or h <= 0:
-        raise SharpkdError(f"{job.src}: the video reports no frame rate or size")
-    fourcc = cv2.VideoWriter_fourcc(*_FOURCC[job.dst.suffix.lower()])
-    written, stab = 0, TemporalStability()
-    with atomic_path(job.dst) as tmp:
-        writer = cv2.VideoWriter(str(tmp), fourcc, fps, (w, h))
-        if not writer.isOpened():
-            raise SharpkdError(f"{job.dst}: OpenCV cannot write this container/codec")
-        try:
-            for frame in tqdm(frames, total=count or None, desc=job.src.name, unit="frame", disable=not progress):
-                out = sharpener(frame)
-                stab.add(frame, out)
-                writer.write(cv2.cvtColor(out, cv2.COLOR_RGB2BGR))
-                written += 1
-        finally:
-            writer.release()
-        if written == 0:
-            raise SharpkdError(f"{job.src}: no frame could be decoded")
-    return {"frames": written, "fps": fps, "size": [w, h]} | stab.result()
+    return encode_video(job.src, job.dst, sharpener, options, progress)
 
 
 class TemporalStability:
@@ -363,13 +319,14 @@ def _output_problem(job: Job, overwrite: bool) -> str | None:
 
 
 def run_jobs(jobs: list[Job], sharpener: Sharpener, progress: bool = True,
-             overwrite: bool = False) -> tuple[Summary, list[dict]]:
+             overwrite: bool = False, video=None) -> tuple[Summary, list[dict]]:
     """Run every job; a failing input is recorded and the rest continue.
 
     Existing outputs are kept (``summary.kept``) unless ``overwrite``.  Failures of one file --
     undecodable input, an output that cannot be written (disk full, permission denied), not
     enough memory -- are recorded in ``summary.failed`` with a one-line reason, and the next
-    file is attempted; nothing half-written is left under a final name."""
+    file is attempted; nothing half-written is left under a final name.  ``video`` is a
+    :class:`sharpkd.video.VideoOptions` (codec, quality, ``keep_partial``) for the videos."""
     import cv2
     from tqdm import tqdm
 
@@ -403,5 +360,6 @@ def run_jobs(jobs: list[Job], sharpener: Sharpener, progress: bool = True,
     for job in tqdm(images, desc="images", unit="img", disable=not progress or len(images) < 2):
         attempt(job, lambda job=job: sharpen_image(job, sharpener))
     for job in (j for j in jobs if j.kind == "video"):
-        attempt(job, lambda job=job: videos.append({"file": str(job.src)} | sharpen_video(job, sharpener, progress)))
+        attempt(job, lambda job=job: videos.append({"file": str(job.src)}
+                                                   | sharpen_video(job, sharpener, progress, video)))
     return summary, videos

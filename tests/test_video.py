@@ -1,0 +1,271 @@
+"""Video through FFmpeg (sharpkd/video.py): H.264 out, audio copied bit for bit, timestamps,
+rotation, colour tags and frame count kept; truncated or damaged inputs and failed writes never
+leave a half-written file and never pass silently.  Clips are tiny (64x48, about 10 frames)."""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from sharpkd import video
+from sharpkd.cli import main
+from sharpkd.metrics import psnr
+from sharpkd.models import build_student, save_student
+
+W, H = 64, 48
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    torch.manual_seed(0)
+    model = build_student("sharp")
+    with torch.no_grad():  # non-trivial: the zero-initialised tail would return the input
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    path = tmp_path_factory.mktemp("w") / "student.safetensors"
+    save_student(model, path, {"card": "{}"})
+    return path
+
+
+def smooth(i: int, w: int = W, h: int = H) -> np.ndarray:
+    """A moving colour gradient: compresses well, so crf 18 keeps it almost exactly."""
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    r = 128 + 100 * np.sin((x + 2 * i) / 9.0)
+    g = 128 + 100 * np.cos((y - i) / 7.0)
+    b = 128 + 60 * np.sin((x + y + 3 * i) / 13.0)
+    return np.clip(np.stack([r, g, b], -1), 0, 255).astype(np.uint8)
+
+
+def make_clip(path: Path, n: int = 10, *, rotation: int = 0, audio: bool = True, vfr: bool = True,
+              pix_fmt: str = "yuv420p", colour: bool = False, faststart: bool = True) -> list[int]:
+    """Write an H.264 clip (timestamps in ms, uneven when ``vfr``) with an AAC sine track;
+    returns the frames' pts (1/1000 s)."""
+    options = {"movflags": "faststart"} if faststart and path.suffix in (".mp4", ".mov") else {}
+    pts, t = [], 0
+    with av.open(str(path), "w", options=options) as c:
+        v = c.add_stream("libx264", rate=25)
+        v.width, v.height, v.pix_fmt = W, H, pix_fmt
+        v.codec_context.time_base = v.time_base = Fraction(1, 1000)
+        if colour:
+            ctx = v.codec_context
+            ctx.color_primaries, ctx.color_trc, ctx.colorspace, ctx.color_range = 1, 1, 1, 2
+        if rotation:
+            v.set_display_rotation(rotation)
+        a = c.add_stream("aac", rate=48000) if audio else None
+        if a is not None:
+            a.layout = "mono"
+        for i in range(n):
+            frame = av.VideoFrame.from_ndarray(smooth(i), format="rgb24")
+            if colour:
+                frame = frame.reformat(format=pix_fmt, dst_colorspace=1, dst_color_range=2)
+            frame.pts, frame.time_base = t, Fraction(1, 1000)
+            pts.append(t)
+            t += 70 if vfr and i % 3 == 0 else 40
+            for p in v.encode(frame):
+                c.mux(p)
+        for p in v.encode(None):
+            c.mux(p)
+        if a is not None:
+            samples = int(48 * t)
+            tone = (0.2 * np.sin(2 * np.pi * 440 * np.arange(samples) / 48000)).astype(np.float32)
+            for s in range(0, samples, 1024):
+                af = av.AudioFrame.from_ndarray(tone[None, s:s + 1024], format="fltp", layout="mono")
+                af.sample_rate, af.pts = 48000, s
+                for p in a.encode(af):
+                    c.mux(p)
+            for p in a.encode(None):
+                c.mux(p)
+    return pts
+
+
+def probe(path: Path) -> dict:
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        ctx = v.codec_context
+        frames = list(c.decode(v))
+        info = {"codec": ctx.name, "pix_fmt": ctx.pix_fmt, "n": len(frames), "size": (v.width, v.height),
+                "times": [Fraction(f.pts) * f.time_base for f in frames], "rotation": {f.rotation for f in frames},
+                "rgb": [f.to_ndarray(format="rgb24", src_colorspace=1 if ctx.colorspace == 1 else None,
+                                     src_color_range=ctx.color_range or 1) for f in frames],
+                "colour": (int(ctx.color_primaries), int(ctx.color_trc), int(ctx.colorspace), int(ctx.color_range)),
+                "streams": [s.type for s in c.streams]}
+        c.seek(0)
+        info["audio"] = ([bytes(p) for p in c.demux(c.streams.audio[0]) if p.dts is not None]
+                         if c.streams.audio else [])
+    return info
+
+
+def sharpen(weights, *args) -> int:
+    return main(["sharpen", *map(str, args), "--weights", str(weights), "-q"])
+
+
+def temps(folder: Path) -> list[Path]:
+    return [p for p in folder.rglob(".*") if ".tmp-" in p.name] if folder.exists() else []
+
+
+def test_h264_out_audio_copied_frames_pts_and_rotation_kept(tmp_path, weights, capsys):
+    src = tmp_path / "clip.mp4"
+    make_clip(src, rotation=90)
+    assert sharpen(weights, src, "-o", tmp_path / "o") == 0
+    out, lines = tmp_path / "o" / "clip.mp4", capsys.readouterr().out.splitlines()
+    a, b = probe(src), probe(out)
+    assert b["codec"] == "h264" and b["pix_fmt"] == "yuv420p" and b["size"] == (W, H)
+    assert b["n"] == a["n"] == 10
+    assert b["times"] == a["times"]  # every frame's time, variable frame rate included
+    assert len(set(np.diff([float(t) for t in b["times"]]).round(3))) == 2
+    assert b["rotation"] == {90}
+    assert b["streams"] == ["video", "audio"] and b["audio"] == a["audio"] and len(a["audio"]) > 5
+    assert not all(np.array_equal(x, y) for x, y in zip(a["rgb"], b["rgb"]))  # it was sharpened
+    assert lines[0].startswith(f"{src}: 10 frames at ") and "libx264 crf 18 yuv420p, 1 audio stream(s) copied" in lines[0]
+    assert "temporal stability" in lines[0] and lines[-1] == f"sharpened 1 file(s) into {tmp_path / 'o'}; 0 failed"
+    assert temps(tmp_path / "o") == []
+
+
+def test_strength_zero_round_trips_the_pixels_and_colour_tags(tmp_path, weights):
+    """No colour shift through decode -> RGB -> encode: the source's matrix and range are used
+    both ways, and its tags (BT.709, full range) and 10-bit pixel format are written back."""
+    for pix_fmt in ("yuv420p", "yuv420p10le"):
+        src = tmp_path / f"c{pix_fmt}.mkv"
+        make_clip(src, audio=False, colour=True, pix_fmt=pix_fmt)
+        assert sharpen(weights, src, "-o", tmp_path / "o", "--strength", "0", "--crf", "10") == 0
+        a, b = probe(src), probe(tmp_path / "o" / src.name)
+        assert b["pix_fmt"] == a["pix_fmt"] and pix_fmt.removeprefix("yuv") in a["pix_fmt"] and b["colour"] == a["colour"] == (1, 1, 1, 2)
+        assert b["times"] == a["times"] and b["streams"] == ["video"]
+        assert min(psnr(x, y) for x, y in zip(a["rgb"], b["rgb"])) > 38
+
+
+def test_codec_and_crf_options(tmp_path, weights, capsys):
+    src = tmp_path / "clip.mkv"
+    make_clip(src, n=6)
+    sizes = {}
+    for crf in (10, 40):
+        out = tmp_path / f"o{crf}"
+        assert sharpen(weights, src, "-o", out, "--crf", crf, "--preset", "ultrafast") == 0
+        sizes[crf] = (out / "clip.mkv").stat().st_size
+    assert sizes[40] < sizes[10]  # the quality option reaches the encoder
+    assert sharpen(weights, src, "-o", tmp_path / "h265", "--codec", "h265", "--preset", "ultrafast") == 0
+    b = probe(tmp_path / "h265" / "clip.mkv")
+    assert b["codec"] == "hevc" and b["n"] == 6 and b["audio"] == probe(src)["audio"]
+    capsys.readouterr()
+    for bad, option in ((["--crf", "60"], "--crf"), (["--codec", "vp9"], "--codec"), (["--preset", "warp"], "--preset")):
+        assert sharpen(weights, src, "-o", tmp_path / "bad", *bad) == 2
+        err = capsys.readouterr().err.splitlines()
+        assert len(err) == 1 and err[0].startswith(f"error: {option}")
+    assert not (tmp_path / "bad" / "clip.mkv").exists()
+
+
+@pytest.mark.parametrize("ext", [".mp4", ".mkv"])
+def test_truncated_input_fails_naming_the_file_unless_keep_partial(tmp_path, weights, capsys, ext):
+    src = tmp_path / f"cut{ext}"
+    make_clip(src, n=30)
+    data = src.read_bytes()
+    src.write_bytes(data[: len(data) * 6 // 10])
+    out = tmp_path / "o"
+    assert sharpen(weights, src, "-o", out) == 1
+    cap = capsys.readouterr()
+    err = cap.err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"skipped {src}: ") and "truncated or damaged" in err[0]
+    assert "--keep-partial" in err[0] and cap.out.splitlines()[-1].endswith("; 1 failed")
+    assert not (out / src.name).exists() and temps(out) == []
+
+    assert sharpen(weights, src, "-o", out, "--keep-partial") == 0
+    lines = capsys.readouterr().out.splitlines()
+    kept = probe(out / src.name)["n"]
+    assert 0 < kept < 30
+    partial = [line for line in lines if "partial" in line]
+    assert len(partial) == 1 and f"kept the {kept}" in partial[0]
+    assert (f"of 30 frames" in partial[0]) == (ext == ".mp4")  # MP4 counts its frames; MKV has a duration
+
+
+def test_damaged_middle_is_a_decode_error(tmp_path, weights, capsys):
+    src = tmp_path / "bad.mp4"
+    make_clip(src, n=30, audio=False)
+    data = bytearray(src.read_bytes())
+    n = len(data)
+    data[n // 2: n * 6 // 10] = np.random.default_rng(0).integers(0, 256, n * 6 // 10 - n // 2, np.uint8).tobytes()
+    src.write_bytes(bytes(data))
+    assert sharpen(weights, src, "-o", tmp_path / "o") == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"skipped {src}: ") and "--keep-partial" in err[0]
+    assert not (tmp_path / "o" / "bad.mp4").exists() and temps(tmp_path / "o") == []
+
+
+def test_write_failure_leaves_nothing_under_the_final_name(tmp_path, weights, capsys, monkeypatch):
+    src, other = tmp_path / "clip.mp4", tmp_path / "other.mp4"
+    make_clip(src, n=10)
+    make_clip(other, n=4)
+    real_mux, calls = video._Writer.mux, []
+
+    def disk_full(self, packet):
+        calls.append(self.path)
+        if self.path.name.startswith(".clip.mp4") and len(calls) > 3:
+            raise av.error.OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_mux(self, packet)
+
+    monkeypatch.setattr(video._Writer, "mux", disk_full)
+    out = tmp_path / "o"
+    assert sharpen(weights, src, other, "-o", out) == 1
+    cap = capsys.readouterr()
+    err = cap.err.splitlines()
+    assert err == [f"skipped {src}: cannot write {out / 'clip.mp4'}: No space left on device "
+                   "(free some space or write to another disk)"]
+    assert sorted(p.name for p in out.iterdir()) == ["other.mp4"]  # the next file still done; no temp file
+    assert probe(out / "other.mp4")["n"] == 4
+
+
+def test_real_file_size_limit_fails_the_file(tmp_path, weights):
+    """FFmpeg's own write fails (RLIMIT_FSIZE: EFBIG, as a full disk would): exit 1, no file."""
+    src = tmp_path / "clip.mkv"
+    make_clip(src, n=10)
+    out = tmp_path / "o"
+    out.mkdir()
+    code = (
+        "import resource, signal, sys\n"
+        "from sharpkd.cli import main\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (3000, resource.RLIM_INFINITY))\n"
+        f"sys.exit(main(['sharpen', {str(src)!r}, '-o', {str(out)!r}, '--weights', {str(weights)!r}, '-q']))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                       env=os.environ | {"PYTHONDONTWRITEBYTECODE": "1"})
+    err = r.stderr.splitlines()
+    assert r.returncode == 1, r.stderr
+    assert len(err) == 1 and err[0].startswith(f"skipped {src}: cannot write {out / 'clip.mkv'}: "), err
+    assert list(out.iterdir()) == []
+
+
+def test_progress_bar_shows_frames_per_second(tmp_path, weights, capsys):
+    src = tmp_path / "clip.mp4"
+    make_clip(src, n=10)
+    assert main(["sharpen", str(src), "-o", str(tmp_path / "o"), "--weights", str(weights)]) == 0
+    err = capsys.readouterr().err
+    assert re.search(r"clip\.mp4: 100%\|.*\| 10/10 \[[0-9:]+<[0-9:]+, \d+(\.\d+)?frame/s\]", err), err
+
+
+def test_no_audio_is_said(tmp_path, weights, capsys):
+    src = tmp_path / "mute.mkv"
+    make_clip(src, n=5, audio=False)
+    assert sharpen(weights, src, "-o", tmp_path / "o") == 0
+    assert ", no audio; processed at " in capsys.readouterr().out
+    assert probe(tmp_path / "o" / "mute.mkv")["streams"] == ["video"]
+
+
+def test_choose_pix_fmt():
+    assert video.choose_pix_fmt("yuv420p", "libx264", 64, 48) == ("yuv420p", False)
+    assert video.choose_pix_fmt("yuvj420p", "libx264", 64, 48) == ("yuv420p", True)
+    assert video.choose_pix_fmt("yuv420p10le", "libsvtav1", 64, 48) == ("yuv420p10le", False)
+    assert video.choose_pix_fmt("yuv444p12le", "libsvtav1", 64, 48) == ("yuv420p10le", False)
+    assert video.choose_pix_fmt("rgb24", "libx264", 64, 48) == ("yuv420p", False)
+    assert video.choose_pix_fmt("yuv420p", "libx264", 63, 47) == ("yuv444p", False)  # odd size: no subsampling
+    with pytest.raises(video.SharpkdError, match="odd frame size"):
+        video.choose_pix_fmt("yuv420p", "libsvtav1", 63, 48)
