@@ -10,6 +10,7 @@
 #   env REQUIRE_REPRODUCED=1          fail when the rerun's metrics differ from the committed ones by
 #                                     more than the cross-machine tolerance (tools/check_metrics.py)
 set -euo pipefail
+cd "$(dirname "$0")/.."
 BASE=${1:-origin/main}
 REPORT=${REPORT:-report.md}
 profile=$(python -c 'import yaml; print(yaml.safe_load(open("params.yaml"))["profile"])')
