@@ -31,7 +31,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 from tqdm import tqdm
 
-from .degrade import downscale, upscale
+from .degrade import transmitted, upscale
 from .errors import SharpkdError
 from .metrics import psnr
 
@@ -99,11 +99,13 @@ def baseline_outputs(
     unsharp_radius: float = DEFAULT_UNSHARP_RADIUS,
     unsharp_amount: float = DEFAULT_UNSHARP_AMOUNT,
     methods: Sequence[str] | None = None,
+    link: dict | None = None,
 ) -> dict[str, np.ndarray]:
-    """All (or the named) baselines for ground truth ``gt``, from one low-res frame.
+    """All (or the named) baselines for ground truth ``gt``, from one received low-res frame.
 
-    Returns ``{name: HxWx3 uint8}`` in registry order (or ``methods`` order), each exactly
-    ``gt``'s size.  ``identity`` equals ``degrade(gt, scale)``.
+    ``link``: the codec keyword arguments of :func:`sharpkd.degrade.transmitted` (default: none,
+    the report's).  Returns ``{name: HxWx3 uint8}`` in registry order (or ``methods`` order), each
+    exactly ``gt``'s size.  ``identity`` equals ``degrade(gt, scale, **link)``.
     """
     if gt.dtype != np.uint8 or gt.ndim != 3 or gt.shape[2] != 3:
         raise ValueError(f"expected an HxWx3 uint8 image, got {gt.dtype} {gt.shape}")
@@ -114,7 +116,7 @@ def baseline_outputs(
     if "unsharp" in names:
         _check_unsharp_params(unsharp_radius, unsharp_amount)
     h, w = gt.shape[:2]
-    low = downscale(gt, scale)
+    low = transmitted(gt, scale, **(link or {}))
     return {m: BASELINES[m](low, (w, h), unsharp_radius, unsharp_amount) for m in names}
 
 

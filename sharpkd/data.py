@@ -158,9 +158,9 @@ def split_sources(names: list[str], val_fraction: float, seed: int, group_patter
     return Split(train=train, val=val, groups=groups)
 
 
-def degrade_all(images: dict[str, np.ndarray], scale: float) -> dict[str, np.ndarray]:
-    """Apply the report's degradation (:func:`sharpkd.degrade.degrade`) to every image."""
-    return {k: degrade(v, scale) for k, v in images.items()}
+def degrade_all(images: dict[str, np.ndarray], scale: float, **link) -> dict[str, np.ndarray]:
+    """Apply the degradation (:func:`sharpkd.degrade.degrade`, ``link``: its codec keywords) to every image."""
+    return {k: degrade(v, scale, **link) for k, v in images.items()}
 
 
 def report_size(value) -> tuple[int, int] | None:

@@ -29,12 +29,12 @@ METHOD_ORDER = ("identity", "bicubic", "lanczos", "unsharp", "teacher_as_is", "t
 
 def evaluate(names: Sequence[str], gts: Sequence[np.ndarray], degraded: Sequence[np.ndarray],
              networks: Mapping[str, Sequence[np.ndarray]], *, scale: float,
-             unsharp: tuple[float, float]) -> tuple[list[dict], dict[str, dict[str, np.ndarray]]]:
+             unsharp: tuple[float, float], link: dict | None = None) -> tuple[list[dict], dict[str, dict[str, np.ndarray]]]:
     """Score every method on every image. ``networks`` maps method names (``teacher``, ``student``,
     ...) to their outputs, in ``names`` order. Returns (per-image rows, {image: {method: output}})."""
     rows, outputs = [], {}
     for i, name in enumerate(names):
-        outs = baseline_outputs(gts[i], scale=scale, unsharp_radius=unsharp[0], unsharp_amount=unsharp[1])
+        outs = baseline_outputs(gts[i], scale=scale, unsharp_radius=unsharp[0], unsharp_amount=unsharp[1], link=link)
         if not np.array_equal(outs["identity"], degraded[i]):
             raise AssertionError(f"{name}: the degraded input differs from degrade(ground truth)")
         outs |= {method: images[i] for method, images in networks.items()}
@@ -57,10 +57,11 @@ def summary(rows: list[dict]) -> dict:
 
 
 def settings(*, scale: float, unsharp: tuple[float, float], sizes: Sequence[str], student_arch: str,
-             teacher: Mapping, report_size: str | None) -> dict:
+             teacher: Mapping, report_size: str | None, link: Mapping | None = None) -> dict:
     """How ``eval.json`` was measured (not a metrics file: nothing here is worth diffing)."""
     return {
-        "degradation": {"scale": scale, "down": "bilinear (antialiased, Pillow)", "up": "bilinear"},
+        "degradation": {"scale": scale, "down": "bilinear (antialiased, Pillow)", "up": "bilinear"}
+                       | dict(link or {"codec": "none"}),
         "unsharp": {"radius": unsharp[0], "amount": unsharp[1], "tuned_on": "training crops"},
         "sizes": sorted(sizes),
         "report_protocol_size": report_size,

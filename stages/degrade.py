@@ -1,9 +1,10 @@
-"""Stage degrade: the report's degradation (bilinear down to `scale`, bilinear back up) of every split."""
+"""Stage degrade: bilinear down to `scale`, optionally a link's codec, bilinear back up, on every split."""
 
 import argparse
 
 from sharpkd import stage
 from sharpkd.data import degrade_all
+from sharpkd.degrade import link_params
 from sharpkd.fsutil import atomic_dir
 from sharpkd.shards import read_split, split_names, write_split
 
@@ -14,10 +15,11 @@ def run() -> None:
     ap.add_argument("--out", required=True, help="folder for the degraded shards")
     args = ap.parse_args()
     p = stage.load_params("degrade")
+    link = link_params(p)
     with atomic_dir(args.out) as tmp:
         for split in split_names(args.slices):
-            write_split(tmp, split, degrade_all(read_split(args.slices, split), p["scale"]))
-    print(f"degrade: scale {p['scale']}")
+            write_split(tmp, split, degrade_all(read_split(args.slices, split), p["scale"], **link))
+    print(f"degrade: scale {p['scale']}, codec {link['codec']}")
 
 
 if __name__ == "__main__":

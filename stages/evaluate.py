@@ -10,6 +10,7 @@ from sharpkd.figures import format_scores_table, save_grid, write_scores_csv
 from sharpkd.fsutil import atomic_dir, safetensors_metadata, write_json
 from sharpkd.inference import prepare, run_many
 from sharpkd.cost import model_cost
+from sharpkd.degrade import link_params
 from sharpkd.models import load_student
 from sharpkd.shards import read_split, split_names
 
@@ -28,7 +29,8 @@ def run() -> None:
     ap.add_argument("--images", required=True, help="folder for restored images")
     args = ap.parse_args()
     p = stage.load_params("evaluate")
-    scale = stage.load_params("degrade")["scale"]
+    degrade_p = stage.load_params("degrade")
+    scale, link = degrade_p["scale"], link_params(degrade_p)
     device = stage.resolve_device(p["device"])
 
     train_gt = read_split(args.slices, "train")
@@ -48,7 +50,7 @@ def run() -> None:
             networks = {"teacher_as_is": list(read_split(args.teacher, f"as_is_{split}", names).values())} | networks
         networks["student"] = run_many(student, degraded.values(), device=device, desc=f"student, {split}")
         rows, outputs = evaluate(names, list(gt.values()), list(degraded.values()), networks, scale=scale,
-                                 unsharp=unsharp)
+                                 unsharp=unsharp, link=link)
         result = summary(rows)
         h, w = next(iter(gt.values())).shape[:2]
         print(f"{split}: {len(names)} images" + (f" at {w}x{h}" if split == "val_report" else ""))
@@ -69,7 +71,8 @@ def run() -> None:
     metrics["student"] = model_cost(student)
     teacher = safetensors_metadata(args.teacher_model)
     info = settings(scale=scale, unsharp=unsharp, sizes=sizes, student_arch=meta.get("arch", "?"),
-                    teacher={"arch": teacher.get("arch"), "kind": teacher.get("kind")}, report_size=report_size)
+                    teacher={"arch": teacher.get("arch"), "kind": teacher.get("kind")}, report_size=report_size,
+                    link=link)
     write_scores_csv(args.scores, rows)
     write_json(args.settings, info)
     write_json(args.metrics, metrics)

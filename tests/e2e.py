@@ -33,6 +33,7 @@ def tracked_files() -> list[str]:
 def tiny_params(params: dict, profile: str = "e2e") -> dict:
     """The committed params with tiny budgets (seconds per stage on a 2-core CPU)."""
     params["profile"] = profile
+    params["degrade"] |= {"codec": "jpeg", "jpeg_quality": 60}  # a lossy link: every stage sees the codec path
     # fixed-size crops and a second (report-protocol) validation scale, as the photo-pool run uses
     params["slice"] |= {"rows": 3, "cols": 3, "crop_height": 64, "crop_width": 96, "report_size": [232, 128]}
     params["teacher"]["adapt"] |= {"steps": 4, "patch": 32, "batch": 2, "checkpoint_every": 2}
