@@ -21,7 +21,6 @@ import numpy as np
 import torch
 
 from .errors import SharpkdError, UsageError, one_line, os_error_message
-from .fsutil import atomic_path
 from .imageio import IMAGE_EXTENSIONS, grey_from_rgb, iter_visible_files, load_image, save_image
 from .models import load_student
 from .inference import DEFAULT_TILE, prepare, run_model

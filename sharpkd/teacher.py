@@ -217,7 +217,7 @@ def _vdsr_from_state_dict(sd: dict, source: str) -> Teacher:
     net = VDSRRGB(depth=depth, width=width)
     try:
         net.load_state_dict(sd, strict=True)
-    except RuntimeError as e:
+    except RuntimeError:
         raise SharpkdError(f"{source} does not match the VDSR layout: {state_dict_mismatch(net.state_dict(), sd)}") from None
     return Teacher(net, kind="vdsr", arch="VDSR", config={"depth": depth, "width": width})
 
@@ -418,7 +418,7 @@ def load_teacher(path: str | Path, *, device: str | torch.device = "cpu") -> Tea
         model = _build_restormer(config, 0)
         try:
             model.net.load_state_dict(sd, strict=True)
-        except RuntimeError as e:
+        except RuntimeError:
             raise SharpkdError(f"{path}: weights do not match the Restormer config {config}: "
                                f"{state_dict_mismatch(model.net.state_dict(), sd)}") from None
     elif kind == "vdsr":
@@ -466,9 +466,9 @@ def adapt(
     """
     if steps <= 0:
         return {}
-    data = Pairs([lq for lq, _ in pairs], [gt for _, gt in pairs]) if pairs else None
-    if data is None:
+    if not pairs:
         raise SharpkdError("adapt needs at least one (degraded, ground truth) pair")
+    data = Pairs([lq for lq, _ in pairs], [gt for _, gt in pairs])
     if patch < 8:
         raise SharpkdError(f"teacher.adapt.patch must be >= 8, got {patch}")
     config = {"steps": int(steps), "lr": float(lr), "patch": int(patch), "batch": int(batch), "seed": int(seed),

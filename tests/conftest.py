@@ -1,7 +1,9 @@
-"""Test-wide settings."""
+"""Test-wide settings and fixtures."""
 
 import pytest
 import torch
+
+from sharpkd.models import build_student, save_student
 
 
 @pytest.fixture(autouse=True)
@@ -11,3 +13,17 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def weights(tmp_path_factory):
+    """A small trained-looking student file: random perturbations, so it changes images (the
+    zero-initialised tail of an untrained one would return the input)."""
+    torch.manual_seed(0)
+    model = build_student("sharp")
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    path = tmp_path_factory.mktemp("w") / "student.safetensors"
+    save_student(model, path, {"card": "{}"})
+    return path

@@ -11,22 +11,9 @@ from PIL import Image
 
 from sharpkd.cli import main
 from sharpkd.imageio import load_image
-from sharpkd.models import build_student, save_student
 from sharpkd.convert import img2tensor, tensor2img
 from sharpkd.inference import run_model
 from sharpkd.sharpen import Sharpener
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    torch.manual_seed(0)
-    model = build_student("sharp")
-    with torch.no_grad():  # a non-trivial student: the zero-initialised tail would return the input
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
-    path = tmp_path_factory.mktemp("w") / "student.safetensors"
-    save_student(model, path, {"card": "{}"})
-    return path
 
 
 def write(path, arr, mode=None):
@@ -202,3 +189,10 @@ def test_bench_teacher(tmp_path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["arch"] == "Restormer" and result["median_ms"] > 0 and result["parameters"] > 0
     assert result["macs_per_1080p_frame"] > 0 and "cpu" in result["machine"]
+
+
+def test_the_cli_default_tile_is_the_library_one():
+    """cli.py repeats the constant so that `--help` does not import torch; they must agree."""
+    from sharpkd import cli, inference
+
+    assert cli.DEFAULT_TILE == inference.DEFAULT_TILE

@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sharpkd import download
 from sharpkd import fetch as fetch_module
 from sharpkd.download import SAMPLE_FILES, collect, extract_archive
 from sharpkd.fetch import fetch, sha256_file

@@ -29,21 +29,9 @@ from sharpkd.fetch import fetch
 from sharpkd.errors import ArchiveError, DownloadError, SharpkdError, one_line, state_dict_mismatch
 from sharpkd.fsutil import clean_stale_temps
 from sharpkd.imageio import load_image
-from sharpkd.models import FORMAT, build_student, load_student, save_student
+from sharpkd.models import FORMAT, build_student, load_student
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    torch.manual_seed(0)
-    model = build_student("sharp")
-    with torch.no_grad():  # non-trivial: the zero-initialised tail would return the input
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
-    path = tmp_path_factory.mktemp("w") / "student.safetensors"
-    save_student(model, path, {"card": "{}"})
-    return path
 
 
 def rand(h, w, c=3, seed=0):

@@ -15,26 +15,12 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
-import torch
 
 from sharpkd import video
 from sharpkd.cli import main
 from sharpkd.metrics import psnr
-from sharpkd.models import build_student, save_student
 
 W, H = 64, 48
-
-
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    torch.manual_seed(0)
-    model = build_student("sharp")
-    with torch.no_grad():  # non-trivial: the zero-initialised tail would return the input
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.02)
-    path = tmp_path_factory.mktemp("w") / "student.safetensors"
-    save_student(model, path, {"card": "{}"})
-    return path
 
 
 def smooth(i: int, w: int = W, h: int = H) -> np.ndarray:
@@ -184,7 +170,7 @@ def test_truncated_input_fails_naming_the_file_unless_keep_partial(tmp_path, wei
     assert 0 < kept < 30
     partial = [line for line in lines if "partial" in line]
     assert len(partial) == 1 and f"kept the {kept}" in partial[0]
-    assert (f"of 30 frames" in partial[0]) == (ext == ".mp4")  # MP4 counts its frames; MKV has a duration
+    assert ("of 30 frames" in partial[0]) == (ext == ".mp4")  # MP4 counts its frames; MKV has a duration
 
 
 def test_damaged_middle_is_a_decode_error(tmp_path, weights, capsys):
