@@ -46,14 +46,18 @@ def time_calls(fn: Callable[[], object], runs: int, warmup: int, sync: Callable[
 
 
 def benchmark(model: torch.nn.Module, height: int = 1080, width: int = 1920, *, runs: int = 20, warmup: int = 3,
-              device: str | torch.device = "cpu", tile: int = DEFAULT_TILE, overlap: int = 32) -> dict[str, float]:
-    """Time :func:`run_model` on one random ``height x width`` uint8 frame (``tile`` as in sharpen).
+              device: str | torch.device = "cpu", tile: int = DEFAULT_TILE, overlap: int = 32,
+              runtime: str = "torch") -> dict[str, float]:
+    """Time :func:`run_model` on one random ``height x width`` uint8 frame (``tile`` as in sharpen)
+    with the student compiled for ``runtime`` (:mod:`sharpkd.runtime`; compiling is not timed).
 
     The model is :func:`prepare`-d for ``device`` (in place); re-parameterize a student first to
     time its inference form (:func:`sharpkd.models.load_student` already returns it so).
     """
+    from .runtime import compile_for
+
     device = torch.device(device)
-    model = prepare(model, device)
+    model = compile_for(prepare(model, device), runtime, device)
     frame = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
 
     def sync() -> None:

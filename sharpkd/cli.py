@@ -31,7 +31,8 @@ def cmd_sharpen(args: argparse.Namespace) -> int:
     if stale:
         print(f"removed {len(stale)} temporary file(s) left in {out} by an interrupted run", file=sys.stderr)
     jobs, failed = plan(args.inputs, out, fmt)
-    sharpener = Sharpener(args.weights, device=device, tile=args.tile, overlap=OVERLAP, strength=args.strength)
+    sharpener = Sharpener(args.weights, device=device, tile=args.tile, overlap=OVERLAP, strength=args.strength,
+                          runtime=args.runtime)
     multiple = max(1, int(getattr(sharpener.model, "multiple_of", 1)))
     if args.tile % multiple:
         raise UsageError(f"--tile must be a multiple of {multiple} for this student, got {args.tile}")
@@ -90,28 +91,56 @@ def cmd_bench(args: argparse.Namespace) -> int:
     device = _device(args.device)
     if args.teacher:
         return _bench_teacher(args, device)
+    from .runtime import resolve
+
     model, arch = _load_model(args.arch, args.weights)
-    result = {"arch": arch, "runtime": args.runtime, "device": device, "height": args.height, "width": args.width,
+    if args.compare:
+        return _bench_compare(args, model, arch, device)
+    runtime = resolve(args.runtime, model, device)
+    result = {"arch": arch, "config": getattr(model, "config", {}), "runtime": runtime, "device": device,
+              "height": args.height, "width": args.width,
               "threads": torch.get_num_threads(), "parameters": count_params(model),  # the folded, shipped form
               "macs_per_frame": count_macs(model, args.height, args.width)}
-    if args.runtime == "torch":
-        result |= benchmark(model, args.height, args.width, runs=args.runs, warmup=args.warmup, device=device)
-    else:
-        from .onnx_export import benchmark_onnx
-
-        result |= benchmark_onnx(model, args.height, args.width, runs=args.runs, warmup=args.warmup, device=device)
+    result |= benchmark(model, args.height, args.width, runs=args.runs, warmup=args.warmup, device=device,
+                        runtime=runtime)
     if args.frames:
         result |= {"temporal": temporal_stability_of_frames(model, args.frames, args.pattern, device, args.degrade)}
     result["machine"] = machine(device)
     _emit_bench(args, result)
     if not args.json:
         print(f"{arch} ({result['parameters']:,} parameters, {result['macs_per_frame'] / 1e9:.2f} GMAC per "
-              f"{args.width}x{args.height} frame) on {device} via {args.runtime}: median {result['median_ms']:.1f} ms, "
+              f"{args.width}x{args.height} frame) on {device} via {runtime}: median {result['median_ms']:.1f} ms, "
               f"p95 {result['p95_ms']:.1f} ms, {result['fps']:.1f} fps")
         if args.frames:
             t = result["temporal"]
             print(f"temporal stability on {t['frames']} consecutive frames: mean |frame difference| input "
                   f"{t['frame_diff_input']}, output {t['frame_diff_output']} (ratio {t['flicker_ratio']})")
+    return 0
+
+
+def _bench_compare(args: argparse.Namespace, model, arch: str, device: str) -> int:
+    """Every installed runtime on the same frame in one process, side by side (``--compare``)."""
+    import torch
+
+    from .bench import benchmark, machine
+    from .cost import count_macs, count_params
+    from .runtime import RUNTIMES, available
+
+    rows = []
+    for runtime in RUNTIMES[1:]:
+        if not available(runtime) or (device != "cpu" and runtime in ("openvino", "onnxruntime")):
+            continue
+        timing = benchmark(model, args.height, args.width, runs=args.runs, warmup=max(args.warmup, 2),
+                           device=device, runtime=runtime)
+        rows.append({"runtime": runtime} | timing)
+        if not args.json:
+            print(f"  {runtime:14s} median {timing['median_ms']:7.1f} ms  p95 {timing['p95_ms']:7.1f} ms  "
+                  f"{timing['fps']:5.1f} fps", flush=True)
+    result = {"arch": arch, "config": getattr(model, "config", {}), "device": device, "height": args.height,
+              "width": args.width, "threads": torch.get_num_threads(), "parameters": count_params(model),
+              "macs_per_frame": count_macs(model, args.height, args.width), "runtimes": rows,
+              "machine": machine(device)}
+    _emit_bench(args, result)
     return 0
 
 
@@ -178,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--preset", default="medium",
                    help="encoder speed/size trade-off: ultrafast ... medium (default) ... veryslow "
                         "(AV1: also the encoder's speed number)")
+    s.add_argument("--runtime", default="auto", choices=["auto", "torch", "torch-compile", "openvino", "onnxruntime"],
+                   help="what runs the student on 8-bit input (sharpkd/runtime.py); auto: openvino on the CPU when "
+                        "installed, else torch")
     s.add_argument("--keep-partial", action="store_true",
                    help="keep what decoded of a truncated or damaged video (default: skip the file, exit 1)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -190,7 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--height", type=int, default=1080)
     b.add_argument("--width", type=int, default=1920)
     b.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
-    b.add_argument("--runtime", default="torch", choices=["torch", "onnx"])
+    b.add_argument("--runtime", default="auto", choices=["auto", "torch", "torch-compile", "openvino", "onnxruntime"],
+                   help="what runs the student (sharpkd/runtime.py); auto: openvino on the CPU when installed, as sharpen does")
+    b.add_argument("--compare", action="store_true", help="time every installed runtime side by side in one run")
     b.add_argument("--runs", type=int, default=20)
     b.add_argument("--warmup", type=int, default=3)
     b.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")

@@ -80,6 +80,8 @@ def padded_size(size, multiple: int):
     The floor of two blocks keeps every down-sampled dimension >= 2, which lets torch.export
     (ONNX) trace one graph valid for every size (it specialises dimensions equal to 1).
     """
+    if isinstance(size, torch.Tensor):  # TorchScript tracing (the fixed-size runtime graphs): a constant
+        size = int(size)
     return torch.sym_max((size + multiple - 1) // multiple, 2) * multiple
 
 

@@ -90,7 +90,9 @@ def run_model(
 
     ``model`` maps float ``N x 3 x h x w`` RGB in [0, 1] to the same shape (a student or a
     teacher, already :func:`prepare`-d for ``device``); it runs under ``torch.inference_mode``
-    on channels_last input, with bf16 autocast on CUDA.  ``strength`` blends input ``x`` and model
+    on channels_last input, with bf16 autocast on CUDA.  A student compiled for another runtime
+    (:class:`sharpkd.runtime.CompiledStudent`, 8-bit images only) runs each uint8 window itself;
+    its ``strength`` blend is computed on the uint8 output.  ``strength`` blends input ``x`` and model
     output ``m`` before rounding: ``clip(x + strength * (m - x), 0, 1)`` (1 = the model output).
     See the module docstring for the tiling.
     """
@@ -107,6 +109,19 @@ def run_model(
     xcore = dict(zip(xs, window_cores(xs, tw, w)))
     boxes = [(y0, x0) for y0 in ys for x0 in xs]
     out = np.empty_like(image)
+    compiled = getattr(model, "run_uint8", None)
+    if compiled is not None:  # a student compiled for another runtime (sharpkd.runtime): uint8 windows in and out
+        if image.dtype != np.uint8:
+            raise SharpkdError(f"runtime {model.runtime} takes 8-bit images; use runtime torch for {image.dtype}")
+        for y0, x0 in boxes:
+            win = image[y0 : y0 + th, x0 : x0 + tw]
+            y = compiled(win)
+            if strength != 1.0:
+                f = win.astype(np.float32)
+                y = np.clip(np.rint(f + strength * (y - f)), 0, 255).astype(np.uint8)
+            (a, b), (c, d) = ycore[y0], xcore[x0]
+            out[a:b, c:d] = y[a - y0 : b - y0, c - x0 : d - x0]
+        return out
     for k in range(0, len(boxes), batch):
         chunk = boxes[k : k + batch]
         x = imgs2tensor([image[y0 : y0 + th, x0 : x0 + tw] for y0, x0 in chunk])

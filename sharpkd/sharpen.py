@@ -44,13 +44,18 @@ class Sharpener:
     """A loaded student plus how to apply it (device, tiling, strength)."""
 
     def __init__(self, weights: str | os.PathLike | None = None, *, device: str = "cpu", tile: int = DEFAULT_TILE,
-                 overlap: int = 32, strength: float = 1.0) -> None:
+                 overlap: int = 32, strength: float = 1.0, runtime: str = "auto") -> None:
+        from .runtime import compile_for, resolve
+
         lo, hi = STRENGTH_RANGE
         if not lo <= strength <= hi:
             raise SharpkdError(f"--strength must be between {lo} and {hi}, got {strength}")
         self.weights = Path(weights) if weights else shipped_weights()
         self.model, self.meta = load_student(self.weights, device=device)
         prepare(self.model, device)
+        self.runtime = resolve(runtime, self.model, device)
+        # 8-bit images run on `runtime`; 16-bit ones on the PyTorch module (sharpkd/runtime.py)
+        self.compiled = compile_for(self.model, self.runtime, device)
         self.device, self.tile, self.overlap, self.strength = device, tile, overlap, strength
 
     @torch.inference_mode()
@@ -58,7 +63,8 @@ class Sharpener:
         """Sharpen an HxWx3 uint8 or uint16 image; returns the same dtype and size."""
         if self.strength == 0:
             return rgb.copy()
-        return run_model(self.model, rgb, tile=self.tile, overlap=self.overlap, device=self.device,
+        model = self.compiled if rgb.dtype == np.uint8 else self.model
+        return run_model(model, rgb, tile=self.tile, overlap=self.overlap, device=self.device,
                          strength=self.strength)
 
 

@@ -1,0 +1,158 @@
+"""Runtimes for a student's inference form: PyTorch (the reference), OpenVINO, ONNX Runtime.
+
+:func:`sharpkd.inference.run_model` runs a model on an image; a runtime only changes what runs
+each window.  ``torch`` is the student module itself (float32 in [0, 1], the reference every
+other runtime is tested against).  ``openvino`` and ``onnxruntime`` run one exported graph,
+:class:`UInt8Graph`, that takes the uint8 window as it is in memory (``1 x H x W x 3``) and
+returns uint8::
+
+    out = round(clamp(255 * student(in / 255), 0, 255))
+
+so the conversion to float, the layout change and the rounding are nodes of the graph that the
+runtime fuses into the convolutions, not separate passes over the frame in Python.  The graph
+is exported per window size (a video's frames share one) with :func:`torch.onnx.export` and
+compiled once per size.  Against ``torch`` the uint8 outputs differ by at most 1 (float
+summation order; a value near a rounding boundary), tested in ``tests/test_runtime.py``.
+
+``torch-compile`` is the module through ``torch.compile`` (inductor), float like ``torch``.
+``auto`` (what ``sharpkd sharpen`` and ``sharpkd bench`` use) picks ``openvino`` for a student
+on the CPU when the ``openvino`` package is installed (README's install command installs it),
+and ``torch`` otherwise (CUDA, 16-bit images, teachers).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import SharpkdError
+
+RUNTIMES = ("auto", "torch", "torch-compile", "openvino", "onnxruntime")
+
+
+class UInt8Graph(nn.Module):
+    """``1 x H x W x 3`` uint8 -> ``1 x H x W x 3`` uint8 through ``model`` (the exported graph)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = x.permute(0, 3, 1, 2).to(torch.float32) * (1.0 / 255.0)
+        y = self.model(f)
+        return (y * 255.0).round().clamp(0.0, 255.0).to(torch.uint8).permute(0, 2, 3, 1)
+
+
+def _export(model: nn.Module, height: int, width: int, path: str) -> None:
+    graph = UInt8Graph(model).eval()
+    example = torch.zeros(1, height, width, 3, dtype=torch.uint8)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on sizes becoming constants: intended here
+        try:
+            # TorchScript-based exporter at a fixed size: fast (about a second), and the graph has
+            # no shape arithmetic for the runtime to evaluate per call.
+            torch.onnx.export(graph, (example,), path, dynamo=False, opset_version=17,
+                              input_names=["input"], output_names=["output"])
+        except Exception as exc:  # the exporter's own errors are long; keep the gist
+            raise SharpkdError(f"export to the {height}x{width} runtime graph failed: {str(exc).splitlines()[0]}") from exc
+
+
+def available(runtime: str) -> bool:
+    """Whether ``runtime``'s package can be imported."""
+    module = {"torch": "torch", "torch-compile": "torch", "openvino": "openvino", "onnxruntime": "onnxruntime"}[runtime]
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
+class CompiledStudent:
+    """A student compiled for ``runtime`` (``openvino`` | ``onnxruntime``): :meth:`run_uint8`
+    maps an ``H x W x 3`` uint8 window to the restored uint8 window.
+
+    One graph per window size, exported and compiled on first use (about a second) and kept.
+    """
+
+    def __init__(self, model: nn.Module, runtime: str, threads: int | None = None) -> None:
+        if runtime not in ("openvino", "onnxruntime"):
+            raise SharpkdError(f"runtime must be openvino or onnxruntime here, got {runtime!r}")
+        if not available(runtime):
+            raise SharpkdError(f"runtime {runtime}: the {runtime} package is not installed "
+                               f"(pip install {runtime}), or use --runtime torch")
+        self.model = model.eval().cpu()
+        self.runtime = runtime
+        self.threads = int(threads or torch.get_num_threads())
+        self._compiled: dict[tuple[int, int], Callable[[np.ndarray], np.ndarray]] = {}
+
+    def _compile(self, height: int, width: int) -> Callable[[np.ndarray], np.ndarray]:
+        with tempfile.TemporaryDirectory(prefix="sharpkd-runtime-") as d:
+            path = os.path.join(d, "student.onnx")
+            _export(self.model, height, width, path)
+            if self.runtime == "openvino":
+                import openvino as ov
+
+                core = ov.Core()
+                compiled = core.compile_model(core.read_model(path), "CPU", {
+                    "INFERENCE_NUM_THREADS": self.threads, "PERFORMANCE_HINT": "LATENCY",
+                    "INFERENCE_PRECISION_HINT": "f32"})
+                request = compiled.create_infer_request()
+
+                def run(x: np.ndarray) -> np.ndarray:
+                    return request.infer({0: x})[0]
+            else:
+                import onnxruntime as ort
+
+                options = ort.SessionOptions()
+                options.intra_op_num_threads = self.threads
+                session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+
+                def run(x: np.ndarray) -> np.ndarray:
+                    return session.run(None, {"input": x})[0]
+        return run
+
+    def run_uint8(self, window: np.ndarray) -> np.ndarray:
+        """Restore one ``H x W x 3`` uint8 window."""
+        if window.dtype != np.uint8 or window.ndim != 3 or window.shape[2] != 3:
+            raise SharpkdError(f"runtime {self.runtime} takes HxWx3 uint8 windows, got {window.dtype} {window.shape}")
+        h, w = window.shape[:2]
+        run = self._compiled.get((h, w))
+        if run is None:
+            run = self._compiled[(h, w)] = self._compile(h, w)
+        return run(np.ascontiguousarray(window)[None])[0]
+
+
+def resolve(runtime: str, model: nn.Module, device: str | torch.device = "cpu") -> str:
+    """The runtime ``auto`` stands for (see the module docstring); others are checked and returned."""
+    if runtime not in RUNTIMES:
+        raise SharpkdError(f"runtime must be one of {list(RUNTIMES)}, got {runtime!r}")
+    cpu = torch.device(device).type == "cpu"
+    if runtime == "auto":
+        from .models import STUDENTS
+
+        student = getattr(model, "arch", None) in STUDENTS
+        return "openvino" if cpu and student and available("openvino") else "torch"
+    if runtime in ("openvino", "onnxruntime") and not cpu:
+        raise SharpkdError(f"runtime {runtime} runs on the CPU; use --runtime torch with --device {device}")
+    return runtime
+
+
+def compile_for(model: nn.Module, runtime: str, device: str | torch.device = "cpu"):
+    """What :func:`sharpkd.inference.run_model` runs for ``runtime`` (``auto`` resolved first):
+    ``model`` itself for ``torch``, ``torch.compile(model)`` (inductor; compiles on the first
+    call of each size) for ``torch-compile``, else a :class:`CompiledStudent`."""
+    runtime = resolve(runtime, model, device)
+    if runtime == "torch":
+        return model
+    if runtime == "torch-compile":
+        return torch.compile(model, dynamic=False)
+    return CompiledStudent(model, runtime)
+
+
+__all__ = ["RUNTIMES", "CompiledStudent", "UInt8Graph", "available", "compile_for", "resolve"]

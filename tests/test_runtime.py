@@ -1,0 +1,92 @@
+"""The runtimes of sharpkd/runtime.py against the PyTorch reference (run_model on the module)."""
+
+import numpy as np
+import pytest
+import torch
+
+from sharpkd.cli import main
+from sharpkd.inference import prepare, run_model
+from sharpkd.models import build_student
+from sharpkd.runtime import CompiledStudent, available, compile_for, resolve
+from sharpkd.errors import SharpkdError
+from sharpkd.sharpen import Sharpener
+
+COMPILED = [r for r in ("openvino", "onnxruntime") if available(r)]
+
+
+def student(arch="sharp", **config):
+    torch.manual_seed(0)
+    model = build_student(arch, **config)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    if hasattr(model, "reparameterize"):
+        model.reparameterize()
+    return prepare(model)
+
+
+def rand(h, w, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("runtime", COMPILED)
+@pytest.mark.parametrize("config", [{}, {"channels": 16, "blocks": 2, "unshuffle": 4, "head": "patch"}],
+                         ids=["sharp", "sharp-patch"])
+@pytest.mark.parametrize("size", [(67, 93), (64, 64), (8, 5)])
+def test_compiled_matches_torch_within_one_level(runtime, config, size):
+    model = student(**config)
+    img = rand(*size, seed=size[0])
+    ref = run_model(model, img)
+    got = run_model(CompiledStudent(model, runtime), img)
+    diff = np.abs(got.astype(int) - ref)
+    assert got.dtype == np.uint8 and got.shape == img.shape
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3  # float summation order flips a level, rarely
+    assert not np.array_equal(got, img)  # it did run the model
+
+
+@pytest.mark.parametrize("runtime", COMPILED)
+def test_compiled_tiles_and_strength_like_torch(runtime):
+    model = student(channels=16, blocks=1, unshuffle=4, head="patch")
+    img = rand(70, 90, seed=3)
+    for strength in (0.5, 2.0):
+        ref = run_model(model, img, tile=32, overlap=8, strength=strength)
+        got = run_model(CompiledStudent(model, runtime), img, tile=32, overlap=8, strength=strength)
+        assert np.abs(got.astype(int) - ref).max() <= 1  # blended on the rounded output: one level at most
+
+
+def test_compiled_refuses_16_bit():
+    if not COMPILED:
+        pytest.skip("no compiled runtime installed")
+    with pytest.raises(SharpkdError, match="8-bit"):
+        run_model(CompiledStudent(student(), COMPILED[0]), rand(8, 8).astype(np.uint16) * 257)
+
+
+def test_auto_is_openvino_for_a_cpu_student_and_torch_otherwise():
+    model = student()
+    assert resolve("auto", model, "cpu") == ("openvino" if available("openvino") else "torch")
+    assert resolve("auto", torch.nn.Identity(), "cpu") == "torch"  # not a student (a teacher)
+    assert resolve("auto", model, "cuda") == "torch"
+    assert compile_for(model, "torch") is model
+    with pytest.raises(SharpkdError, match="runs on the CPU"):
+        resolve("openvino", model, "cuda")
+    with pytest.raises(SharpkdError, match="runtime must be one of"):
+        resolve("tensorrt", model)
+
+
+def test_sharpener_runs_16_bit_images_on_torch(weights):
+    sharpener = Sharpener(weights)  # auto runtime
+    img16 = rand(20, 24).astype(np.uint16) * 257
+    out = sharpener(img16)
+    assert out.dtype == np.uint16
+    assert np.array_equal(out, run_model(sharpener.model, img16))
+
+
+def test_bench_compare_times_every_installed_runtime(capsys, weights):
+    import json
+
+    assert main(["bench", "--weights", str(weights), "--height", "32", "--width", "48", "--runs", "1",
+                 "--warmup", "0", "--compare", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    names = [r["runtime"] for r in result["runtimes"]]
+    assert names[0] == "torch" and set(COMPILED) <= set(names)
+    assert all(r["median_ms"] > 0 for r in result["runtimes"])
