@@ -250,3 +250,55 @@ def test_load_mismatched_weights(tmp_path):
     save_file(tensors, str(path), metadata=meta)
     with pytest.raises(SharpkdError, match="do not match"):
         load_student(path)
+
+
+PATCH_CONFIGS = [{"channels": 8, "blocks": 0, "unshuffle": 2, "head": "patch"},
+                 {"channels": 16, "blocks": 2, "unshuffle": 4, "head": "patch"}]
+
+
+@pytest.mark.parametrize("config", PATCH_CONFIGS)
+def test_patch_head_is_unshuffle_then_1x1_and_tail_is_1x1_then_shuffle(config):
+    """The strided patch head/tail compute exactly the pixel_unshuffle/pixel_shuffle form with 1x1 convs."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(3)
+    model = randomised(build_student("sharp", **config), std=0.1).eval().reparameterize()
+    s, c = config["unshuffle"], config["channels"]
+    x = torch.rand(2, 3, 8 * s, 5 * s)
+    with torch.no_grad():
+        z = F.relu(F.conv2d(F.pixel_unshuffle(x, s), model.head.weight.reshape(c, 3 * s * s, 1, 1), model.head.bias))
+        for block in model.body:
+            z = F.relu(block(z))
+        w = model.tail.weight.permute(1, 2, 3, 0).reshape(3 * s * s, c, 1, 1)  # (C, 3, s, s) -> (3*s*s, C)
+        r = F.pixel_shuffle(F.conv2d(z, w), s) + model.tail.bias.view(1, 3, 1, 1)
+        assert (model(x) - (x + r).clamp(0, 1)).abs().max() <= 1e-5
+
+
+@pytest.mark.parametrize("config", PATCH_CONFIGS)
+def test_patch_head_untrained_is_identity_and_keeps_odd_sizes(config):
+    x = torch.rand(1, 3, 19, 23)
+    with torch.no_grad():
+        assert torch.equal(build_student("sharp", **config)(x), x)
+        y = randomised(build_student("sharp", **config), std=0.1)(x)
+    assert y.shape == x.shape and not torch.equal(y, x)
+
+
+@pytest.mark.parametrize("config", PATCH_CONFIGS)
+def test_count_macs_patch_formula(config):
+    model = build_student("sharp", **config).reparameterize()
+    s, c, b = config["unshuffle"], config["channels"], config["blocks"]
+    h, w = 64, 48
+    assert count_macs(model, h, w) == (h // s) * (w // s) * (3 * s * s * c + 9 * b * c * c + c * 3 * s * s)
+
+
+def test_patch_head_round_trip_and_old_configs_unchanged(tmp_path):
+    model = randomised(build_student("sharp", **PATCH_CONFIGS[1]), std=0.1).eval()
+    save_student(model, tmp_path / "p.safetensors")
+    loaded, meta = load_student(tmp_path / "p.safetensors")
+    assert json.loads(meta["config"])["head"] == "patch"
+    x = torch.rand(1, 3, 21, 30)
+    with torch.no_grad():
+        assert (loaded(x) - model(x)).abs().max() <= 1e-5
+    assert "head" not in build_student("sharp").config  # files saved before the option load as before
+    with pytest.raises(SharpkdError, match="head must be one of"):
+        build_student("sharp", head="conv5x5")

@@ -10,7 +10,8 @@ clean-and-compressed mixture -- then score its folded (shipped) form whole on th
 validation photos at full size through every ``--val-links`` set (PSNR, RGB, 255), after each
 epoch (the PSNR-vs-steps curve), and time it on a 1920x1080 frame with ``sharpkd bench``'s
 code (runtime ``auto``).  One JSON per run in ``--out`` (default ``metrics/photos/frontier/``);
-``--plot`` draws every saved run, PSNR against ms per frame (log x).
+``--plot`` draws every saved run, PSNR against ms per frame (log x).  The trained weights go to
+``.sharpkd/frontier/`` (git-ignored).
 
     .venv/bin/python tools/frontier.py --name patch-c16b1 --config '{"channels":16,"blocks":1,"unshuffle":4,"head":"patch"}'
     .venv/bin/python tools/frontier.py --plot
@@ -118,7 +119,9 @@ def run(args: argparse.Namespace) -> dict:
     timing = benchmark(folded, 1080, 1920, runs=args.runs, warmup=2, runtime="auto")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    save_student(model, out / f"{args.name}.safetensors", {"frontier": args.name})
+    weights = ROOT / ".sharpkd/frontier" / f"{args.name}.safetensors"  # git-ignored: the JSON is the result
+    weights.parent.mkdir(parents=True, exist_ok=True)
+    save_student(model, weights, {"frontier": args.name})
     result = {"name": args.name, "arch": args.arch, "config": json.loads(args.config), "train_links": train_links,
               "steps": args.steps, "epochs": args.epochs, "lr": args.lr, "seed": args.seed,
               "psnr": final, "input_psnr": inputs, "gain": {k: final[k] - inputs[k] for k in final},
