@@ -106,32 +106,55 @@ def run(args: argparse.Namespace) -> dict:
     def validate(model) -> dict:
         return {"val_psnr": score(model, [val_links[0]])[val_links[0]]}
 
-    torch.manual_seed(args.seed)
-    model = build_student(args.arch, **json.loads(args.config))
-    l2 = torch.nn.functional.mse_loss
-    t0 = time.perf_counter()
-    model, best, history = fit(model, Pairs(deg, gt), lambda out, y, t: (l2(out, y), {}), lr=args.lr,
-                               epochs=args.epochs, steps_per_epoch=args.steps // args.epochs, batch=16, patch=64,
-                               seed=args.seed, desc=args.name)
-    train_s = time.perf_counter() - t0
+    weights = ROOT / ".sharpkd/frontier" / f"{args.name}.safetensors"  # git-ignored: the JSON is the result
+    if args.score:  # score weights this tool saved before (same arguments), without training again
+        from sharpkd.models import load_student
+
+        model, _ = load_student(weights)
+        best, history, train_s = {}, [], None
+    else:
+        torch.manual_seed(args.seed)
+        model = build_student(args.arch, **json.loads(args.config))
+        l2 = torch.nn.functional.mse_loss
+        t0 = time.perf_counter()
+        model, best, history = fit(model, Pairs(deg, gt), lambda out, y, t: (l2(out, y), {}), lr=args.lr,
+                                   epochs=args.epochs, steps_per_epoch=args.steps // args.epochs, batch=16,
+                                   patch=64, seed=args.seed, validate=validate, desc=args.name)
+        train_s = round(time.perf_counter() - t0)
     final = score(model, val_links)
     folded = inference_copy(model)
     timing = benchmark(folded, 1080, 1920, runs=args.runs, warmup=2, runtime="auto")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    weights = ROOT / ".sharpkd/frontier" / f"{args.name}.safetensors"  # git-ignored: the JSON is the result
     weights.parent.mkdir(parents=True, exist_ok=True)
-    save_student(model, weights, {"frontier": args.name})
+    if not args.score:
+        save_student(model, weights, {"frontier": args.name})
     result = {"name": args.name, "arch": args.arch, "config": json.loads(args.config), "train_links": train_links,
               "steps": args.steps, "epochs": args.epochs, "lr": args.lr, "seed": args.seed,
               "psnr": final, "input_psnr": inputs, "gain": {k: final[k] - inputs[k] for k in final},
               "curve": [{"step": r["step"], "val_psnr": r["val_psnr"]} for r in history],
               "best_epoch": best.get("epoch"), "ms_per_1080p": timing["median_ms"], "fps_1080p": timing["fps"],
-              "train_threads": args.threads, "train_seconds": round(train_s)} | model_cost(folded)
+              "train_threads": args.threads, "train_seconds": train_s} | model_cost(folded)
     from sharpkd.fsutil import write_json
 
     write_json(out / f"{args.name}.json", result)
     return result
+
+
+def retime(folder: Path, runs: int) -> None:
+    """Time every saved run's weights again (``ms_per_1080p``, ``fps_1080p``), one after another
+    in one process: on a shared machine, rerun this when it is quiet."""
+    from sharpkd.bench import benchmark
+    from sharpkd.fsutil import write_json
+    from sharpkd.models import load_student
+
+    for path in sorted(folder.glob("*.json")):
+        result = json.loads(path.read_text())
+        model, _ = load_student(ROOT / ".sharpkd/frontier" / f"{result['name']}.safetensors")
+        timing = benchmark(model, 1080, 1920, runs=runs, warmup=2, runtime="auto")
+        result |= {"ms_per_1080p": timing["median_ms"], "fps_1080p": timing["fps"]}
+        write_json(path, result)
+        print(f"{result['name']}: {timing['median_ms']:.1f} ms, {timing['fps']:.1f} fps")
 
 
 def plot(folder: Path) -> Path:
@@ -177,8 +200,13 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=10, help="timed runs of the 1080p benchmark")
     ap.add_argument("--photos", default=str(ROOT.parent / "shared/data/photos"))
     ap.add_argument("--out", default=str(ROOT / "metrics/photos/frontier"))
+    ap.add_argument("--score", action="store_true", help="score the weights an earlier run of the same --name saved")
+    ap.add_argument("--retime", action="store_true", help="only time every saved run's weights again")
     ap.add_argument("--plot", action="store_true", help="only draw the saved runs into <out>/frontier.png")
     args = ap.parse_args()
+    if args.retime:
+        retime(Path(args.out), args.runs)
+        return
     if args.plot:
         print(plot(Path(args.out)))
         return
