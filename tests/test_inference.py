@@ -132,3 +132,24 @@ def test_prepare_puts_weights_channels_last_in_eval_mode():
     net = torch.nn.Conv2d(3, 8, 3).train()
     assert prepare(net) is net and not net.training
     assert net.weight.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_self_ensemble_of_an_equivariant_model_is_the_model():
+    from sharpkd.inference import SelfEnsemble
+
+    blur = torch.nn.Conv2d(3, 3, 3, padding=1, bias=False, groups=3)
+    with torch.no_grad():
+        blur.weight.copy_(torch.tensor([[1.0, 2, 1], [2, 4, 2], [1, 2, 1]]).div(16).expand(3, 1, 3, 3))
+    x = torch.rand(1, 3, 13, 17)
+    with torch.no_grad():
+        assert (SelfEnsemble(blur)(x) - blur(x)).abs().max() < 1e-6
+
+
+def test_self_ensemble_averages_the_eight_transforms():
+    from sharpkd.inference import SelfEnsemble
+
+    shift = lambda x: torch.roll(x, 1, dims=-1)  # noqa: E731 - not equivariant to flips or rotations
+    x = torch.rand(1, 3, 6, 6)
+    want = (shift(x) + torch.roll(x, -1, -1) + torch.roll(x, 1, -2) + torch.roll(x, -1, -2)) / 4
+    got = SelfEnsemble(type("M", (torch.nn.Module,), {"forward": lambda self, t: shift(t)})())(x)
+    assert torch.allclose(got, want, atol=1e-6)
