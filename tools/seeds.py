@@ -1,0 +1,116 @@
+#!/usr/bin/env python3
+"""Distillation measured over seeds: ground truth only vs distilled, same budget, N seeds per arm.
+
+Reads what the pipeline made for ``--profile`` (``data/<profile>/slices``, ``degraded`` and
+``teacher`` shards: run ``dvc repro`` or ``dvc pull`` first) and the ``train`` section of
+``params.yaml``, then trains the student ``--seeds`` times per arm with
+:func:`sharpkd.distill.train_student` (the pipeline's own training): arm ``gt_only`` with
+``loss.l2_teacher = 0``, arm ``distilled`` with the params as they are (seed ``s`` gives both
+arms the same initial weights and the same batches).  Each run's best epoch is scored on the
+full-size validation images with :func:`sharpkd.inference.run_model` (RGB PSNR, data range 255).
+
+Reported in ``metrics/<profile>/seeds.json`` (``tools/results.py --update README.md`` renders it):
+
+* per arm: the mean validation PSNR of each seed, their mean and sample sd;
+* ``seed_paired``: distilled minus gt_only per seed, mean, sd and the 95% t-interval over seeds;
+* ``image_paired``: per validation image, the distilled minus gt_only PSNR averaged over seeds;
+  mean and the 95% t-interval over images, and on how many images distillation is ahead.
+
+    .venv/bin/python tools/seeds.py --profile default --seeds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def interval(values: list[float], confidence: float = 0.95) -> dict:
+    """Mean, sample sd and the two-sided t-interval of the mean of ``values``."""
+    from scipy import stats
+
+    v = np.asarray(values, dtype=np.float64)
+    n = len(v)
+    mean = float(v.mean())
+    sd = float(v.std(ddof=1)) if n > 1 else 0.0
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * sd / np.sqrt(n)) if n > 1 else float("nan")
+    return {"n": n, "mean": mean, "sd": sd, "ci95_low": mean - half, "ci95_high": mean + half}
+
+
+def summarise(per_image: dict[str, dict[int, list[float]]]) -> dict:
+    """``per_image[arm][seed]`` = PSNR of each validation image -> the report (module docstring)."""
+    arms = {}
+    for arm, runs in per_image.items():
+        means = [float(np.mean(v)) for _, v in sorted(runs.items())]
+        arms[arm] = {"seeds": sorted(runs), "psnr": means} | {k: v for k, v in interval(means).items() if k in ("mean", "sd")}
+    seeds = sorted(set(per_image["gt_only"]) & set(per_image["distilled"]))
+    by_seed = [float(np.mean(per_image["distilled"][s]) - np.mean(per_image["gt_only"][s])) for s in seeds]
+    diff = np.mean([np.subtract(per_image["distilled"][s], per_image["gt_only"][s]) for s in seeds], axis=0)
+    image = interval(diff.tolist()) | {"ahead": int((diff > 0).sum()), "images": int(diff.size)}
+    return {"arms": arms, "seed_paired": interval(by_seed), "image_paired": image}
+
+
+def run(profile: str, seeds: int) -> dict:
+    from sharpkd import stage
+    from sharpkd.distill import TrainData, inference_copy, train_student
+    from sharpkd.inference import run_model
+    from sharpkd.metrics import psnr
+    from sharpkd.shards import read_split
+
+    params = stage.load_params("train")
+    data_dir = ROOT / "data" / profile
+    gt = read_split(data_dir / "slices", "train")
+    names = list(gt)
+    val_gt = read_split(data_dir / "slices", "val_full")
+    data = TrainData(
+        degraded=list(read_split(data_dir / "degraded", "train", names).values()), gt=list(gt.values()),
+        teacher=list(read_split(data_dir / "teacher", "train", names).values()),
+        val_degraded=list(read_split(data_dir / "degraded", "val_full", list(val_gt)).values()),
+        val_gt=list(val_gt.values()), val_names=list(val_gt))
+    per_image: dict[str, dict[int, list[float]]] = {"gt_only": {}, "distilled": {}}
+    for seed in range(seeds):
+        for arm in per_image:
+            p = copy.deepcopy(params)
+            p["seed"] = seed
+            if arm == "gt_only":
+                p["loss"]["l2_teacher"] = 0.0
+            model, best, _ = train_student(p, data, device="cpu")
+            folded = inference_copy(model)
+            per_image[arm][seed] = [float(psnr(run_model(folded, d), g)) for d, g in zip(data.val_degraded, data.val_gt)]
+            print(f"seed {seed} {arm}: best epoch {best['epoch']}, val PSNR {np.mean(per_image[arm][seed]):.3f} dB",
+                  flush=True)
+    report = summarise(per_image)
+    report |= {"profile": profile, "train": {k: params[k] for k in ("arch", "arch_config", "epochs", "steps_per_epoch",
+                                                                    "batch", "patch", "lr")},
+               "loss": params["loss"], "val_images": len(val_gt), "per_image": per_image}
+    return report
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--profile", default="default")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--out", help="default metrics/<profile>/seeds.json")
+    args = ap.parse_args()
+    if args.seeds < 2:
+        ap.error("--seeds must be at least 2 (a spread needs two runs)")
+    from sharpkd.fsutil import write_json
+
+    report = run(args.profile, args.seeds)
+    out = Path(args.out or ROOT / "metrics" / args.profile / "seeds.json")
+    write_json(out, report)
+    s, i = report["seed_paired"], report["image_paired"]
+    print(f"distilled - gt_only: {s['mean']:+.3f} dB over {s['n']} seeds (95% CI {s['ci95_low']:+.3f} to "
+          f"{s['ci95_high']:+.3f}); per image {i['mean']:+.3f} dB (95% CI {i['ci95_low']:+.3f} to "
+          f"{i['ci95_high']:+.3f}), ahead on {i['ahead']} of {i['images']}; wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
