@@ -7,6 +7,12 @@ real link does, optionally a lossy codec on the small frame in between.
 sizes are edge-padded to even for 4:2:0 and cropped back).  A real call's P-frames are coded
 against earlier frames; a single intra frame is the still-image stand-in for them.
 
+A *link* is one codec setting written as a spec string (:func:`parse_link`, :func:`link_name`):
+``none``, ``jpeg:Q`` or ``h264:CRF``.  ``degrade.train_links`` mixes links over the training
+crops (each crop through one link, :func:`draw_link`: a function of ``degrade.seed`` and the
+crop's name only); ``degrade.val_links`` adds validation sets, the validation images through
+each link, that every method is scored on besides the primary (``codec``) set.
+
 Both resamplings use Pillow's ``Image.BILINEAR``.  Pillow's bilinear filter is *antialiased*
 when it shrinks (its support widens with the scale factor, like ``cv2.INTER_AREA`` rather
 than ``cv2.INTER_LINEAR``), so the 60% image carries little aliasing; upscaling is plain
@@ -14,6 +20,8 @@ bilinear interpolation.  The output always has exactly the input's size, odd siz
 """
 
 from __future__ import annotations
+
+import hashlib
 
 import numpy as np
 from PIL import Image
@@ -122,3 +130,97 @@ def link_params(p: dict) -> dict:
     ``degrade`` section (``codec``, ``jpeg_quality``, ``h264_crf``; absent keys: the report's)."""
     return {"codec": p.get("codec", "none"), "jpeg_quality": int(p.get("jpeg_quality", 75)),
             "h264_crf": int(p.get("h264_crf", 23))}
+
+
+# --------------------------------------------------------------------------------------------
+# links: one codec setting as a spec string, training mixtures, extra validation sets
+
+LINK_FORMS = "none, jpeg:Q, h264:CRF"
+
+
+def parse_link(spec, where: str = "degrade link") -> dict:
+    """A link spec string -- ``"none"``, ``"jpeg:Q"`` (Pillow quality 1..100) or ``"h264:CRF"``
+    (libx264 CRF 0..51) -- as the codec keyword arguments of :func:`degrade` (``codec``,
+    ``jpeg_quality``, ``h264_crf``; the unused ones at their defaults).  ``where`` names the
+    setting in the one-line :class:`SharpkdError` a bad spec gives."""
+    text = spec.strip() if isinstance(spec, str) else None
+    codec, _, value = (text or "").partition(":")
+    out = {"codec": codec, "jpeg_quality": 75, "h264_crf": 23}
+    if text == "none":
+        return out | {"codec": "none"}
+    if codec in ("jpeg", "h264") and value.isdigit() and value.isascii():
+        q = int(value)
+        if codec == "jpeg":
+            if not 1 <= q <= 100:
+                raise SharpkdError(f"{where}: {spec!r}: JPEG quality must be 1..100")
+            return out | {"jpeg_quality": q}
+        if not 0 <= q <= 51:
+            raise SharpkdError(f"{where}: {spec!r}: H.264 CRF must be 0..51")
+        return out | {"h264_crf": q}
+    raise SharpkdError(f"{where}: {spec!r} is not a link ({LINK_FORMS})")
+
+
+def link_name(codec: str = "none", jpeg_quality: int = 75, h264_crf: int = 23) -> str:
+    """The spec string of a link (inverse of :func:`parse_link`): ``none``, ``jpeg:75``, ``h264:23``."""
+    if codec == "none":
+        return "none"
+    if codec == "jpeg":
+        return f"jpeg:{int(jpeg_quality)}"
+    if codec == "h264":
+        return f"h264:{int(h264_crf)}"
+    raise SharpkdError(f"degrade.codec must be one of {list(CODECS)}, got {codec!r}")
+
+
+def link_slug(spec: str) -> str:
+    """A file-name-safe form of a link spec: ``h264:23`` -> ``h264_23``."""
+    return link_name(**parse_link(spec)).replace(":", "_")
+
+
+def link_split(split: str, spec: str) -> str:
+    """The shard split name of validation split ``split`` degraded through link ``spec``:
+    ``val_full.h264_23`` (degrade stage's ``degraded_links``, teacher stage's ``teacher_links``)."""
+    return f"{split}.{link_slug(spec)}"
+
+
+def link_list(value, key: str) -> list[str]:
+    """``degrade.train_links`` / ``degrade.val_links`` as canonical spec strings, checked
+    (``[]`` or absent: none; a single string: a list of one)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        raise SharpkdError(f"degrade.{key} must be a list of links ({LINK_FORMS}), got {value!r}")
+    return [link_name(**parse_link(v, f"degrade.{key}")) for v in value]
+
+
+def val_links(p: dict) -> list[str]:
+    """The extra validation links of the params.yaml ``degrade`` section, each once, in order."""
+    links = link_list(p.get("val_links"), "val_links")
+    dup = sorted({s for s in links if links.count(s) > 1})
+    if dup:
+        raise SharpkdError(f"degrade.val_links lists {dup[0]!r} more than once")
+    return links
+
+
+def draw_link(name: str, links: list[str], seed: int = 0) -> str:
+    """The link of training crop ``name`` in the mixture ``links`` (uniform over the list, so a
+    repeated entry weighs more): a function of ``seed`` and the crop's name only (sha256 of
+    ``f"{seed}:{name}"``), so adding or removing other crops never changes its draw."""
+    if not links:
+        raise SharpkdError("draw_link needs at least one link")
+    h = hashlib.sha256(f"{int(seed)}:{name}".encode()).digest()
+    return links[int.from_bytes(h[:8], "big") % len(links)]
+
+
+def train_assignment(names, p: dict) -> dict[str, str]:
+    """``{crop name: link spec}`` for the training crops: drawn from ``degrade.train_links``
+    (seeded by ``degrade.seed``), or the ``codec`` link for every crop when the list is empty."""
+    mixture = link_list(p.get("train_links"), "train_links")
+    seed = p.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise SharpkdError(f"degrade.seed must be an integer, got {seed!r}")
+    if not mixture:
+        primary = link_name(**link_params(p))
+        return {n: primary for n in names}
+    return {n: draw_link(n, mixture, seed) for n in names}

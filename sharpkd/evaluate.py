@@ -9,7 +9,9 @@ Scores: RGB PSNR and SSIM with :data:`sharpkd.metrics.SSIM_SETTINGS`, per image 
 over images.
 
 Two files come out of a run: :func:`summary` (``eval.json``, declared as DVC metrics: numbers
-worth diffing) and :func:`settings` (``eval_settings.json``: how they were measured).
+worth diffing) and :func:`settings` (``eval_settings.json``: how they were measured).  The stage
+scores the primary set (``degrade.codec``) and each extra link set (``degrade.val_links``) the
+same way; ``eval.json`` keeps the latter under ``links.<spec>`` with the primary set's keys.
 """
 
 from __future__ import annotations
@@ -57,14 +59,18 @@ def summary(rows: list[dict]) -> dict:
 
 
 def settings(*, scale: float, unsharp: tuple[float, float], sizes: Sequence[str], student_arch: str,
-             teacher: Mapping, report_size: str | None, link: Mapping | None = None) -> dict:
-    """How ``eval.json`` was measured (not a metrics file: nothing here is worth diffing)."""
+             teacher: Mapping, report_size: str | None, link: Mapping | None = None,
+             val_links: Sequence[str] = (), train_links: Sequence[str] = ()) -> dict:
+    """How ``eval.json`` was measured (not a metrics file: nothing here is worth diffing).
+    ``val_links``: the extra link sets (``eval.json`` ``links``); ``train_links``: the training mixture."""
     return {
         "degradation": {"scale": scale, "down": "bilinear (antialiased, Pillow)", "up": "bilinear"}
                        | dict(link or {"codec": "none"}),
         "unsharp": {"radius": unsharp[0], "amount": unsharp[1], "tuned_on": "training crops"},
         "sizes": sorted(sizes),
         "report_protocol_size": report_size,
+        "val_links": list(val_links),
+        "train_links": list(train_links),
         "student": {"arch": student_arch},
         "teacher": dict(teacher),
         "ssim_settings": {k: v for k, v in SSIM_SETTINGS.items() if k != "reference"},

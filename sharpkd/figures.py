@@ -217,11 +217,13 @@ def _scores_frame(rows) -> pd.DataFrame:
     missing = [c for c in SCORE_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"score rows lack column(s) {missing}; each row needs {SCORE_COLUMNS}")
-    return df[SCORE_COLUMNS]
+    return df[SCORE_COLUMNS + (["link"] if "link" in df.columns else [])]
 
 
 def write_scores_csv(path: str | os.PathLike, rows: Sequence[Mapping]) -> None:
-    """Per-image scores as CSV (columns image, method, psnr, ssim; sorted by image then method).
+    """Per-image scores as CSV (columns image, method, psnr, ssim, and ``link`` when the rows name
+    the link their set went through; sorted by image then method, rows of one image and method in
+    the order given: the primary set first, then the extra link sets).
 
     Values are written unrounded (full float precision), atomically.
     """
@@ -232,14 +234,17 @@ def write_scores_csv(path: str | os.PathLike, rows: Sequence[Mapping]) -> None:
 
 def read_scores_csv(path: str | os.PathLike) -> list[dict]:
     """Read a CSV written by :func:`write_scores_csv` back into row dicts (exact floats)."""
-    df = pd.read_csv(path, dtype={"image": str, "method": str})
+    df = pd.read_csv(path, dtype={"image": str, "method": str, "link": str}, keep_default_na=False)
     missing = [c for c in SCORE_COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"{path}: not a scores CSV, lacks column(s) {missing}")
-    return [
+    rows = [
         {"image": r.image, "method": r.method, "psnr": float(r.psnr), "ssim": float(r.ssim)}
         for r in df[SCORE_COLUMNS].itertuples(index=False)
     ]
+    if "link" in df.columns:  # the link each row's set went through (older files: none recorded)
+        rows = [r | {"link": link} for r, link in zip(rows, df["link"])]
+    return rows
 
 
 def _plain_table(header: list[str], body: list[list[str]], right: list[bool]) -> str:

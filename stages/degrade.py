@@ -1,11 +1,17 @@
-"""Stage degrade: bilinear down to `scale`, optionally a link's codec, bilinear back up, on every split."""
+"""Stage degrade: bilinear down to `scale`, optionally a link's codec, bilinear back up, on every split.
+
+Training crops go through the ``codec`` link, or each through one link drawn from
+``train_links`` (seeded by ``seed`` and the crop's name); the validation splits go through the
+``codec`` link (the primary set) and, as extra validation sets, through each of ``val_links``.
+"""
 
 import argparse
+from collections import Counter
 
 from sharpkd import stage
 from sharpkd.data import degrade_all
-from sharpkd.degrade import link_params
-from sharpkd.fsutil import atomic_dir
+from sharpkd.degrade import degrade, link_list, link_name, link_params, link_split, parse_link, train_assignment, val_links
+from sharpkd.fsutil import atomic_dir, write_json
 from sharpkd.shards import read_split, split_names, write_split
 
 
@@ -13,13 +19,43 @@ def run() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--slices", required=True, help="folder written by the slice stage")
     ap.add_argument("--out", required=True, help="folder for the degraded shards")
+    ap.add_argument("--links-out", required=True, help="folder for the validation images through each of val_links")
+    ap.add_argument("--provenance", required=True, help="JSON record: the link of every training crop")
     args = ap.parse_args()
     p = stage.load_params("degrade")
     link = link_params(p)
+    primary = link_name(**link)
+    extra = val_links(p)
+    mixture = link_list(p.get("train_links"), "train_links")
+    splits = split_names(args.slices)
+    assignment = {}
     with atomic_dir(args.out) as tmp:
-        for split in split_names(args.slices):
-            write_split(tmp, split, degrade_all(read_split(args.slices, split), p["scale"], **link))
-    print(f"degrade: scale {p['scale']}, codec {link['codec']}")
+        for split in splits:
+            images = read_split(args.slices, split)
+            if split == "train":
+                assignment = train_assignment(images, p)
+            if split == "train" and mixture:
+                out = {n: degrade(img, p["scale"], **parse_link(assignment[n])) for n, img in images.items()}
+            else:  # the primary link: with train_links [] the training crops' bytes are as before
+                out = degrade_all(images, p["scale"], **link)
+            write_split(tmp, split, out)
+    manifest = {}
+    with atomic_dir(args.links_out) as tmp:
+        for split in (s for s in splits if s != "train"):
+            images = read_split(args.slices, split)
+            for spec in extra:
+                name = link_split(split, spec)
+                write_split(tmp, name, degrade_all(images, p["scale"], **parse_link(spec)))
+                manifest.setdefault(spec, {})[split] = name
+        write_json(tmp / "links.json", {"scale": p["scale"], "val_links": manifest})
+    counts = Counter(assignment.values())
+    write_json(args.provenance, {
+        "scale": p["scale"], "primary_link": primary, "train_links": mixture, "seed": p.get("seed", 0),
+        "train_counts": dict(sorted(counts.items())), "train_crops": assignment, "val_links": extra,
+    })
+    mix = ", ".join(f"{k} x{v}" for k, v in sorted(counts.items()))
+    print(f"degrade: scale {p['scale']}, codec {link['codec']} ({primary}); training crops: {mix}"
+          + (f"; extra validation sets: {', '.join(extra)}" if extra else ""))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Stage evaluate: restore every full validation image with every method and score them, at full
-size and (when the slice stage wrote them) at the report's protocol size."""
+size and (when the slice stage wrote them) at the report's protocol size, through the primary link
+(``degrade.codec``) and through each extra link of ``degrade.val_links``."""
 
 import argparse
 
@@ -10,7 +11,7 @@ from sharpkd.figures import format_scores_table, save_grid, write_scores_csv
 from sharpkd.fsutil import atomic_dir, safetensors_metadata, write_json
 from sharpkd.inference import prepare, run_many
 from sharpkd.cost import model_cost
-from sharpkd.degrade import link_params
+from sharpkd.degrade import link_list, link_name, link_params, link_split, parse_link, val_links
 from sharpkd.models import load_student
 from sharpkd.shards import read_split, split_names
 
@@ -19,7 +20,9 @@ def run() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--slices", required=True)
     ap.add_argument("--degraded", required=True)
+    ap.add_argument("--links", required=True, help="validation images through each extra link (degrade stage)")
     ap.add_argument("--teacher", required=True, help="teacher output shards")
+    ap.add_argument("--teacher-links", required=True, help="teacher outputs on the extra link sets (teacher stage)")
     ap.add_argument("--teacher-model", required=True, help="teacher weights (their metadata names the teacher)")
     ap.add_argument("--model", required=True, help="student weights")
     ap.add_argument("--metrics", required=True, help="summary JSON: the declared metrics (committed)")
@@ -31,6 +34,7 @@ def run() -> None:
     p = stage.load_params("evaluate")
     degrade_p = stage.load_params("degrade")
     scale, link = degrade_p["scale"], link_params(degrade_p)
+    primary, extra = link_name(**link), val_links(degrade_p)
     device = stage.resolve_device(p["device"])
 
     train_gt = read_split(args.slices, "train")
@@ -40,20 +44,31 @@ def run() -> None:
     student, meta = load_student(args.model, device=device)
     prepare(student, device)
     teacher_splits = set(split_names(args.teacher))
+    link_teacher_splits = set(split_names(args.teacher_links))
 
-    def score_split(split):
+    def score_split(split, spec=None):
+        """Score validation split ``split`` through the primary link, or through extra link ``spec``
+        (its degraded images and teacher outputs from the link folders, its baselines from the same
+        received frame)."""
         gt = read_split(args.slices, split)
         names = list(gt)
-        degraded = read_split(args.degraded, split, names)
-        networks = {"teacher": list(read_split(args.teacher, split, names).values())}
-        if f"as_is_{split}" in teacher_splits:
-            networks = {"teacher_as_is": list(read_split(args.teacher, f"as_is_{split}", names).values())} | networks
-        networks["student"] = run_many(student, degraded.values(), device=device, desc=f"student, {split}")
+        if spec is None:
+            shard, deg_dir, t_dir, t_splits, lk = split, args.degraded, args.teacher, teacher_splits, link
+        else:
+            shard, deg_dir, t_dir, t_splits, lk = (link_split(split, spec), args.links, args.teacher_links,
+                                                   link_teacher_splits, parse_link(spec))
+        degraded = read_split(deg_dir, shard, names)
+        networks = {"teacher": list(read_split(t_dir, shard, names).values())}
+        if f"as_is_{shard}" in t_splits:
+            networks = {"teacher_as_is": list(read_split(t_dir, f"as_is_{shard}", names).values())} | networks
+        networks["student"] = run_many(student, degraded.values(), device=device, desc=f"student, {shard}")
         rows, outputs = evaluate(names, list(gt.values()), list(degraded.values()), networks, scale=scale,
-                                 unsharp=unsharp, link=link)
+                                 unsharp=unsharp, link=lk)
+        rows = [r | {"link": spec or primary} for r in rows]
         result = summary(rows)
         h, w = next(iter(gt.values())).shape[:2]
-        print(f"{split}: {len(names)} images" + (f" at {w}x{h}" if split == "val_report" else ""))
+        print(f"{split}: {len(names)} images" + (f" at {w}x{h}" if split == "val_report" else "")
+              + f", link {spec or primary}" + (" (primary)" if spec is None else ""))
         print(format_scores_table(result["methods"]))
         return gt, rows, outputs, result, f"{w}x{h}"
 
@@ -68,11 +83,19 @@ def run() -> None:
         _, rrows, _, rmetrics, report_size = score_split("val_report")
         metrics["report_protocol"] = {k: rmetrics[k] for k in ("methods", "student_gain_over_input")}
         rows += [r | {"image": f"{report_size}/{r['image']}"} for r in rrows]
+    for spec in extra:  # every method on each extra link set, at every validation scale
+        _, lrows, _, lmetrics, _ = score_split("val_full", spec)
+        metrics.setdefault("links", {})[spec] = {k: lmetrics[k] for k in ("methods", "student_gain_over_input")}
+        rows += lrows
+        if report_size:
+            _, lrows, _, lmetrics, _ = score_split("val_report", spec)
+            metrics["links"][spec]["report_protocol"] = {k: lmetrics[k] for k in ("methods", "student_gain_over_input")}
+            rows += [r | {"image": f"{report_size}/{r['image']}"} for r in lrows]
     metrics["student"] = model_cost(student)
     teacher = safetensors_metadata(args.teacher_model)
     info = settings(scale=scale, unsharp=unsharp, sizes=sizes, student_arch=meta.get("arch", "?"),
                     teacher={"arch": teacher.get("arch"), "kind": teacher.get("kind")}, report_size=report_size,
-                    link=link)
+                    link=link, val_links=extra, train_links=link_list(degrade_p.get("train_links"), "train_links"))
     write_scores_csv(args.scores, rows)
     write_json(args.settings, info)
     write_json(args.metrics, metrics)

@@ -1,4 +1,6 @@
-"""Stage teacher: build or load the teacher, adapt it to the degradation, gate it, run it on every split."""
+"""Stage teacher: build or load the teacher, adapt it to the degradation, gate it, run it on every split
+(and on the extra validation sets of ``degrade.val_links``, written apart so the student does not
+depend on them)."""
 
 import argparse
 from pathlib import Path
@@ -19,7 +21,9 @@ def run() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--slices", required=True, help="ground-truth shards (slice stage)")
     ap.add_argument("--degraded", required=True, help="degraded shards (degrade stage)")
+    ap.add_argument("--links", required=True, help="validation images through each extra link (degrade stage)")
     ap.add_argument("--out", required=True, help="folder for the teacher's output shards")
+    ap.add_argument("--links-out", required=True, help="folder for the teacher's outputs on the extra link sets")
     ap.add_argument("--model", required=True, help="teacher weights to write (.safetensors)")
     ap.add_argument("--metrics", required=True, help="teacher metrics JSON (the gate)")
     ap.add_argument("--state-dir", required=True, help="resume state while adapting (not an output; removed at the end)")
@@ -31,29 +35,38 @@ def run() -> None:
     val_splits = [s for s in VAL_SPLITS if s in present]
     gt = {s: read_split(args.slices, s) for s in ["train", *val_splits]}
     deg = {s: read_split(args.degraded, s, list(gt[s])) for s in gt}
+    # the extra validation sets (val_full.h264_23, ...): scored by the evaluate stage, never gated
+    deg |= {s: read_split(args.links, s) for s in split_names(args.links)}
+    link_splits = [s for s in deg if s not in gt]
     model = build_teacher(p)
 
     def run_teacher(split, desc):
         prepare(model, device)
-        return dict(zip(gt[split], run_many(model, deg[split].values(), tile=p["tile"], overlap=p["overlap"],
-                                            device=device, desc=desc)))
+        return dict(zip(deg[split], run_many(model, deg[split].values(), tile=p["tile"], overlap=p["overlap"],
+                                             device=device, desc=desc)))
 
     a = p["adapt"]
     adapted = a["steps"] > 0
     shards = {}
     if adapted:
-        shards = {f"as_is_{s}": run_teacher(s, f"teacher as is, {s}") for s in val_splits}
+        shards = {f"as_is_{s}": run_teacher(s, f"teacher as is, {s}") for s in val_splits + link_splits}
         pairs = [(deg["train"][n], gt["train"][n]) for n in gt["train"]]
         record = adapt(model, pairs, steps=a["steps"], lr=a["lr"], patch=a["patch"], batch=a["batch"], seed=a["seed"],
                        device=device, state_dir=args.state_dir, checkpoint_every=a.get("checkpoint_every", 50))
-    shards |= {s: run_teacher(s, f"teacher, {s}") for s in val_splits}
+    shards |= {s: run_teacher(s, f"teacher, {s}") for s in val_splits + link_splits}
     gain = teacher_gain(list(gt["val_full"].values()), list(deg["val_full"].values()), list(shards["val_full"].values()),
                         allow_worse=p["allow_worse_than_input"])
     shards["train"] = run_teacher("train", "teacher, training crops")
 
+    on_links = {s for s in shards if s.removeprefix("as_is_") in link_splits}
     with atomic_dir(args.out) as tmp:
         for split, images in shards.items():
-            write_split(tmp, split, images)
+            if split not in on_links:
+                write_split(tmp, split, images)
+    with atomic_dir(args.links_out) as tmp:
+        for split in sorted(on_links):
+            write_split(tmp, split, shards[split])
+        write_json(tmp / "links.json", {"splits": sorted(on_links)})  # never an empty folder
     save_teacher(model, args.model, p)
     d = describe(model)
     metrics = {"gain_over_input_db": round(gain, 4)} | {k: d[k] for k in ("parameters", "macs_per_1080p_frame") if k in d}

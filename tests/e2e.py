@@ -33,7 +33,9 @@ def tracked_files() -> list[str]:
 def tiny_params(params: dict, profile: str = "e2e") -> dict:
     """The committed params with tiny budgets (seconds per stage on a 2-core CPU)."""
     params["profile"] = profile
-    params["degrade"] |= {"codec": "jpeg", "jpeg_quality": 60}  # a lossy link: every stage sees the codec path
+    params["degrade"] |= {"codec": "jpeg", "jpeg_quality": 60,  # a lossy link: every stage sees the codec path
+                          "train_links": ["jpeg:60", "h264:28"],  # a training mixture ...
+                          "val_links": ["h264:28"]}  # ... and one extra validation set
     # fixed-size crops and a second (report-protocol) validation scale, as the photo-pool run uses
     params["slice"] |= {"rows": 3, "cols": 3, "crop_height": 64, "crop_width": 96, "report_size": [232, 128]}
     params["teacher"]["adapt"] |= {"steps": 4, "patch": 32, "batch": 2, "checkpoint_every": 2}

@@ -6,6 +6,7 @@ Tiny params (few steps, no VGG) keep it to a couple of minutes on a 2-core CPU; 
 
 import json
 import shutil
+from collections import Counter
 
 import pytest
 
@@ -39,10 +40,23 @@ def test_repro_writes_honest_metrics(repo):
     assert (repo / "metrics/e2e/comparison.png").stat().st_size > 1000
     assert (repo / "metrics/e2e/train/metrics.json").exists()
     scores = (repo / "metrics/e2e/eval_scores.csv").read_text().splitlines()
-    assert len(scores) == 1 + 2 * 7 * ev["n_images"]
-    assert sum(line.startswith("232x128/") for line in scores) == 7 * ev["n_images"]
+    assert scores[0] == "image,method,psnr,ssim,link"
+    assert len(scores) == 1 + 2 * 2 * 7 * ev["n_images"]  # 2 scales x (primary set + 1 link set) x 7 methods
+    assert sum(line.startswith("232x128/") for line in scores) == 2 * 7 * ev["n_images"]
+    assert Counter(line.rsplit(",", 1)[1] for line in scores[1:]) == {"jpeg:60": 14 * ev["n_images"],
+                                                                       "h264:28": 14 * ev["n_images"]}
     report = ev["report_protocol"]
     assert info["report_protocol_size"] == "232x128" and set(report["methods"]) == set(methods)
+    # the extra validation set: every method, both scales, numbers only, gains over its own received input
+    assert set(ev["links"]) == {"h264:28"} and info["val_links"] == ["h264:28"]
+    link = ev["links"]["h264:28"]
+    assert set(link) == {"methods", "student_gain_over_input", "report_protocol"}
+    assert set(link["methods"]) == set(methods) == set(link["report_protocol"]["methods"])
+    assert link["methods"]["identity"]["psnr"] < methods["identity"]["psnr"]  # H.264 at CRF 28 loses more than JPEG 60
+    assert link["student_gain_over_input"]["psnr_db"] == pytest.approx(
+        link["methods"]["student"]["psnr"] - link["methods"]["identity"]["psnr"], abs=1e-3)
+    record = json.loads((repo / "data/e2e/degrade.json").read_text())
+    assert set(record["train_counts"]) == {"jpeg:60", "h264:28"} and len(record["train_crops"]) == split["n_train_crops"]
     assert info["sizes"] == ["464x256"]
     assert split["n_train_crops"] == 9 * split["n_train"] and split["crop"]["height"] == 64
 

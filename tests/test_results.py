@@ -156,3 +156,58 @@ def test_paired_compares_students_image_by_image_at_each_scale(root):
     write_scores_csv(d / "ablation" / "other-scores.csv", rows([30.0, 30.5]))
     with pytest.raises(ValueError, match="other images"):
         paired(d, "other")
+
+
+def with_links(ev, specs=("h264:23", "h264:28")):
+    ev = json.loads(json.dumps(ev))
+    ev["links"] = {s: {"methods": {m: {"psnr": v["psnr"] - 1 - i, "ssim": v["ssim"] - 0.01} for m, v in ev["methods"].items()},
+                       "student_gain_over_input": {"psnr_db": 1.0, "ssim": 0.02}} for i, s in enumerate(specs)}
+    ev["links"]["h264:28"]["methods"]["student"]["psnr"] = 28.5  # 28.0 received: +0.5
+    return ev
+
+
+def test_table_has_a_column_pair_per_link_set(root):
+    d = root / "metrics" / "p"
+    (d / "eval.json").write_text(json.dumps(with_links(eval_json())))
+    (d / "eval_settings.json").write_text(json.dumps(settings(val_links=["h264:28", "h264:23"])))
+    lines = table(d).splitlines()
+    assert lines[0] == ("| method | PSNR (dB) | SSIM | ΔPSNR vs input | PSNR at H.264 CRF 28 | Δ vs received at H.264 CRF 28 | "
+                        "PSNR at H.264 CRF 23 | Δ vs received at H.264 CRF 23 | params | GMAC / 1080p | CPU fps 1080p | "
+                        "GPU fps 1080p |")  # in params order
+    assert lines[-3].startswith("| **default student") and "| 28.500 | +0.500 | 30.000 | +1.000 |" in lines[-3]
+    assert "| degraded input (identity) | 30.000 | 0.9300 | +0.000 | 28.000 | +0.000 | 29.000 | +0.000 |" in lines[2]
+    assert "H.264 CRF 28, H.264 CRF 23: the same validation images" in lines[-1]
+
+
+def test_a_saved_run_without_links_gets_dashes_in_the_link_columns(root):
+    d = root / "metrics" / "p"
+    (d / "eval.json").write_text(json.dumps(with_links(eval_json())))
+    (d / "ablation" / "gt_only.json").write_text(json.dumps(eval_json(30.9)))
+    (d / "ablation" / "gt_only-settings.json").write_text(json.dumps(settings()))
+    row = next(line for line in table(d).splitlines() if "without distillation" in line)
+    assert "| +0.900 | — | — | — | — | 5,804 |" in row
+
+
+@pytest.mark.parametrize("profile", ["photos", "photos_464"])
+def test_committed_old_schema_runs_render_as_in_the_readme(profile):
+    """metrics/photos*/ predate the link sets: their tables must not change."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    block = readme.split(f"<!-- results:{profile} -->\n", 1)[1].split(f"<!-- /results:{profile} -->", 1)[0]
+    assert "links" not in json.loads((root / "metrics" / profile / "eval.json").read_text())
+    assert table(root / "metrics" / profile) == block
+
+
+@pytest.mark.parametrize("link", ["none", "jpeg:60"])
+def test_paired_reads_only_the_primary_set(root, link):
+    d = root / "metrics" / "p"
+    deg = {"codec": link.partition(":")[0], "jpeg_quality": int(link.partition(":")[2] or 75)}
+    (d / "eval_settings.json").write_text(json.dumps(settings(degradation=deg)))
+    ours = [{"image": f"im{i}", "method": "student", "psnr": 31.0, "ssim": 0.9, "link": link} for i in range(2)]
+    ours += [{"image": f"im{i}", "method": "student", "psnr": 20.0, "ssim": 0.5, "link": "h264:28"} for i in range(2)]
+    write_scores_csv(d / "eval_scores.csv", ours)
+    write_scores_csv(d / "ablation" / "old-scores.csv",  # an older file: no link column
+                     [{"image": f"im{i}", "method": "student", "psnr": 30.0, "ssim": 0.9} for i in range(2)])
+    assert paired(d, "old").startswith("full size: student minus old: mean ΔPSNR +1.000 dB")

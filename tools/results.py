@@ -64,6 +64,34 @@ def _num(value, fmt: str) -> str:
     return "—" if value is None else format(value, fmt)
 
 
+def link_label(spec: str) -> str:
+    """A column title for link ``spec``: ``h264:23`` -> ``H.264 CRF 23``, ``jpeg:75`` -> ``JPEG q75``."""
+    codec, _, value = spec.partition(":")
+    return {"h264": f"H.264 CRF {value}", "jpeg": f"JPEG q{value}"}.get(codec, "no codec" if spec == "none" else spec)
+
+
+def _link_order(ev: dict, info: dict) -> list[str]:
+    """The extra link sets of ``eval.json`` in params order (``eval_settings.json``), else by codec and number."""
+    links = list(ev.get("links") or {})
+    order = [s for s in info.get("val_links") or [] if s in links]
+    def natural(spec: str):
+        codec, _, value = spec.partition(":")
+        return codec, int(value) if value.isdigit() else -1, spec
+
+    return order + sorted((s for s in links if s not in order), key=natural)
+
+
+def _on_links(ev: dict, method: str, specs: list[str]) -> dict:
+    """``{spec: {"psnr", "ssim", "gain"}}`` of ``method`` on each extra link set of ``ev`` (gain:
+    PSNR over that set's own received input)."""
+    out = {}
+    for spec in specs:
+        m = ((ev.get("links") or {}).get(spec) or {}).get("methods") or {}
+        if method in m:
+            out[spec] = m[method] | {"gain": m[method]["psnr"] - m["identity"]["psnr"] if "identity" in m else None}
+    return out
+
+
 def table(metrics_dir: str | Path) -> str:
     """Markdown: one row per method; PSNR/SSIM at full size (and at the report's protocol size
     when evaluated), the gain over the degraded input, parameters, MACs per 1080p frame and the
@@ -81,11 +109,13 @@ def table(metrics_dir: str | Path) -> str:
     methods, base = ev["methods"], ev["methods"]["identity"]
     t = info.get("teacher") or {}
     adapted = "teacher_as_is" in methods
+    specs = _link_order(ev, info)
 
-    rows = []  # (label, full-size scores, report-size scores, params, macs, bench row)
+    rows = []  # (label, full-size scores, report-size scores, params, macs, bench row, {link: scores})
     for name in ("identity", "bicubic", "lanczos", "unsharp"):
         if name in methods:
-            rows.append((LABELS[name], methods[name], report and report["methods"].get(name), None, None, None))
+            rows.append((LABELS[name], methods[name], report and report["methods"].get(name), None, None, None,
+                         _on_links(ev, name, specs)))
     t_params, t_macs = teacher.get("parameters"), teacher.get("macs_per_1080p_frame")
     if "teacher" in methods:
         arch = t.get("arch") or t.get("kind") or "teacher"
@@ -93,9 +123,9 @@ def table(metrics_dir: str | Path) -> str:
             what = ("as downloaded (pretrained, not adapted)" if t.get("kind") != "restormer"
                     else "before adaptation (random init)")
             rows.append((f"teacher {arch}, {what}", methods["teacher_as_is"], rmethods.get("teacher_as_is"),
-                         t_params, t_macs, "teacher"))
+                         t_params, t_macs, "teacher", _on_links(ev, "teacher_as_is", specs)))
         rows.append((f"teacher {arch}, " + ("adapted" if adapted else "as is"), methods["teacher"],
-                     rmethods.get("teacher"), t_params, t_macs, "teacher"))
+                     rmethods.get("teacher"), t_params, t_macs, "teacher", _on_links(ev, "teacher", specs)))
     arch = (info.get("student") or {}).get("arch", "student")
     for stem, label in ABLATION_ROWS.items():
         if stem in runs:
@@ -104,21 +134,28 @@ def table(metrics_dir: str | Path) -> str:
             rows.append((label.format(arch=run_arch), run["methods"]["student"],
                          (run.get("report_protocol") or {}).get("methods", {}).get("student"),
                          st["parameters"], st["macs_per_1080p_frame"],
-                         "student" if run_arch == arch else run_arch))  # same arch, same speed
+                         "student" if run_arch == arch else run_arch,  # same arch, same speed
+                         _on_links(run, "student", specs)))
     st = ev["student"]
     rows.append((f"**default student (`{arch}`), distilled**", methods["student"],
-                 rmethods.get("student"), st["parameters"], st["macs_per_1080p_frame"], "student"))
+                 rmethods.get("student"), st["parameters"], st["macs_per_1080p_frame"], "student",
+                 _on_links(ev, "student", specs)))
 
     rsize = info.get("report_protocol_size") if report else None
     head = ["method", "PSNR (dB)", "SSIM", "ΔPSNR vs input"]
     if rsize:
         head += [f"PSNR at {rsize}", f"SSIM at {rsize}"]
+    for spec in specs:
+        head += [f"PSNR at {link_label(spec)}", f"Δ vs received at {link_label(spec)}"]
     head += ["params", "GMAC / 1080p", "CPU fps 1080p", "GPU fps 1080p"]
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
-    for label, full, small, params, macs, key in rows:
+    for label, full, small, params, macs, key, on_links in rows:
         cells = [label, f"{full['psnr']:.3f}", f"{full['ssim']:.4f}", f"{full['psnr'] - base['psnr']:+.3f}"]
         if rsize:
             cells += [_num(small and small["psnr"], ".3f"), _num(small and small["ssim"], ".4f")]
+        for spec in specs:
+            got = on_links.get(spec) or {}
+            cells += [_num(got.get("psnr"), ".3f"), _num(got.get("gain"), "+.3f")]
         b = bench.get(key, {}) if key else {}
         fps = {k: b[k]["fps"] for k in ("cpu", "cuda") if k in b}
         cells += [_num(params, ","), _num(macs and macs / 1e9, ",.2f"),
@@ -132,6 +169,10 @@ def table(metrics_dir: str | Path) -> str:
             "data_range 255, RGB); PSNR: RGB, data_range 255; "
             + (f"unsharp radius {info['unsharp']['radius']}, amount {info['unsharp']['amount']}." if "unsharp" in info
                else ""))
+    if specs:
+        note += (" " + ", ".join(link_label(s) for s in specs) + ": the same validation images (full size) with the "
+                 "60% frame coded by that link before the upscale, every method restoring what it received; "
+                 "Δ vs received: PSNR gain over that set's own received input.")
     where = []
     for kind, name in (("cpu", "CPU"), ("cuda", "GPU")):
         machines = {json.dumps(r[kind].get("machine", {}), sort_keys=True) for r in bench.values() if kind in r}
@@ -283,6 +324,14 @@ def save_run(name: str, metrics_dir: str | Path) -> list[Path]:
     return written
 
 
+def _primary_link(info: dict) -> str:
+    """The link of the primary validation set, from ``eval_settings.json`` (``none`` when not recorded)."""
+    from sharpkd.degrade import link_name
+
+    d = info.get("degradation") or {}
+    return link_name(**{k: d[k] for k in ("codec", "jpeg_quality", "h264_crf") if k in d})
+
+
 def paired(metrics_dir: str | Path, run: str) -> str:
     """The profile's student against saved run ``run``'s student, image by image (same validation
     images): mean and standard deviation of the PSNR difference, the images where it is better,
@@ -293,8 +342,13 @@ def paired(metrics_dir: str | Path, run: str) -> str:
     other_path = metrics_dir / "ablation" / f"{run}-scores.csv"
     if not other_path.exists():
         raise FileNotFoundError(f"{other_path} not found: save the run with --save-run {run}")
-    ours = {r["image"]: r for r in read_scores_csv(metrics_dir / "eval_scores.csv") if r["method"] == "student"}
-    theirs = {r["image"]: r for r in read_scores_csv(other_path) if r["method"] == "student"}
+    primary = _primary_link(settings(metrics_dir))
+
+    def students(path):  # the primary set's rows (files with a link column also hold the extra link sets)
+        return {r["image"]: r for r in read_scores_csv(path)
+                if r["method"] == "student" and r.get("link", primary) == primary}
+
+    ours, theirs = students(metrics_dir / "eval_scores.csv"), students(other_path)
     if set(ours) != set(theirs):
         raise ValueError(f"{other_path} scores other images than {metrics_dir / 'eval_scores.csv'}")
     scales: dict[str, list[str]] = {}
