@@ -1,10 +1,9 @@
-"""The statistics of tools/seeds.py and the link draw of tools/frontier.py."""
+"""The statistics of tools/seeds.py."""
 
 import math
 
 import pytest
 
-from tools.frontier import draw
 from tools.seeds import interval, summarise
 
 
@@ -25,12 +24,3 @@ def test_summarise_pairs_by_seed_and_by_image():
     assert r["image_paired"]["images"] == 3
     assert r["image_paired"]["ahead"] == 2  # image 3: -0.1 and 0.0 average below zero
     assert r["image_paired"]["mean"] == pytest.approx(r["seed_paired"]["mean"])  # same mean, other spread
-
-
-def test_frontier_link_draw_is_seeded_by_name_only():
-    links = ["none", "h264:23", "h264:28"]
-    names = [f"photo{i}.jpg" for i in range(60)]
-    first = [draw(n, links, 0) for n in names]
-    assert first == [draw(n, links, 0) for n in names]
-    assert [draw(n, links, 0) for n in names[30:]] == first[30:]  # other photos never change a draw
-    assert set(first) == set(links) and first != [draw(n, links, 1) for n in names]

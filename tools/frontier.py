@@ -22,7 +22,6 @@ Degraded photos are cached in ``.sharpkd/frontier-cache/`` (git-ignored; delete 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -34,19 +33,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sharpkd.degrade import degrade  # noqa: E402
-
-
-def parse_link(spec: str) -> dict:  # TEMP until the links branch lands: sharpkd.degrade.parse_link
-    codec, _, q = spec.partition(":")
-    return {"none": {}, "jpeg": {"codec": "jpeg", "jpeg_quality": int(q or 75)},
-            "h264": {"codec": "h264", "h264_crf": int(q or 23)}}[codec]
-
-
-def draw(name: str, links: list[str], seed: int) -> str:
-    """The link of one training photo: seeded by its name, so photos never reshuffle each other."""
-    h = int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:8], "big")
-    return links[h % len(links)]
+from sharpkd.degrade import degrade, draw_link, parse_link  # noqa: E402
 
 
 def load_set(photos: Path, names: list[str], links: list[str], seed: int, cache: Path, desc: str):
@@ -58,7 +45,7 @@ def load_set(photos: Path, names: list[str], links: list[str], seed: int, cache:
     cache.mkdir(parents=True, exist_ok=True)
     deg, gts = [], []
     for name in tqdm(names, desc=desc, unit="photo"):
-        link = links[0] if len(links) == 1 else draw(name, links, seed)
+        link = links[0] if len(links) == 1 else draw_link(name, links, seed)  # as degrade.train_links draws
         gt = load_rgb(photos / name)
         f = cache / f"{Path(name).stem}.{link.replace(':', '-')}.npy"
         if f.exists():
