@@ -8,7 +8,7 @@ from pathlib import Path
 from sharpkd import stage
 from sharpkd.fsutil import atomic_dir, write_json
 from sharpkd.gate import teacher_gain
-from sharpkd.inference import prepare, run_many
+from sharpkd.inference import SelfEnsemble, prepare, run_many
 from sharpkd.shards import read_split, split_names, write_split
 from sharpkd.teacher import adapt, build_teacher, describe, save_teacher
 
@@ -40,9 +40,10 @@ def run() -> None:
     link_splits = [s for s in deg if s not in gt]
     model = build_teacher(p)
 
-    def run_teacher(split, desc):
+    def run_teacher(split, desc, ensemble=False):
         prepare(model, device)
-        return dict(zip(deg[split], run_many(model, deg[split].values(), tile=p["tile"], overlap=p["overlap"],
+        net = SelfEnsemble(model) if ensemble else model
+        return dict(zip(deg[split], run_many(net, deg[split].values(), tile=p["tile"], overlap=p["overlap"],
                                              device=device, desc=desc)))
 
     a = p["adapt"]
@@ -53,10 +54,12 @@ def run() -> None:
         pairs = [(deg["train"][n], gt["train"][n]) for n in gt["train"]]
         record = adapt(model, pairs, steps=a["steps"], lr=a["lr"], patch=a["patch"], batch=a["batch"], seed=a["seed"],
                        device=device, state_dir=args.state_dir, checkpoint_every=a.get("checkpoint_every", 50))
-    shards |= {s: run_teacher(s, f"teacher, {s}") for s in val_splits + link_splits}
+    # teacher.self_ensemble: every output of the (adapted) teacher is its x8 self-ensemble
+    x8 = bool(p.get("self_ensemble", False))
+    shards |= {s: run_teacher(s, f"teacher, {s}", x8) for s in val_splits + link_splits}
     gain = teacher_gain(list(gt["val_full"].values()), list(deg["val_full"].values()), list(shards["val_full"].values()),
                         allow_worse=p["allow_worse_than_input"])
-    shards["train"] = run_teacher("train", "teacher, training crops")
+    shards["train"] = run_teacher("train", "teacher, training crops", x8)
 
     on_links = {s for s in shards if s.removeprefix("as_is_") in link_splits}
     with atomic_dir(args.out) as tmp:
@@ -70,6 +73,10 @@ def run() -> None:
     save_teacher(model, args.model, p)
     d = describe(model)
     metrics = {"gain_over_input_db": round(gain, 4)} | {k: d[k] for k in ("parameters", "macs_per_1080p_frame") if k in d}
+    passes = 8 if x8 else 1  # what its outputs cost: forward passes per image, and MACs per 1080p output frame
+    metrics["forward_passes_per_output"] = passes
+    if "macs_per_1080p_frame" in metrics:
+        metrics["macs_per_1080p_output"] = metrics["macs_per_1080p_frame"] * passes
     if adapted:
         metrics["adapt_train_l1"] = round(record["train_loss"], 6)
     write_json(args.metrics, metrics)

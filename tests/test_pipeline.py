@@ -31,7 +31,10 @@ def test_repro_writes_honest_metrics(repo):
         assert 10 < m["psnr"] < 100 and 0 < m["ssim"] <= 1 and set(m) == {"psnr", "ssim"}
     assert ev["student"] == {"parameters": 5_804, "macs_per_1080p_frame": 2_985_984_000}
     teacher = json.loads((repo / "metrics/e2e/teacher.json").read_text())
-    assert set(teacher) == {"gain_over_input_db", "parameters", "macs_per_1080p_frame", "adapt_train_l1"}
+    assert set(teacher) == {"gain_over_input_db", "parameters", "macs_per_1080p_frame", "adapt_train_l1",
+                            "forward_passes_per_output", "macs_per_1080p_output"}
+    assert teacher["forward_passes_per_output"] == 8  # teacher.self_ensemble in tests/e2e.py
+    assert teacher["macs_per_1080p_output"] == 8 * teacher["macs_per_1080p_frame"]
     info = json.loads((repo / "data/e2e/eval_settings.json").read_text())
     assert info["student"]["arch"] == "sharp" and info["teacher"]["kind"] == "restormer"
     assert not list((repo / ".sharpkd" / "state").rglob("*.pt"))  # resume states removed when done
