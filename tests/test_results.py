@@ -211,3 +211,29 @@ def test_paired_reads_only_the_primary_set(root, link):
     write_scores_csv(d / "ablation" / "old-scores.csv",  # an older file: no link column
                      [{"image": f"im{i}", "method": "student", "psnr": 30.0, "ssim": 0.9} for i in range(2)])
     assert paired(d, "old").startswith("full size: student minus old: mean ΔPSNR +1.000 dB")
+
+
+def test_frontier_and_seeds_blocks_are_generated(tmp_path):
+    from tools.results import frontier_table, seeds_table
+
+    d = tmp_path / "metrics" / "p"
+    (d / "frontier").mkdir(parents=True)
+    run = {"name": "fast", "arch": "sharp", "config": {"channels": 16}, "train_links": ["none", "none", "h264:23"],
+           "steps": 6000, "parameters": 3875, "macs_per_1080p_frame": 4.98e8, "ms_per_1080p": 30.0, "fps_1080p": 33.3,
+           "gain": {"h264:23": 0.5, "none": 1.6}, "input_psnr": {"h264:23": 33.5, "none": 36.9}}
+    (d / "frontier" / "fast.json").write_text(json.dumps(run))
+    (d / "frontier" / "slow.json").write_text(json.dumps(run | {"name": "slow", "ms_per_1080p": 90.0}))
+    text = frontier_table(d)
+    assert text.index("| fast |") < text.index("| slow |")  # fastest first
+    assert "Δ dB clean | Δ dB H.264 CRF 23" in text and "mixture: clean ×2, H.264 CRF 23" in text
+    assert "+1.600 | +0.500" in text and "clean 36.900 dB" in text
+    (d / "seeds.json").write_text(json.dumps({
+        "arms": {"gt_only": {"psnr": [30.0, 30.2], "mean": 30.1, "sd": 0.141},
+                 "distilled": {"psnr": [30.1, 30.3], "mean": 30.2, "sd": 0.141}},
+        "seed_paired": {"n": 2, "mean": 0.1, "ci95_low": 0.1, "ci95_high": 0.1},
+        "image_paired": {"mean": 0.1, "ci95_low": 0.0, "ci95_high": 0.2, "ahead": 3, "images": 4}}))
+    assert "| distilled | 30.100, 30.300 | 30.200 | 0.141 |" in seeds_table(d)
+    readme = tmp_path / "README.md"
+    readme.write_text("a\n<!-- frontier:p -->\nold\n<!-- /frontier:p -->\n<!-- seeds:p -->\n<!-- /seeds:p -->\n")
+    update(readme, tmp_path)
+    assert "| fast |" in readme.read_text() and "ahead on 3 of 4" in readme.read_text()

@@ -270,6 +270,50 @@ def curves(metrics_dir: str | Path) -> Path | None:
     return out
 
 
+def _link_label(spec: str) -> str:
+    return "clean" if spec == "none" else spec.replace("h264:", "H.264 CRF ").replace("jpeg:", "JPEG q")
+
+
+def frontier_table(metrics_dir: str | Path) -> str:
+    """The runs of ``tools/frontier.py`` in ``metrics_dir/frontier/``, fastest first: training
+    links and steps, cost, time per 1080p frame, and gain over the received frame per link."""
+    runs = [json.loads(p.read_text()) for p in sorted((Path(metrics_dir) / "frontier").glob("*.json"))]
+    if not runs:
+        return "(no frontier runs)\n"
+    links = sorted(runs[0]["gain"], key=lambda k: (k != "none", k))  # clean first
+    head = ["run", "student config", "trained on", "steps", "params", "GMAC / 1080p", "ms / 1080p", "fps"]
+    head += [f"Δ dB {_link_label(k)}" for k in links]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * 3 + "---:|" * (len(head) - 3)]
+    for r in sorted(runs, key=lambda r: r["ms_per_1080p"]):
+        cfg = ", ".join(f"{k} {v}" for k, v in r["config"].items()) or "default"
+        counts = {x: r["train_links"].count(x) for x in dict.fromkeys(r["train_links"])}
+        mix = ("clean" if r["train_links"] == ["none"] else "mixture: " + ", ".join(
+            f"{_link_label(x)}{f' ×{n}' if n > 1 else ''}" for x, n in counts.items()))
+        cells = [r["name"], f"`{r['arch']}` {cfg}", mix, f"{r['steps']:,}", f"{r['parameters']:,}",
+                 f"{r['macs_per_1080p_frame'] / 1e9:.2f}", f"{r['ms_per_1080p']:.1f}", f"{r['fps_1080p']:.1f}"]
+        cells += [f"{r['gain'][k]:+.3f}" if k in r["gain"] else "—" for k in links]
+        rows.append("| " + " | ".join(cells) + " |")
+    inputs = ", ".join(f"{_link_label(k)} {runs[0]['input_psnr'][k]:.3f} dB" for k in links)
+    return "\n".join(rows) + f"\n\nReceived frame (the input every gain is over): {inputs}.\n"
+
+
+def seeds_table(metrics_dir: str | Path) -> str:
+    """``metrics_dir/seeds.json`` (``tools/seeds.py``): each arm's validation PSNR per seed, mean
+    and sd, and the paired differences with their 95% intervals."""
+    r = _load(Path(metrics_dir) / "seeds.json")
+    if not r:
+        return "(no seeds.json)\n"
+    rows = ["| arm | PSNR per seed (dB) | mean | sd |", "|---|---|---:|---:|"]
+    for arm in ("gt_only", "distilled"):
+        a = r["arms"][arm]
+        rows.append(f"| {arm} | {', '.join(f'{v:.3f}' for v in a['psnr'])} | {a['mean']:.3f} | {a['sd']:.3f} |")
+    s, i = r["seed_paired"], r["image_paired"]
+    return ("\n".join(rows) + f"\n\nDistilled minus ground truth only: {s['mean']:+.3f} dB over {s['n']} seeds "
+            f"(95% t-interval {s['ci95_low']:+.3f} to {s['ci95_high']:+.3f}); per validation image, averaged "
+            f"over the seeds, {i['mean']:+.3f} dB (95% t-interval {i['ci95_low']:+.3f} to {i['ci95_high']:+.3f}, "
+            f"over {i['images']} images), ahead on {i['ahead']} of {i['images']}.\n")
+
+
 def update(readme: str | Path, root: str | Path = ".") -> list[str]:
     """Rewrite the results blocks of ``readme``; returns the profiles updated."""
     readme = Path(readme)
@@ -291,6 +335,12 @@ def update(readme: str | Path, root: str | Path = ".") -> list[str]:
 
     new = re.sub(r"<!-- results:(\w+) -->.*?<!-- /results:\1 -->", repl, text, flags=re.S)
     new = re.sub(r"<!-- ablation:(\w+) -->.*?<!-- /ablation:\1 -->", repl_ablation, new, flags=re.S)
+    for kind, build in (("frontier", frontier_table), ("seeds", seeds_table)):
+        def repl_other(m: re.Match, kind=kind, build=build) -> str:
+            done.append(f"{m.group(1)} ({kind})")
+            return f"<!-- {kind}:{m.group(1)} -->\n{build(Path(root) / 'metrics' / m.group(1))}<!-- /{kind}:{m.group(1)} -->"
+
+        new = re.sub(rf"<!-- {kind}:(\w+) -->.*?<!-- /{kind}:\1 -->", repl_other, new, flags=re.S)
     if new != text:
         readme.write_text(new)
     return done
