@@ -41,7 +41,11 @@ def cmd_sharpen(args: argparse.Namespace) -> int:
         copied = (", ".join(f"{v['copied_streams'].count(t)} {t}" for t in ("audio", "subtitle")
                             if t in v["copied_streams"]) + " stream(s) copied") if v["copied_streams"] else "no audio"
         dropped = f", {len(v['dropped_streams'])} data stream(s) dropped" if v["dropped_streams"] else ""
-        speed = f"{v['processing_fps']:.1f} frames/s" if v["processing_fps"] else "n/a"
+        speed = f"{v['processing_fps']:.2f} frames/s" if v["processing_fps"] else "n/a"
+        t = v.get("per_frame_ms") or {}
+        if t:
+            speed += (f" (per frame: decode {t['decode']:.0f} + to RGB {t['to_rgb']:.0f} ms CPU, model "
+                      f"{t['model']:.0f} ms, to YUV {t['to_yuv']:.0f} + encode {t['encode']:.0f} ms CPU)")
         print(f"{v['file']}: {v['frames']} frames at {v['fps']:.3f} fps, {v['size'][0]}x{v['size'][1]}, "
               f"{v['codec']} crf {v['crf']} {v['pix_fmt']}, {copied}{dropped}; processed at {speed}; "
               f"temporal stability: output/input frame difference = {ratio if ratio is not None else 'n/a'}")
@@ -207,9 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--crf", type=int, default=18,
                    help="video quality, constant rate factor (lower = better and bigger; default 18, "
                         "near-transparent; 0-51 for H.264/H.265, 0-63 for AV1)")
-    s.add_argument("--preset", default="medium",
-                   help="encoder speed/size trade-off: ultrafast ... medium (default) ... veryslow "
-                        "(AV1: also the encoder's speed number)")
+    s.add_argument("--preset", default="veryfast",
+                   help="encoder speed/size trade-off: ultrafast ... veryfast (default: keeps up with the model "
+                        "on a CPU) ... medium ... veryslow (AV1: also the encoder's speed number)")
     s.add_argument("--keep-partial", action="store_true",
                    help="keep what decoded of a truncated or damaged video (default: skip the file, exit 1)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")

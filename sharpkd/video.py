@@ -4,7 +4,8 @@
   ``rgb48le``/uint16 when the source has more than 8 bits), converted with the source's own
   matrix (BT.709, BT.601, BT.2020 from its tags) and range.
 * **Encode** H.264 (``libx264``) by default, or H.265 (``libx265``) / AV1 (``libsvtav1``,
-  ``libaom-av1``), at a constant quality (``crf``, default 18: near-transparent) and ``preset``.
+  ``libaom-av1``), at a constant quality (``crf``, default 18: near-transparent) and ``preset``
+  (default ``veryfast``).
   The source's pixel format is kept when the encoder takes it (else ``yuv420p``, or
   ``yuv420p10le`` for a deeper source), and so are its colour tags (primaries, transfer,
   matrix, range), sample aspect ratio, rotation (display matrix), frame rate and every frame's
@@ -16,7 +17,11 @@
   counted against frames decoded, and frames decoded against the frames (or the duration) the
   container declares.  A decode error or a short file fails the file unless ``keep_partial``.
 * **Pipelined**: a decode thread and an encode thread, with bounded queues around the model
-  in the calling thread (FFmpeg releases the GIL while it decodes, converts and encodes).
+  in the calling thread (FFmpeg releases the GIL while it decodes, converts and encodes).  On a
+  CPU each codec gets one thread (the model has the cores) and the default preset is
+  ``veryfast``: the work per frame is what limits the frame rate there, not latency.
+* **Raw streams**: :func:`stream` reads raw RGB frames from stdin and writes them to stdout
+  (``sharpkd stream``), with the same three-thread overlap.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from .fsutil import atomic_path
 #: ``--codec`` names: the short ones and the FFmpeg encoder names they stand for.
 CODECS = {"h264": "libx264", "libx264": "libx264", "h265": "libx265", "hevc": "libx265", "libx265": "libx265",
           "av1": "libsvtav1", "libsvtav1": "libsvtav1", "libaom-av1": "libaom-av1"}
-DEFAULT_CODEC, DEFAULT_CRF, DEFAULT_PRESET = "libx264", 18, "medium"
+DEFAULT_CODEC, DEFAULT_CRF, DEFAULT_PRESET = "libx264", 18, "veryfast"
 _CRF_RANGE = {"libx264": (0, 51), "libx265": (0, 51), "libsvtav1": (0, 63), "libaom-av1": (0, 63)}
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
                 "placebo")
@@ -228,6 +233,7 @@ class _Reader:
         self.inp, self.vstream, self.copied, self.q, self.stop = inp, vstream, copied, q, stop
         self.error: str | None = None
         self.decoded = 0
+        self.cpu_s = self.convert_s = 0.0  # this thread's CPU time: all of it, and the RGB conversion
         self.last_end: float | None = None  # seconds: the end of the last decoded frame
         ctx = vstream.codec_context
         self.rgb_fmt = "rgb48le" if _deep(ctx.pix_fmt) else "rgb24"
@@ -256,9 +262,19 @@ class _Reader:
             if frame.pts is not None and frame.time_base is not None:
                 dur = frame.duration if frame.duration else 0
                 self.last_end = float((frame.pts + dur) * frame.time_base)
-            _put(self.q, ("frame", _Frame(self._convert(frame), frame.pts, int(frame.rotation or 0))), self.stop)
+            t = time.thread_time()
+            rgb = self._convert(frame)
+            self.convert_s += time.thread_time() - t
+            _put(self.q, ("frame", _Frame(rgb, frame.pts, int(frame.rotation or 0))), self.stop)
 
     def run(self) -> None:
+        t = time.thread_time()
+        try:
+            self._run()
+        finally:
+            self.cpu_s = time.thread_time() - t
+
+    def _run(self) -> None:
         import av
 
         try:
@@ -292,6 +308,7 @@ class _Writer:
         self.vout = None
         self.map: dict[int, object] = {}
         self.written = 0
+        self.cpu_s = self.convert_s = 0.0  # this thread's CPU time: all of it, and the YUV conversion
         self.pending: list = []
         self.error: BaseException | None = None
         self.last_pts: int | None = None
@@ -371,9 +388,11 @@ class _Writer:
         import av
 
         rgb_fmt = "rgb48le" if frame.rgb.dtype == np.uint16 else "rgb24"
+        t = time.thread_time()
         vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame.rgb), format=rgb_fmt)
         vf = vf.reformat(format=self.pix_fmt, dst_colorspace=_SWS_MATRIX.get(self.colorspace),
                          dst_color_range=self.range, interpolation=_SWS_FLAGS())
+        self.convert_s += time.thread_time() - t
         pts = self.written if self.cfr else frame.pts
         if self.last_pts is not None and pts <= self.last_pts:  # broken timestamps: keep them increasing
             pts = self.last_pts + 1
@@ -400,6 +419,13 @@ class _Writer:
                 pass
 
     def run(self) -> None:
+        t = time.thread_time()
+        try:
+            self._run()
+        finally:
+            self.cpu_s = time.thread_time() - t
+
+    def _run(self) -> None:
         try:
             while True:
                 kind, item = _get(self.q, self.stop)
@@ -510,10 +536,14 @@ def sharpen_video(src: Path, dst: Path, sharpener, opts: VideoOptions | None = N
                                   "[{elapsed}<{remaining}, {rate_noinv_fmt}]" if total else
                                   "{desc}: {n_fmt} [{elapsed}, {rate_noinv_fmt}]")
             modelled = 0
+            waits = {"model_s": 0.0, "wait_decode_s": 0.0, "wait_encode_s": 0.0}
             try:
                 try:
                     while True:
+                        t = time.perf_counter()
                         kind, item = _get(q_in, stop)
+                        t1 = time.perf_counter()
+                        waits["wait_decode_s"] += t1 - t
                         if kind == "end":
                             break
                         if kind == "frame":
@@ -522,7 +552,10 @@ def sharpen_video(src: Path, dst: Path, sharpener, opts: VideoOptions | None = N
                             item = _Frame(out, item.pts, item.rotation)
                             modelled += 1
                             bar.update()
+                        t2 = time.perf_counter()
+                        waits["model_s"] += t2 - t1
                         _put(q_out, (kind, item), stop)
+                        waits["wait_encode_s"] += time.perf_counter() - t2
                     if reader.error is not None and not opts.keep_partial:
                         raise SharpkdError(f"{src}: decoding failed after {reader.decoded} frame(s) ({reader.error}; "
                                            "the file is truncated or damaged); --keep-partial keeps the frames "
@@ -560,9 +593,23 @@ def sharpen_video(src: Path, dst: Path, sharpener, opts: VideoOptions | None = N
                 "size": list(writer.size), "codec": opts.codec, "crf": opts.crf, "preset": opts.preset,
                 "pix_fmt": writer.pix_fmt, "copied_streams": [s.type for s in copied],
                 "dropped_streams": [s.type for s in dropped], "partial": partial, "elapsed_s": round(elapsed, 3),
-                "processing_fps": round(writer.written / elapsed, 3) if elapsed > 0 else None} | stab.result()
+                "processing_fps": round(writer.written / elapsed, 3) if elapsed > 0 else None,
+                "per_frame_ms": _per_frame(reader, writer, waits, writer.written)} | stab.result()
     finally:
         inp.close()
+
+
+def _per_frame(reader: _Reader, writer: _Writer, waits: dict, frames: int) -> dict:
+    """Where the time went, in ms per frame: CPU time of the decode thread (decoding and
+    demuxing, and the YUV -> RGB conversion), of the encode thread (RGB -> YUV conversion, and
+    encoding and muxing), and wall time of the model thread (the model with the flicker measure,
+    and its waits for a decoded frame and for room in the encoder's queue)."""
+    if not frames:
+        return {}
+    ms = lambda v: round(1000 * v / frames, 1)  # noqa: E731
+    return {"decode": ms(reader.cpu_s - reader.convert_s), "to_rgb": ms(reader.convert_s), "model": ms(waits["model_s"]),
+            "to_yuv": ms(writer.convert_s), "encode": ms(writer.cpu_s - writer.convert_s),
+            "wait_decode": ms(waits["wait_decode_s"]), "wait_encode": ms(waits["wait_encode_s"])}
 
 
 def _short(reader: _Reader, expected: int | None, duration: float | None, slack: float) -> str | None:

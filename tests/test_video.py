@@ -113,6 +113,8 @@ def test_h264_out_audio_copied_frames_pts_and_rotation_kept(tmp_path, weights, c
     assert b["streams"] == ["video", "audio"] and b["audio"] == a["audio"] and len(a["audio"]) > 5
     assert not all(np.array_equal(x, y) for x, y in zip(a["rgb"], b["rgb"]))  # it was sharpened
     assert lines[0].startswith(f"{src}: 10 frames at ") and "libx264 crf 18 yuv420p, 1 audio stream(s) copied" in lines[0]
+    assert re.search(r"processed at [0-9.]+ frames/s \(per frame: decode \d+ \+ to RGB \d+ ms CPU, model \d+ ms, "
+                     r"to YUV \d+ \+ encode \d+ ms CPU\)", lines[0]), lines[0]
     assert "temporal stability" in lines[0] and lines[-1] == f"sharpened 1 file(s) into {tmp_path / 'o'}; 0 failed"
     assert temps(tmp_path / "o") == []
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -145,7 +146,10 @@ def _sharpen(args, received: Path, out_dir: Path) -> dict:
 
         raise SharpkdError(f"sharpkd sharpen failed (exit {proc.returncode}): {proc.stderr.strip()}")
     m = re.search(r"processed at ([0-9.]+) frames/s", proc.stdout)
-    return {"wall_s": wall, "fps": float(m.group(1)) if m else None}
+    t = re.search(r"per frame: decode (\d+) \+ to RGB (\d+) ms CPU, model (\d+) ms, to YUV (\d+) \+ encode (\d+) ms CPU",
+                  proc.stdout)
+    stages = dict(zip(("decode", "to_rgb", "model", "to_yuv", "encode"), map(int, t.groups()))) if t else None
+    return {"wall_s": wall, "fps": float(m.group(1)) if m else None, "per_frame_ms": stages}
 
 
 def _bench(args, w: int, h: int) -> dict:
@@ -252,12 +256,16 @@ def run(args: argparse.Namespace) -> int:
                   "pipeline_over_bench": _summary(ratios) if ratios else None,
                   "command_wall_s": _summary([r["wall_s"] for r in runs]),
                   "end_to_end_fps": _summary([n / r["wall_s"] for r in runs]),
+                  "per_frame_ms": [r["per_frame_ms"] for r in runs],
                   "bench": {k: benches[0][k] for k in ("arch", "height", "width", "threads", "runtime")},
                   "note": "pipeline_fps: sharpkd sharpen's own frames/s (open the file to the output closed: "
                           "decode, model and encode overlapped); end_to_end_fps also counts starting Python, "
                           "torch and the model; bench_fps: sharpkd bench (the model alone, same size and tile); "
-                          "pipeline_over_bench: run i against the bench run right after it"},
-        "machine": machine("cpu" if args.device != "cuda" else "cuda"),
+                          "pipeline_over_bench: run i against the bench run right after it; per_frame_ms: "
+                          "CPU ms per frame of the decode thread (decode, to_rgb) and the encode thread (to_yuv, "
+                          "encode), wall ms per frame of the model thread (model)"},
+        "machine": machine("cpu" if args.device != "cuda" else "cuda")
+        | {"env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY") if k in os.environ}},
     }
     text = json.dumps(result, indent=2)
     print(text)
