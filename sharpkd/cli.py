@@ -42,7 +42,11 @@ def cmd_sharpen(args: argparse.Namespace) -> int:
         copied = (", ".join(f"{v['copied_streams'].count(t)} {t}" for t in ("audio", "subtitle")
                             if t in v["copied_streams"]) + " stream(s) copied") if v["copied_streams"] else "no audio"
         dropped = f", {len(v['dropped_streams'])} data stream(s) dropped" if v["dropped_streams"] else ""
-        speed = f"{v['processing_fps']:.1f} frames/s" if v["processing_fps"] else "n/a"
+        speed = f"{v['processing_fps']:.2f} frames/s" if v["processing_fps"] else "n/a"
+        t = v.get("per_frame_ms") or {}
+        if t:
+            speed += (f" (per frame: decode {t['decode']:.0f} + to RGB {t['to_rgb']:.0f} ms CPU, model "
+                      f"{t['model']:.0f} ms, to YUV {t['to_yuv']:.0f} + encode {t['encode']:.0f} ms CPU)")
         print(f"{v['file']}: {v['frames']} frames at {v['fps']:.3f} fps, {v['size'][0]}x{v['size'][1]}, "
               f"{v['codec']} crf {v['crf']} {v['pix_fmt']}, {copied}{dropped}; processed at {speed}; "
               f"temporal stability: output/input frame difference = {ratio if ratio is not None else 'n/a'}")
@@ -56,6 +60,38 @@ def cmd_sharpen(args: argparse.Namespace) -> int:
     kept = (f"; kept {len(summary.kept)} existing output(s) (--overwrite replaces them)" if summary.kept else "")
     print(f"sharpened {len(summary.done)} file(s) into {args.output}; {len(failed)} failed{kept}")
     return 1 if failed else 0
+
+
+def cmd_stream(args: argparse.Namespace) -> int:
+    """Raw frames in on stdin, sharpened raw frames out on stdout (see :func:`sharpkd.video.stream`)."""
+    import os
+
+    from .sharpen import OVERLAP, Sharpener, check_options
+    from .video import RAW_FORMATS, parse_size, stream
+
+    width, height = parse_size(args.size)
+    check_options(tile=args.tile, strength=args.strength, fmt="png")
+    if args.pix_fmt not in RAW_FORMATS:
+        raise UsageError(f"--pix-fmt {args.pix_fmt!r}: use one of {', '.join(RAW_FORMATS)}")
+    if sys.stdin.isatty():
+        raise UsageError("stdin is a terminal: pipe raw frames in, e.g. ffmpeg -i in.mp4 -f rawvideo "
+                         f"-pix_fmt {args.pix_fmt} - | sharpkd stream --size {width}x{height} | ...")
+    if sys.stdout.isatty():
+        raise UsageError("stdout is a terminal: pipe the frames on (e.g. to ffmpeg -f rawvideo ...) or redirect them")
+    sharpener = Sharpener(args.weights, device=_device(args.device), tile=args.tile, overlap=OVERLAP,
+                          strength=args.strength)
+    multiple = max(1, int(getattr(sharpener.model, "multiple_of", 1)))
+    if args.tile % multiple:
+        raise UsageError(f"--tile must be a multiple of {multiple} for this student, got {args.tile}")
+    result = stream(sharpener, width, height, args.pix_fmt, progress=not args.quiet and sys.stderr.isatty())
+    if result["broken_pipe"]:  # the next program stopped reading: stop quietly, as a SIGPIPE would
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second BrokenPipeError when Python flushes at exit
+        return 141
+    if not args.quiet:
+        fps = f"{result['fps']:.1f} frames/s" if result["fps"] else "n/a"
+        print(f"stream: {result['frames']} frame(s) of {width}x{height} {args.pix_fmt} at {fps}", file=sys.stderr)
+    return 0
 
 
 def _one_line_usage(parser: argparse.ArgumentParser):
@@ -204,9 +240,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--crf", type=int, default=18,
                    help="video quality, constant rate factor (lower = better and bigger; default 18, "
                         "near-transparent; 0-51 for H.264/H.265, 0-63 for AV1)")
-    s.add_argument("--preset", default="medium",
-                   help="encoder speed/size trade-off: ultrafast ... medium (default) ... veryslow "
-                        "(AV1: also the encoder's speed number)")
+    s.add_argument("--preset", default="veryfast",
+                   help="encoder speed/size trade-off: ultrafast ... veryfast (default: keeps up with the model "
+                        "on a CPU) ... medium ... veryslow (AV1: also the encoder's speed number)")
     s.add_argument("--runtime", default="auto", choices=["auto", "torch", "torch-compile", "openvino", "onnxruntime"],
                    help="what runs the student on 8-bit input (sharpkd/runtime.py); auto: openvino on the CPU when "
                         "installed, else torch")
@@ -215,6 +251,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     s.set_defaults(fn=cmd_sharpen)
     s.error = _one_line_usage(s)  # type: ignore[method-assign]
+
+    r = sub.add_parser("stream", help="raw frames in on stdin, sharpened raw frames out on stdout (for pipes)",
+                       description="Sharpen raw video frames from stdin to stdout, e.g. ffmpeg -i in.mp4 -f rawvideo "
+                                   "-pix_fmt rgb24 - | sharpkd stream --size 1920x1080 | ffmpeg -f rawvideo "
+                                   "-pix_fmt rgb24 -s 1920x1080 -r 30 -i - out.mp4.  Exit 0 at the end of the "
+                                   "input, 1 when it ends inside a frame (after writing the whole frames), 2 for "
+                                   "an unusable command line, 141 when the reader of stdout stops.")
+    r.add_argument("--size", required=True, help="frame size WIDTHxHEIGHT, as the sender's -s (e.g. 1920x1080)")
+    r.add_argument("--pix-fmt", default="rgb24", help="rgb24 (default) or rgb48le (16 bits per channel)")
+    r.add_argument("--weights", help="student .safetensors (default: the shipped pretrained student)")
+    r.add_argument("--strength", type=float, default=1.0,
+                   help="0 = input, 1 = model output, up to 2 = stronger (extrapolated) sharpening")
+    r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    r.add_argument("--tile", type=int, default=DEFAULT_TILE, help="largest window in pixels (bounds memory)")
+    r.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary line on stderr")
+    r.set_defaults(fn=cmd_stream)
+    r.error = _one_line_usage(r)  # type: ignore[method-assign]
 
     b = sub.add_parser("bench", help="time one frame: median and p95 ms, fps, parameters, MACs")
     b.add_argument("--arch", help="time an untrained student of this arch (e.g. seed) instead of weights")
@@ -247,8 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command: 0 done, 1 a user error or some files skipped, 2 an unusable command line
-    (option value, output folder), 130 interrupted (Ctrl-C or SIGTERM; temporary files removed).
-    Every error is one line on stderr."""
+    (option value, output folder), 130 interrupted (Ctrl-C or SIGTERM; temporary files removed),
+    141 (``stream``) the reader of stdout went away.  Every error is one line on stderr."""
     import warnings
 
     from .stage import sigterm_as_interrupt

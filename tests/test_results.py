@@ -237,3 +237,28 @@ def test_frontier_and_seeds_blocks_are_generated(tmp_path):
     readme.write_text("a\n<!-- frontier:p -->\nold\n<!-- /frontier:p -->\n<!-- seeds:p -->\n<!-- /seeds:p -->\n")
     update(readme, tmp_path)
     assert "| fast |" in readme.read_text() and "ahead on 3 of 4" in readme.read_text()
+
+
+def test_video_table_from_video_bench_json(tmp_path):
+    from tools.results import video_table
+
+    d = tmp_path / "metrics" / "video"
+    d.mkdir(parents=True)
+    run = {"clip": {"size": [1920, 1080], "photos_used": 7, "hold": 10, "link_crf": 23},
+           "frames": {"ground_truth": 70, "received": 70, "sharpened": 70, "same_timestamps": True},
+           "received": {"psnr": 37.634, "ssim": 0.9626}, "sharpened": {"psnr": 37.626, "ssim": 0.9541},
+           "audio": {"survived": True, "bit_identical": True},
+           "sharpen": {"preset": "veryfast", "crf": 18},
+           "speed": {"pipeline_fps": {"best": 1.99, "median": 1.47}, "bench_fps": {"best": 2.69, "median": 1.85},
+                     "pipeline_over_bench": {"median": 0.757},
+                     "per_frame_ms": [{"decode": 7, "to_rgb": 9, "to_yuv": 8, "encode": 48},
+                                      {"decode": 6, "to_rgb": 9, "to_yuv": 7, "encode": 43}]}}
+    (d / "a.json").write_text(json.dumps(run))
+    table = video_table(d)
+    assert table.count("\n") == 3
+    assert ("| 70 frames 1920x1080 (7 photos, 10-frame pan per photo) | 23 | 37.63 / 0.9626 | 37.63 / 0.9541 "
+            "| 70 / 70 | bit-identical | veryfast crf 18 | 1.99 / 1.47 | 2.69 / 1.85 | 76% | 15 / 50 |") in table
+    readme = tmp_path / "README.md"
+    readme.write_text("a\n<!-- video -->\nold\n<!-- /video -->\nb\n")
+    assert "video" in update(readme, tmp_path)
+    assert readme.read_text() == f"a\n<!-- video -->\n{table}<!-- /video -->\nb\n"

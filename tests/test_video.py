@@ -113,6 +113,8 @@ def test_h264_out_audio_copied_frames_pts_and_rotation_kept(tmp_path, weights, c
     assert b["streams"] == ["video", "audio"] and b["audio"] == a["audio"] and len(a["audio"]) > 5
     assert not all(np.array_equal(x, y) for x, y in zip(a["rgb"], b["rgb"]))  # it was sharpened
     assert lines[0].startswith(f"{src}: 10 frames at ") and "libx264 crf 18 yuv420p, 1 audio stream(s) copied" in lines[0]
+    assert re.search(r"processed at [0-9.]+ frames/s \(per frame: decode \d+ \+ to RGB \d+ ms CPU, model \d+ ms, "
+                     r"to YUV \d+ \+ encode \d+ ms CPU\)", lines[0]), lines[0]
     assert "temporal stability" in lines[0] and lines[-1] == f"sharpened 1 file(s) into {tmp_path / 'o'}; 0 failed"
     assert temps(tmp_path / "o") == []
 
@@ -255,3 +257,112 @@ def test_choose_pix_fmt():
     assert video.choose_pix_fmt("yuv420p", "libx264", 63, 47) == ("yuv444p", False)  # odd size: no subsampling
     with pytest.raises(video.SharpkdError, match="odd frame size"):
         video.choose_pix_fmt("yuv420p", "libsvtav1", 63, 48)
+
+
+def _boxes(data: bytes, start: int = 0, end: int | None = None):
+    """(type, payload start, payload end) of the MP4 boxes in data[start:end]."""
+    end = len(data) if end is None else end
+    while start + 8 <= end:
+        size, kind = int.from_bytes(data[start:start + 4], "big"), data[start + 4:start + 8]
+        head = 8
+        if size == 1:
+            size, head = int.from_bytes(data[start + 8:start + 16], "big"), 16
+        size = size or end - start
+        yield kind, start + head, start + size
+        start += size
+
+
+def video_track_matrix(path: Path) -> bytes:
+    """The display matrix (36 bytes of the ``tkhd`` box) of the MP4's video track, where the
+    rotation is stored."""
+    data = path.read_bytes()
+    moov = next((a, b) for k, a, b in _boxes(data) if k == b"moov")
+    for kind, a, b in _boxes(data, *moov):
+        if kind != b"trak":
+            continue
+        inner = {k: (x, y) for k, x, y in _boxes(data, a, b)}
+        mdia = inner[b"mdia"]
+        hdlr = next((x, y) for k, x, y in _boxes(data, *mdia) if k == b"hdlr")
+        if data[hdlr[0] + 8:hdlr[0] + 12] != b"vide":
+            continue
+        t = inner[b"tkhd"][0]
+        matrix_at = t + (52 if data[t] == 1 else 40)  # version 1: 64-bit times and duration
+        return data[matrix_at:matrix_at + 36]
+    raise AssertionError("no video track")
+
+
+@pytest.mark.parametrize("rotation", [90, 180, -90])
+def test_display_matrix_kept(tmp_path, weights, rotation):
+    """The rotation is the display matrix in the video track's header: the output's is the
+    input's, byte for byte, and decoders see the same rotation."""
+    src = tmp_path / "rot.mp4"
+    make_clip(src, n=4, rotation=rotation, audio=False)
+    assert sharpen(weights, src, "-o", tmp_path / "o") == 0
+    out = tmp_path / "o" / "rot.mp4"
+    identity = (b"\x00\x01\x00\x00" + b"\x00" * 12 + b"\x00\x01\x00\x00" + b"\x00" * 12 + b"\x40\x00\x00\x00")
+    assert video_track_matrix(src) != identity  # the clip really is rotated
+    assert video_track_matrix(out) == video_track_matrix(src)
+    seen = probe(src)["rotation"]
+    assert probe(out)["rotation"] == seen and len(seen) == 1 and abs(seen.pop()) == abs(rotation)
+
+
+def test_subtitle_stream_copied_unchanged(tmp_path, weights, capsys):
+    """An ASS subtitle track in MKV (PyAV cannot encode SubRip or mov_text here, but it muxes
+    ASS packets): the output holds the same subtitle packets, bytes and times."""
+    src = tmp_path / "subs.mkv"
+    lines = [b"0,0,Default,,0,0,0,,Hello", b"1,0,Default,,0,0,0,,second line {\\i1}italic{\\i0}"]
+    with av.open(str(src), "w") as c:
+        v = c.add_stream("libx264", rate=25)
+        v.width, v.height, v.pix_fmt = W, H, "yuv420p"
+        s = c.add_stream("ass")
+        s.metadata["language"] = "eng"
+        c.start_encoding()
+        for i in range(10):
+            frame = av.VideoFrame.from_ndarray(smooth(i), format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, 25)
+            for p in v.encode(frame):
+                c.mux(p)
+        for p in v.encode(None):
+            c.mux(p)
+        for k, text in enumerate(lines):
+            p = av.Packet(text)
+            p.stream, p.time_base = s, s.time_base
+            p.pts = p.dts = int(Fraction(k * 200, 1000) / s.time_base)
+            p.duration = int(Fraction(150, 1000) / s.time_base)
+            c.mux(p)
+
+    def subs(path: Path):
+        with av.open(str(path)) as c:
+            st = c.streams.subtitles[0]
+            return (st.codec_context.name, st.language,
+                    [(bytes(p), p.pts * p.time_base, p.duration * p.time_base) for p in c.demux(st) if p.size])
+
+    assert sharpen(weights, src, "-o", tmp_path / "o") == 0
+    assert "1 subtitle stream(s) copied" in capsys.readouterr().out
+    out = tmp_path / "o" / "subs.mkv"
+    a, b = subs(src), subs(out)
+    assert a[0] == "ssa" and [t for t, _, _ in a[2]] == lines
+    assert b == a
+    assert probe(out)["n"] == 10
+
+
+@pytest.mark.slow
+def test_done_when_audio_h264_frames_and_timestamps(tmp_path):
+    """Issue 11's check, as a user runs it (``sharpkd sharpen`` in its own process, the shipped
+    student, default options): a short clip with audio comes out as H.264 with the audio packets
+    bit-identical, the same number of frames and every frame's timestamp."""
+    src = tmp_path / "call.mp4"
+    global W, H
+    size = (W, H)
+    W, H = 320, 192
+    try:
+        make_clip(src, n=25, vfr=True)
+    finally:
+        W, H = size
+    r = subprocess.run([sys.executable, "-m", "sharpkd.cli", "sharpen", str(src), "-o", str(tmp_path / "o"), "-q"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    a, b = probe(src), probe(tmp_path / "o" / "call.mp4")
+    assert b["codec"] == "h264" and b["size"] == (320, 192)
+    assert b["n"] == a["n"] == 25 and b["times"] == a["times"]
+    assert b["streams"] == ["video", "audio"] and len(a["audio"]) > 20 and b["audio"] == a["audio"]

@@ -4,7 +4,8 @@
 ``<!-- results:PROFILE -->`` and ``<!-- /results:PROFILE -->`` with the table built from
 ``metrics/PROFILE/{eval,eval_settings,teacher}.json``, ``metrics/PROFILE/bench/*.json`` and the saved runs of
 ``metrics/PROFILE/ablation/``, redraws ``metrics/PROFILE/curves.png`` from the training logs, and every ``<!-- ablation:PROFILE -->`` block with the
-side-by-side table of the runs whose ``eval.json`` were saved as ``metrics/PROFILE/ablation/NAME.json``.
+side-by-side table of the runs whose ``eval.json`` were saved as ``metrics/PROFILE/ablation/NAME.json``, and the
+``<!-- video -->`` block with the runs of ``tools/video_bench.py --out metrics/video/NAME.json``.
 """
 
 from __future__ import annotations
@@ -312,6 +313,33 @@ def seeds_table(metrics_dir: str | Path) -> str:
             f"(95% t-interval {s['ci95_low']:+.3f} to {s['ci95_high']:+.3f}); per validation image, averaged "
             f"over the seeds, {i['mean']:+.3f} dB (95% t-interval {i['ci95_low']:+.3f} to {i['ci95_high']:+.3f}, "
             f"over {i['images']} images), ahead on {i['ahead']} of {i['images']}.\n")
+def video_table(folder: str | Path) -> str:
+    """Markdown: one row per ``tools/video_bench.py --out`` JSON in ``folder`` (``metrics/video``)."""
+    rows = []
+    for path in sorted(Path(folder).glob("*.json")):
+        r = json.loads(path.read_text())
+        c, f, sp = r["clip"], r["frames"], r["speed"]
+        per = [t for t in sp.get("per_frame_ms") or [] if t]
+        cut = ("each photo once" if c.get("hold", 1) <= 1 else f"{c['hold']}-frame pan per photo")
+        stages = (f"{min(t['decode'] + t['to_rgb'] for t in per)} / {min(t['to_yuv'] + t['encode'] for t in per)}"
+                  if per else "—")
+        audio = "bit-identical" if r["audio"]["bit_identical"] else ("copied" if r["audio"]["survived"] else "lost")
+        ratio = sp.get("pipeline_over_bench") or {}
+        rows.append(
+            f"| {f['ground_truth']} frames {c['size'][0]}x{c['size'][1]} ({c['photos_used']} photos, {cut}) "
+            f"| {c['link_crf']} | {r['received']['psnr']:.2f} / {r['received']['ssim']:.4f} "
+            f"| {r['sharpened']['psnr']:.2f} / {r['sharpened']['ssim']:.4f} | {f['received']} / {f['sharpened']}"
+            f"{'' if f.get('same_timestamps') else ' (timestamps differ)'} | {audio} "
+            f"| {r['sharpen']['preset']} crf {r['sharpen']['crf']}"
+            f"{''.join(f', {k}={v}' for k, v in sorted(r.get('machine', {}).get('env', {}).items()))} "
+            f"| {sp['pipeline_fps']['best']:.2f} / {sp['pipeline_fps']['median']:.2f} "
+            f"| {sp['bench_fps']['best']:.2f} / {sp['bench_fps']['median']:.2f} "
+            f"| {_num(ratio.get('median'), '.0%')} | {stages} |")
+    head = ("| clip | link crf | received PSNR / SSIM | sharpened PSNR / SSIM | frames in / out | audio "
+            "| sharpen preset | pipeline fps best / median | `sharpkd bench` fps best / median "
+            "| pipeline / bench (median) | decode+RGB / YUV+encode CPU ms per frame |\n"
+            "|---|---:|---:|---:|---:|---|---|---:|---:|---:|---:|\n")
+    return head + "".join(row + "\n" for row in rows)
 
 
 def update(readme: str | Path, root: str | Path = ".") -> list[str]:
@@ -341,6 +369,12 @@ def update(readme: str | Path, root: str | Path = ".") -> list[str]:
             return f"<!-- {kind}:{m.group(1)} -->\n{build(Path(root) / 'metrics' / m.group(1))}<!-- /{kind}:{m.group(1)} -->"
 
         new = re.sub(rf"<!-- {kind}:(\w+) -->.*?<!-- /{kind}:\1 -->", repl_other, new, flags=re.S)
+
+    def repl_video(m: re.Match) -> str:
+        done.append("video")
+        return f"<!-- video -->\n{video_table(Path(root) / 'metrics' / 'video')}<!-- /video -->"
+
+    new = re.sub(r"<!-- video -->.*?<!-- /video -->", repl_video, new, flags=re.S)
     if new != text:
         readme.write_text(new)
     return done

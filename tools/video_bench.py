@@ -3,25 +3,33 @@
 does, run ``sharpkd sharpen`` on it, and score what came out.
 
 1. ground truth: the photos matching ``--pattern`` in ``--photos`` (sorted by name, the first
-   ``--frames``), each resized to ``--size`` (default 1920x1080);
+   ``--frames``), each held for ``--hold`` frames of a slow pan across it (a crop of 90% of the
+   photo moving from its left edge to its right, so consecutive frames are related the way a
+   video's are; ``--hold 1``: each photo once, whole), resized to ``--size`` (default 1920x1080);
 2. the link: every frame degraded by :func:`sharpkd.degrade.degrade` (bilinear to 60% and back
-   up), encoded H.264 at ``--link-crf`` (BT.709, yuv420p) at ``--fps``, with an AAC sine tone;
-3. ``sharpkd sharpen received.mp4`` (a separate process, as a user runs it), timed;
+   up), encoded H.264 at ``--link-crf`` (default 23; BT.709, yuv420p) at ``--fps``, with an AAC
+   tone: the *received* video;
+3. ``sharpkd sharpen received.mp4`` in its own process, as a user runs it, and ``sharpkd bench``
+   at the same frame size and tile in its own process, alternating ``--repeat`` times so both
+   see the same machine state; best and median of each;
 4. PSNR/SSIM (:mod:`sharpkd.metrics`) of the received and the sharpened video against the
-   ground truth, frame counts, whether the audio survived (bit-identical packets), end-to-end
-   frames/s, and the model alone on the same frame size (:func:`sharpkd.bench.benchmark`).
+   ground truth (``--score`` frames evenly spaced), frame counts, timestamps, whether the audio
+   survived bit for bit, and the frame rates.
 
-Prints one JSON object (``--out`` also writes it).  Example::
+Prints one JSON object; ``--out`` also writes it (``tools/results.py --update README.md`` builds
+the README's video table from ``metrics/video/*.json``).  Example::
 
-    .venv/bin/python tools/video_bench.py                       # the 7 GoPro frames at 1080p
-    .venv/bin/python tools/video_bench.py --pattern 'kd_*.jpg' --frames 60
+    .venv/bin/python tools/video_bench.py --out metrics/video/gopro-1080p.json
+    .venv/bin/python tools/video_bench.py --size 1280x720 --out metrics/video/gopro-720p.json
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,7 +45,9 @@ sys.path.insert(0, str(ROOT))
 from sharpkd.video import _SWS_FLAGS  # noqa: E402 - the conversions sharpkd sharpen itself uses
 
 
-def load_frames(folder: Path, pattern: str, count: int | None, size: tuple[int, int]) -> tuple[list[np.ndarray], list[str]]:
+def load_frames(folder: Path, pattern: str, count: int | None, size: tuple[int, int],
+                hold: int = 1) -> tuple[list[np.ndarray], list[str]]:
+    """The ground-truth frames: each photo ``hold`` times along a slow horizontal pan."""
     from PIL import Image
 
     from sharpkd.errors import SharpkdError
@@ -48,12 +58,20 @@ def load_frames(folder: Path, pattern: str, count: int | None, size: tuple[int, 
     frames = []
     for f in files:
         with Image.open(f) as im:
-            frames.append(np.asarray(im.convert("RGB").resize(size, Image.LANCZOS)))
+            im = im.convert("RGB")
+            if hold <= 1:
+                frames.append(np.asarray(im.resize(size, Image.LANCZOS)))
+                continue
+            cw, ch = 0.9 * im.width, 0.9 * im.height
+            top = (im.height - ch) / 2
+            for j in range(hold):
+                left = j / (hold - 1) * (im.width - cw)
+                frames.append(np.asarray(im.resize(size, Image.LANCZOS, box=(left, top, left + cw, top + ch))))
     return frames, [f.name for f in files]
 
 
 def encode_link(path: Path, frames: list[np.ndarray], fps: int, crf: int, preset: str) -> None:
-    """H.264 at ``crf`` (BT.709 limited range, yuv420p) plus a 440 Hz AAC tone, as a link sends it."""
+    """H.264 at ``crf`` (BT.709 limited range, yuv420p) plus a 440/660 Hz AAC tone, as a link sends it."""
     import av
 
     h, w = frames[0].shape[:2]
@@ -85,29 +103,67 @@ def encode_link(path: Path, frames: list[np.ndarray], fps: int, crf: int, preset
             c.mux(p)
 
 
-def decode(path: Path) -> tuple[list[np.ndarray], dict]:
+def decode(path: Path, keep: set[int] | None = None) -> tuple[dict[int, np.ndarray], dict]:
+    """The frames whose index is in ``keep`` (all when ``None``) as RGB, and what the file holds."""
     import av
 
     with av.open(str(path)) as c:
         v = c.streams.video[0]
         ctx = v.codec_context
-        frames = [f.to_ndarray(format="rgb24", src_colorspace=1 if ctx.colorspace == 1 else None,
-                               src_color_range=ctx.color_range or 1, interpolation=_SWS_FLAGS())
-                  for f in c.decode(v)]
-        info = {"codec": ctx.name, "pix_fmt": ctx.pix_fmt, "streams": [s.type for s in c.streams]}
+        frames, times = {}, []
+        for i, f in enumerate(c.decode(v)):
+            times.append(str(Fraction(f.pts) * f.time_base))
+            if keep is None or i in keep:
+                frames[i] = f.to_ndarray(format="rgb24", src_colorspace=1 if ctx.colorspace == 1 else None,
+                                         src_color_range=ctx.color_range or 1, interpolation=_SWS_FLAGS())
+        info = {"codec": ctx.name, "pix_fmt": ctx.pix_fmt, "streams": [s.type for s in c.streams],
+                "frames": len(times), "times": times, "bytes": path.stat().st_size}
         c.seek(0)
         info["audio_packets"] = ([bytes(p) for p in c.demux(c.streams.audio[0]) if p.dts is not None]
                                  if c.streams.audio else [])
     return frames, info
 
 
-def score(frames: list[np.ndarray], truth: list[np.ndarray]) -> dict:
+def score(frames: dict[int, np.ndarray], truth: list[np.ndarray]) -> dict:
     from sharpkd.metrics import psnr, ssim
 
-    n = min(len(frames), len(truth))
-    p = [psnr(frames[i], truth[i]) for i in range(n)]
-    s = [ssim(frames[i], truth[i]) for i in range(n)]
-    return {"psnr": round(float(np.mean(p)), 3), "ssim": round(float(np.mean(s)), 4), "frames_scored": n}
+    idx = sorted(i for i in frames if i < len(truth))
+    p = [psnr(frames[i], truth[i]) for i in idx]
+    s = [ssim(frames[i], truth[i]) for i in idx]
+    return {"psnr": round(float(np.mean(p)), 3), "ssim": round(float(np.mean(s)), 4), "frames_scored": len(idx)}
+
+
+def _sharpen(args, received: Path, out_dir: Path) -> dict:
+    cmd = [sys.executable, "-m", "sharpkd.cli", "sharpen", str(received), "-o", str(out_dir), "--overwrite",
+           "-q", "--device", args.device, "--codec", args.codec, "--crf", str(args.crf), "--preset", args.preset]
+    if args.weights:
+        cmd += ["--weights", args.weights]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        from sharpkd.errors import SharpkdError
+
+        raise SharpkdError(f"sharpkd sharpen failed (exit {proc.returncode}): {proc.stderr.strip()}")
+    m = re.search(r"processed at ([0-9.]+) frames/s", proc.stdout)
+    t = re.search(r"per frame: decode (\d+) \+ to RGB (\d+) ms CPU, model (\d+) ms, to YUV (\d+) \+ encode (\d+) ms CPU",
+                  proc.stdout)
+    stages = dict(zip(("decode", "to_rgb", "model", "to_yuv", "encode"), map(int, t.groups()))) if t else None
+    return {"wall_s": wall, "fps": float(m.group(1)) if m else None, "per_frame_ms": stages}
+
+
+def _bench(args, w: int, h: int) -> dict:
+    """``sharpkd bench`` in its own process at the size and tile ``sharpkd sharpen`` runs."""
+    cmd = [sys.executable, "-m", "sharpkd.cli", "bench", "--json", "--height", str(h), "--width", str(w),
+           "--runs", str(args.bench_runs), "--device", "cpu" if args.device == "auto" else args.device]
+    if args.weights:
+        cmd += ["--weights", args.weights]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    if proc.returncode != 0:
+        from sharpkd.errors import SharpkdError
+
+        raise SharpkdError(f"sharpkd bench failed (exit {proc.returncode}): {proc.stderr.strip()}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,17 +171,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--photos", default=str(ROOT.parent / "shared" / "data" / "photos"))
     ap.add_argument("--pattern", default="kd_GOPR0384_11_00-*.jpg")
     ap.add_argument("--frames", type=int, default=0, help="use the first N photos (default: all that match)")
+    ap.add_argument("--hold", type=int, default=10,
+                    help="video frames per photo, a slow pan across it (default 10; 1 = each photo once, whole)")
     ap.add_argument("--size", default="1920x1080", help="frame size WxH every photo is resized to")
     ap.add_argument("--fps", type=int, default=25)
     ap.add_argument("--scale", type=float, default=0.6, help="the link's downscale (sharpkd.degrade.degrade)")
-    ap.add_argument("--link-crf", type=int, default=23, help="H.264 quality of the link's encode")
+    ap.add_argument("--link-crf", type=int, default=23, help="H.264 quality of the link's encode (default 23)")
     ap.add_argument("--link-preset", default="medium")
     ap.add_argument("--weights", help="student .safetensors (default: the shipped student)")
     ap.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--codec", default="libx264", help="sharpkd sharpen --codec")
     ap.add_argument("--crf", type=int, default=18, help="sharpkd sharpen --crf")
-    ap.add_argument("--preset", default="medium", help="sharpkd sharpen --preset")
-    ap.add_argument("--model-runs", type=int, default=5, help="timed frames of the model-only benchmark")
+    ap.add_argument("--preset", default="veryfast", help="sharpkd sharpen --preset (default: its default)")
+    ap.add_argument("--repeat", type=int, default=3, help="sharpen and bench runs, alternating (default 3)")
+    ap.add_argument("--bench-runs", type=int, default=20, help="timed frames of each sharpkd bench (default 20)")
+    ap.add_argument("--score", type=int, default=14, help="frames scored, evenly spaced (default 14; 0 = all)")
     ap.add_argument("--workdir", help="keep the clips here (default: a temporary folder)")
     ap.add_argument("--out", help="also write the JSON here")
     args = ap.parse_args(argv)
@@ -139,10 +199,13 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def run(args: argparse.Namespace) -> int:
-    import torch
+def _summary(values: list[float]) -> dict:
+    return {"best": round(max(values), 3), "median": round(statistics.median(values), 3),
+            "runs": [round(v, 3) for v in values]}
 
-    from sharpkd.bench import benchmark, machine
+
+def run(args: argparse.Namespace) -> int:
+    from sharpkd.bench import machine
     from sharpkd.degrade import degrade
     from sharpkd.errors import SharpkdError
     from sharpkd.models import load_student
@@ -152,53 +215,62 @@ def run(args: argparse.Namespace) -> int:
         w, h = (int(x) for x in args.size.lower().split("x"))
     except ValueError:
         raise SharpkdError(f"--size {args.size!r}: give WIDTHxHEIGHT, e.g. 1920x1080") from None
-    truth, names = load_frames(Path(args.photos), args.pattern, args.frames, (w, h))
+    if args.repeat < 1 or args.hold < 1:
+        raise SharpkdError("--repeat and --hold must be at least 1")
+    truth, names = load_frames(Path(args.photos), args.pattern, args.frames, (w, h), args.hold)
+    n = len(truth)
+    keep = set(range(n)) if args.score <= 0 or args.score >= n else {round(i * (n - 1) / (args.score - 1))
+                                                                      for i in range(args.score)}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.workdir or tmp)
         work.mkdir(parents=True, exist_ok=True)
         received = work / "received.mp4"
         encode_link(received, [degrade(f, args.scale) for f in truth], args.fps, args.link_crf, args.link_preset)
         out_dir = work / "sharpened"
-        cmd = [sys.executable, "-m", "sharpkd.cli", "sharpen", str(received), "-o", str(out_dir), "--overwrite",
-               "-q", "--device", args.device, "--codec", args.codec, "--crf", str(args.crf), "--preset", args.preset]
-        if args.weights:
-            cmd += ["--weights", args.weights]
-        t0 = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-        wall = time.perf_counter() - t0
-        if proc.returncode != 0:
-            raise SharpkdError(f"sharpkd sharpen failed (exit {proc.returncode}): {proc.stderr.strip()}")
-        m = re.search(r"processed at ([0-9.]+) frames/s", proc.stdout)
-        rec_frames, rec_info = decode(received)
-        out_frames, out_info = decode(out_dir / received.name)
-        model, meta = load_student(args.weights or shipped_weights())
-        device = "cuda" if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()) else "cpu"
-        model_only = benchmark(model, h, w, runs=args.model_runs, warmup=1, device=device)
-        pipeline_fps = float(m.group(1)) if m else None
-        result = {
-            "clip": {"photos": str(args.photos), "pattern": args.pattern, "first": names[0], "last": names[-1],
-                     "size": [w, h], "fps": args.fps, "degrade_scale": args.scale, "link_crf": args.link_crf},
-            "frames": {"ground_truth": len(truth), "received": len(rec_frames), "sharpened": len(out_frames)},
-            "received": score(rec_frames, truth),
-            "sharpened": score(out_frames, truth),
-            "sharpen": {"codec": out_info["codec"], "pix_fmt": out_info["pix_fmt"], "crf": args.crf,
-                        "preset": args.preset, "arch": meta.get("arch", "?")},
-            "audio": {"survived": "audio" in out_info["streams"],
-                      "bit_identical": bool(rec_info["audio_packets"])
-                      and out_info["audio_packets"] == rec_info["audio_packets"],
-                      "packets": len(out_info["audio_packets"])},
-            "speed": {"command_wall_s": round(wall, 2),
-                      "end_to_end_fps": round(len(out_frames) / wall, 2),
-                      "pipeline_fps": pipeline_fps,
-                      "model_only_fps": round(model_only["fps"], 2),
-                      "pipeline_over_model": round(pipeline_fps / model_only["fps"], 3) if pipeline_fps else None,
-                      "note": "end_to_end_fps includes starting Python, torch and the model; pipeline_fps is "
-                              "sharpkd sharpen's own frames/s (decode, model, encode overlapped)"},
-            "machine": machine(device) | {"threads": torch.get_num_threads()},
-        }
+        runs, benches = [], []
+        for _ in range(args.repeat):  # alternate, so both see the same machine state
+            runs.append(_sharpen(args, received, out_dir))
+            benches.append(_bench(args, w, h))
+        rec_frames, rec_info = decode(received, keep)
+        out_frames, out_info = decode(out_dir / received.name, keep)
+        meta = load_student(args.weights or shipped_weights())[1]
+    pipeline = [r["fps"] for r in runs if r["fps"]]
+    bench_fps = [b["fps"] for b in benches]
+    ratios = [p / b for p, b in zip(pipeline, bench_fps)]
+    result = {
+        "clip": {"photos": str(args.photos), "pattern": args.pattern, "first": names[0], "last": names[-1],
+                 "photos_used": len(names), "hold": args.hold, "size": [w, h], "fps": args.fps,
+                 "degrade_scale": args.scale, "link_crf": args.link_crf, "link_preset": args.link_preset},
+        "frames": {"ground_truth": n, "received": rec_info["frames"], "sharpened": out_info["frames"],
+                   "same_timestamps": out_info["times"] == rec_info["times"]},
+        "received": score(rec_frames, truth) | {"bytes": rec_info["bytes"]},
+        "sharpened": score(out_frames, truth) | {"bytes": out_info["bytes"]},
+        "sharpen": {"codec": out_info["codec"], "pix_fmt": out_info["pix_fmt"], "crf": args.crf,
+                    "preset": args.preset, "arch": meta.get("arch", "?")},
+        "audio": {"survived": "audio" in out_info["streams"],
+                  "bit_identical": bool(rec_info["audio_packets"])
+                  and out_info["audio_packets"] == rec_info["audio_packets"],
+                  "packets": len(out_info["audio_packets"])},
+        "speed": {"pipeline_fps": _summary(pipeline) if pipeline else None,
+                  "bench_fps": _summary(bench_fps),
+                  "pipeline_over_bench": _summary(ratios) if ratios else None,
+                  "command_wall_s": _summary([r["wall_s"] for r in runs]),
+                  "end_to_end_fps": _summary([n / r["wall_s"] for r in runs]),
+                  "per_frame_ms": [r["per_frame_ms"] for r in runs],
+                  "bench": {k: benches[0][k] for k in ("arch", "height", "width", "threads", "runtime")},
+                  "note": "pipeline_fps: sharpkd sharpen's own frames/s (open the file to the output closed: "
+                          "decode, model and encode overlapped); end_to_end_fps also counts starting Python, "
+                          "torch and the model; bench_fps: sharpkd bench (the model alone, same size and tile); "
+                          "pipeline_over_bench: run i against the bench run right after it; per_frame_ms: "
+                          "CPU ms per frame of the decode thread (decode, to_rgb) and the encode thread (to_yuv, "
+                          "encode), wall ms per frame of the model thread (model)"},
+        "machine": machine("cpu" if args.device != "cuda" else "cuda")
+        | {"env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY") if k in os.environ}},
+    }
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(text + "\n")
     return 0
 
