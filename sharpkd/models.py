@@ -194,17 +194,19 @@ class SharpNet(nn.Module):
         self.scale = unshuffle
         self.patch = head == "patch"
         io = 3 * unshuffle * unshuffle
+        # built head, body, tail in this order: the order the random initialisation is drawn in
         if self.patch:
-            s = unshuffle
-            self.head = nn.Conv2d(3, channels, s, stride=s)
-            self.tail = nn.ConvTranspose2d(channels, 3, s, stride=s)
+            self.head = nn.Conv2d(3, channels, unshuffle, stride=unshuffle)
+        else:
+            self.head = RepConv(io, channels, identity=False, rep=rep)
+        self.body = nn.ModuleList(RepConv(channels, channels, identity=True, rep=rep) for _ in range(blocks))
+        if self.patch:
+            self.tail = nn.ConvTranspose2d(channels, 3, unshuffle, stride=unshuffle)
             nn.init.zeros_(self.tail.weight)
             nn.init.zeros_(self.tail.bias)
         else:
-            self.head = RepConv(io, channels, identity=False, rep=rep)
             self.tail = RepConv(channels, io, identity=False, rep=rep)
             self.tail.zero_init()
-        self.body = nn.ModuleList(RepConv(channels, channels, identity=True, rep=rep) for _ in range(blocks))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_input(x)
