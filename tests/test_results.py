@@ -76,7 +76,7 @@ def test_table_with_report_scale_ablation_rows_and_benchmarks(root):
     assert body["default student (`sharp`), without distillation (ground truth only)"].endswith("| 30.900 | 0.9500 | +0.900 | 31.900 | 0.9500 | 5,804 | 2.99 | 10.3 | — |")
     assert list(body)[-1] == "**default student (`sharp`), distilled**"
     assert "full size (1280x720, 1920x1080) and resized to 464x256" in text
-    assert "CPU fps measured on AMD EPYC, 2 cores (PyTorch 2.14.1, 2 threads)" in text
+    assert "CPU fps measured on AMD EPYC, 2 cores (PyTorch 2.14.1, 2 threads; " in text and "via torch" in text
     assert "GPU fps not measured" in text
 
 

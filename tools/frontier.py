@@ -153,7 +153,12 @@ def plot(folder: Path) -> Path:
     runs = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
     if not runs:
         raise SystemExit(f"error: no runs in {folder}")
-    links = list(runs[0]["psnr"])
+    links = sorted(runs[0]["psnr"], key=lambda k: (k != "none", k))  # clean first
+    # the pipeline's rows for the clean set (metrics/photos/eval.json), as reference lines
+    ev = json.loads((folder.parent / "eval.json").read_text()) if (folder.parent / "eval.json").exists() else {}
+    methods = ev.get("methods", {})
+    refs = {name: methods[name]["psnr"] - methods["identity"]["psnr"] for name in ("lanczos", "bicubic", "teacher")
+            if name in methods and "identity" in methods}
     fig, axes = plt.subplots(1, len(links), figsize=(5.5 * len(links), 4.2), squeeze=False)
     for ax, link in zip(axes[0], links):
         for r in runs:
@@ -161,6 +166,11 @@ def plot(folder: Path) -> Path:
                 ax.scatter(r["ms_per_1080p"], r["gain"][link], s=30)
                 ax.annotate(r["name"], (r["ms_per_1080p"], r["gain"][link]), fontsize=7, xytext=(3, 3),
                             textcoords="offset points")
+        if link == "none":
+            for name, gain in refs.items():
+                ax.axhline(gain, ls=":", color={"teacher": "tab:red"}.get(name, "tab:gray"))
+                ax.text(0.02, gain, f" {name} (the pipeline's photo-pool run)", fontsize=7, va="bottom",
+                        transform=ax.get_yaxis_transform())
         ax.set_xscale("log")
         ax.set_xlabel("ms per 1920x1080 frame (2-core CPU, runtime auto)")
         ax.set_ylabel(f"PSNR gain over the received frame (dB), {link}")

@@ -181,8 +181,10 @@ def table(metrics_dir: str | Path) -> str:
             m = json.loads(m)
             threads = sorted({r[kind].get("threads") for r in bench.values() if kind in r} - {None})
             desc = m.get("gpu") if kind == "cuda" else f"{m.get('cpu', '?')}, {m.get('cpu_cores', '?')} cores"
+            runtimes = sorted({f"{row} via {r[kind].get('runtime', 'torch')}" for row, r in bench.items() if kind in r})
             where.append(f"{name} fps measured on {desc} (PyTorch {m.get('torch', '?')}"
-                         + (f", {'/'.join(map(str, threads))} threads" if kind == "cpu" and threads else "") + ")")
+                         + (f", {'/'.join(map(str, threads))} threads" if kind == "cpu" and threads else "")
+                         + (f"; {', '.join(runtimes)}" if runtimes else "") + ")")
     if bench and not any("cuda" in r for r in bench.values()):
         where.append("GPU fps not measured (no GPU was lent to the sessions that ran this)")
     if where:
