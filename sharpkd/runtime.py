@@ -22,8 +22,7 @@ and ``torch`` otherwise (CUDA, 16-bit images, teachers).
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 import warnings
 from typing import Callable
 
@@ -49,18 +48,21 @@ class UInt8Graph(nn.Module):
         return (y * 255.0).round().clamp(0.0, 255.0).to(torch.uint8).permute(0, 2, 3, 1)
 
 
-def _export(model: nn.Module, height: int, width: int, path: str) -> None:
+def _export(model: nn.Module, height: int, width: int) -> bytes:
+    """The ONNX bytes of :class:`UInt8Graph` of ``model`` at ``height x width`` (in memory: no file)."""
     graph = UInt8Graph(model).eval()
     example = torch.zeros(1, height, width, 3, dtype=torch.uint8)
+    buf = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer's notes on sizes becoming constants: intended here
         try:
             # TorchScript-based exporter at a fixed size: fast (about a second), and the graph has
             # no shape arithmetic for the runtime to evaluate per call.
-            torch.onnx.export(graph, (example,), path, dynamo=False, opset_version=17,
+            torch.onnx.export(graph, (example,), buf, dynamo=False, opset_version=17,
                               input_names=["input"], output_names=["output"])
         except Exception as exc:  # the exporter's own errors are long; keep the gist
             raise SharpkdError(f"export to the {height}x{width} runtime graph failed: {str(exc).splitlines()[0]}") from exc
+    return buf.getvalue()
 
 
 def available(runtime: str) -> bool:
@@ -77,7 +79,8 @@ class CompiledStudent:
     """A student compiled for ``runtime`` (``openvino`` | ``onnxruntime``): :meth:`run_uint8`
     maps an ``H x W x 3`` uint8 window to the restored uint8 window.
 
-    One graph per window size, exported and compiled on first use (about a second) and kept.
+    One graph per window size, exported in memory and compiled on first use (about a second) and
+    kept; nothing is written to disk.
     """
 
     def __init__(self, model: nn.Module, runtime: str, threads: int | None = None) -> None:
@@ -92,29 +95,26 @@ class CompiledStudent:
         self._compiled: dict[tuple[int, int], Callable[[np.ndarray], np.ndarray]] = {}
 
     def _compile(self, height: int, width: int) -> Callable[[np.ndarray], np.ndarray]:
-        with tempfile.TemporaryDirectory(prefix="sharpkd-runtime-") as d:
-            path = os.path.join(d, "student.onnx")
-            _export(self.model, height, width, path)
-            if self.runtime == "openvino":
-                import openvino as ov
+        graph = _export(self.model, height, width)
+        if self.runtime == "openvino":
+            import openvino as ov
 
-                core = ov.Core()
-                compiled = core.compile_model(core.read_model(path), "CPU", {
-                    "INFERENCE_NUM_THREADS": self.threads, "PERFORMANCE_HINT": "LATENCY",
-                    "INFERENCE_PRECISION_HINT": "f32"})
-                request = compiled.create_infer_request()
+            compiled = ov.Core().compile_model(ov.convert_model(io.BytesIO(graph)), "CPU", {
+                "INFERENCE_NUM_THREADS": self.threads, "PERFORMANCE_HINT": "LATENCY",
+                "INFERENCE_PRECISION_HINT": "f32"})
+            request = compiled.create_infer_request()
 
-                def run(x: np.ndarray) -> np.ndarray:
-                    return request.infer({0: x})[0]
-            else:
-                import onnxruntime as ort
+            def run(x: np.ndarray) -> np.ndarray:
+                return request.infer({0: x})[0]
+        else:
+            import onnxruntime as ort
 
-                options = ort.SessionOptions()
-                options.intra_op_num_threads = self.threads
-                session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = self.threads
+            session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
-                def run(x: np.ndarray) -> np.ndarray:
-                    return session.run(None, {"input": x})[0]
+            def run(x: np.ndarray) -> np.ndarray:
+                return session.run(None, {"input": x})[0]
         return run
 
     def run_uint8(self, window: np.ndarray) -> np.ndarray:

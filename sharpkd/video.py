@@ -224,7 +224,21 @@ def _get(q: queue.Queue, stop: threading.Event):
 _END = ("end", None)
 
 
-class _Reader:
+class _CPUTimed:
+    """A thread body (the subclass's ``_run``) whose CPU time, this thread's only, is kept in
+    ``cpu_s`` however it ends."""
+
+    cpu_s = 0.0
+
+    def run(self) -> None:
+        t = time.thread_time()
+        try:
+            self._run()
+        finally:
+            self.cpu_s = time.thread_time() - t
+
+
+class _Reader(_CPUTimed):
     """Demuxes and decodes in its own thread: puts ``("frame", _Frame)`` and ``("packet", Packet)``
     (of the streams that are copied) on ``q`` in file order, then ``_END``.  A decode error ends
     the stream early and is kept in ``error``."""
@@ -267,13 +281,6 @@ class _Reader:
             self.convert_s += time.thread_time() - t
             _put(self.q, ("frame", _Frame(rgb, frame.pts, int(frame.rotation or 0))), self.stop)
 
-    def run(self) -> None:
-        t = time.thread_time()
-        try:
-            self._run()
-        finally:
-            self.cpu_s = time.thread_time() - t
-
     def _run(self) -> None:
         import av
 
@@ -295,7 +302,7 @@ class _Reader:
             pass
 
 
-class _Writer:
+class _Writer(_CPUTimed):
     """Owns the output container: sets its streams up on the first frame, encodes frames and
     muxes them with the copied packets.  Runs in its own thread (:meth:`run`)."""
 
@@ -417,13 +424,6 @@ class _Writer:
                 out.close()
             except Exception:  # noqa: BLE001 - the file is removed anyway
                 pass
-
-    def run(self) -> None:
-        t = time.thread_time()
-        try:
-            self._run()
-        finally:
-            self.cpu_s = time.thread_time() - t
 
     def _run(self) -> None:
         try:

@@ -237,7 +237,7 @@ def test_progress_bar_shows_frames_per_second(tmp_path, weights, capsys):
     make_clip(src, n=10)
     assert main(["sharpen", str(src), "-o", str(tmp_path / "o"), "--weights", str(weights)]) == 0
     err = capsys.readouterr().err
-    assert re.search(r"clip\.mp4: 100%\|.*\| 10/10 \[[0-9:]+<[0-9:]+, \d+(\.\d+)?frame/s\]", err), err
+    assert re.search(r"clip\.mp4: 100%\|.*\| 10/10 \[[0-9:]+<[0-9:]+,\s*\d+(\.\d+)?frame/s\]", err), err
 
 
 def test_no_audio_is_said(tmp_path, weights, capsys):
