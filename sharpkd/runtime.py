@@ -65,6 +65,19 @@ def _export(model: nn.Module, height: int, width: int) -> bytes:
     return buf.getvalue()
 
 
+_CORE = None
+
+
+def _openvino_core():
+    """One ``openvino.Core`` per process (each Core starts its own plugin and thread pools)."""
+    global _CORE
+    if _CORE is None:
+        import openvino as ov
+
+        _CORE = ov.Core()
+    return _CORE
+
+
 def available(runtime: str) -> bool:
     """Whether ``runtime``'s package can be imported."""
     module = {"torch": "torch", "torch-compile": "torch", "openvino": "openvino", "onnxruntime": "onnxruntime"}[runtime]
@@ -99,7 +112,7 @@ class CompiledStudent:
         if self.runtime == "openvino":
             import openvino as ov
 
-            compiled = ov.Core().compile_model(ov.convert_model(io.BytesIO(graph)), "CPU", {
+            compiled = _openvino_core().compile_model(ov.convert_model(io.BytesIO(graph)), "CPU", {
                 "INFERENCE_NUM_THREADS": self.threads, "PERFORMANCE_HINT": "LATENCY",
                 "INFERENCE_PRECISION_HINT": "f32"})
             request = compiled.create_infer_request()
