@@ -297,7 +297,12 @@ def frontier_table(metrics_dir: str | Path) -> str:
         cells += [f"{r['gain'][k]:+.3f}" if k in r["gain"] else "—" for k in links]
         rows.append("| " + " | ".join(cells) + " |")
     inputs = ", ".join(f"{_link_label(k)} {runs[0]['input_psnr'][k]:.3f} dB" for k in links)
-    return "\n".join(rows) + f"\n\nReceived frame (the input every gain is over): {inputs}.\n"
+    text = "\n".join(rows) + f"\n\nReceived frame (the input every gain is over): {inputs}.\n"
+    for r in runs:  # what more training buys: the clean validation gain after each epoch
+        if len(r.get("curve") or []) >= 6:
+            points = ", ".join(f"{c['step']:,}: {c['val_psnr'] - r['input_psnr']['none']:+.3f}" for c in r["curve"])
+            text += f"\nPSNR gain on clean frames vs training steps, {r['name']}: {points} dB.\n"
+    return text
 
 
 def seeds_table(metrics_dir: str | Path) -> str:
