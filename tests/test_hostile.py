@@ -574,3 +574,25 @@ def test_peak_memory_tool_reports_json(tmp_path, weights):
     row = result["runs"]["tiny"]
     assert row["width"] == 64 and row["height"] == 48 and row["exit"] == 0 and row["peak_rss_mib"] > 10
     assert json.loads((tmp_path / "mem.json").read_text()) == result
+
+
+def test_sigterm_during_model_load_turned_into_another_error_is_still_an_interrupt(tmp_path, weights, capsys,
+                                                                                  monkeypatch):
+    """safetensors turns the KeyboardInterrupt of a SIGTERM during the load into a ValueError: the
+    recorded signal still gives "interrupted" and exit 130, not a traceback (seen in CI)."""
+    import sharpkd.sharpen as sharpen_mod
+
+    Image.fromarray(rand(9, 9)).save(tmp_path / "a.png")
+
+    def load_hit_by_sigterm(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        try:
+            for _ in range(1000):
+                pass
+        except KeyboardInterrupt:
+            raise ValueError("could not determine the shape of object type 'torch.storage.UntypedStorage'") from None
+        raise AssertionError("the SIGTERM did not arrive")
+
+    monkeypatch.setattr(sharpen_mod, "load_student", load_hit_by_sigterm)
+    assert sharpen_cli(weights, tmp_path / "a.png", "-o", tmp_path / "o") == 130
+    assert capsys.readouterr().err.splitlines() == ["interrupted"]
