@@ -92,9 +92,12 @@ class CompiledStudent:
     """A student compiled for ``runtime`` (``openvino`` | ``onnxruntime``): :meth:`run_uint8`
     maps an ``H x W x 3`` uint8 window to the restored uint8 window.
 
-    One graph per window size, exported in memory and compiled on first use (about a second) and
-    kept; nothing is written to disk.
+    One graph per window size, exported in memory and compiled on first use (about a second);
+    the :attr:`KEEP` most recent sizes are kept (a video's frames, and all windows of one image,
+    share one size), older ones are freed with their buffers.  Nothing is written to disk.
     """
+
+    KEEP = 2
 
     def __init__(self, model: nn.Module, runtime: str, threads: int | None = None) -> None:
         if runtime not in ("openvino", "onnxruntime"):
@@ -135,9 +138,10 @@ class CompiledStudent:
         if window.dtype != np.uint8 or window.ndim != 3 or window.shape[2] != 3:
             raise SharpkdError(f"runtime {self.runtime} takes HxWx3 uint8 windows, got {window.dtype} {window.shape}")
         h, w = window.shape[:2]
-        run = self._compiled.get((h, w))
-        if run is None:
-            run = self._compiled[(h, w)] = self._compile(h, w)
+        run = self._compiled.pop((h, w), None) or self._compile(h, w)
+        self._compiled[(h, w)] = run  # most recent last
+        while len(self._compiled) > self.KEEP:  # a folder of many sizes must not keep them all
+            self._compiled.pop(next(iter(self._compiled)))
         return run(np.ascontiguousarray(window)[None])[0]
 
 

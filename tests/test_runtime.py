@@ -90,3 +90,11 @@ def test_bench_compare_times_every_installed_runtime(capsys, weights):
     names = [r["runtime"] for r in result["runtimes"]]
     assert names[0] == "torch" and set(COMPILED) <= set(names)
     assert all(r["median_ms"] > 0 for r in result["runtimes"])
+
+
+@pytest.mark.parametrize("runtime", COMPILED)
+def test_compiled_keeps_only_the_most_recent_sizes(runtime):
+    compiled = CompiledStudent(student(), runtime)
+    for size in [(8, 8), (8, 12), (8, 8), (12, 8)]:
+        compiled.run_uint8(rand(*size))
+    assert list(compiled._compiled) == [(8, 8), (12, 8)]  # (8, 12) freed: least recently used
