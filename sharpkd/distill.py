@@ -17,7 +17,7 @@ import torch
 
 from .errors import SharpkdError
 from .inference import prepare, run_model
-from .losses import build_loss, needs_teacher
+from .losses import ZoomDistillation, build_loss, needs_teacher, needs_teacher_model
 from .metrics import psnr, ssim
 from .models import build_student
 from .train import Pairs, epoch_steps, fingerprint, fit, state_file
@@ -28,7 +28,11 @@ VAL_TILE = 2048
 
 @dataclass
 class TrainData:
-    """Training triplets (degraded, ground truth, teacher) of crops and full-size validation pairs."""
+    """Training triplets (degraded, ground truth, teacher) of crops and full-size validation pairs.
+
+    ``teacher_model`` (the adapted teacher itself) and ``scale`` (``degrade.scale``) are needed only
+    by the ``l2_teacher_zoom`` term, which makes and labels new inputs during training.
+    """
 
     degraded: list[np.ndarray]
     gt: list[np.ndarray]
@@ -36,6 +40,8 @@ class TrainData:
     val_degraded: list[np.ndarray]
     val_gt: list[np.ndarray]
     val_names: list[str] = field(default_factory=list)
+    teacher_model: torch.nn.Module | None = None
+    scale: float = 0.6
 
     def __post_init__(self) -> None:
         if not self.val_degraded:
@@ -87,6 +93,14 @@ def train_student(params: dict, data: TrainData, *, device: str = "cpu",
     uses_teacher = needs_teacher(params["loss"])
     if uses_teacher and data.teacher is None:
         raise SharpkdError("the loss uses the teacher (train.loss) but no teacher outputs were given")
+    zoom = None
+    if needs_teacher_model(params["loss"]):
+        if data.teacher_model is None:
+            raise SharpkdError("train.loss.l2_teacher_zoom runs the teacher during training, but no teacher model was given")
+        if torch.distributed.is_available() and torch.distributed.is_initialized() \
+                and torch.distributed.get_world_size() > 1:
+            raise SharpkdError("train.loss.l2_teacher_zoom trains in one process only (not under torchrun)")
+        zoom = ZoomDistillation(data.teacher_model, params.get("zoom", 0.5), data.scale).to(device)
     torch.manual_seed(int(params["seed"]))
     model = build_student(params["arch"], **(params.get("arch_config") or {}))
     loss_fn = build_loss(params["loss"], params.get("vgg") or {}).to(device)
@@ -94,7 +108,16 @@ def train_student(params: dict, data: TrainData, *, device: str = "cpu",
     fp = fingerprint({"train": params}, [*data.degraded, *data.gt, *(data.teacher or []), *data.val_degraded,
                                          *data.val_gt])
     state_path = state_file(state_dir, "student", fp) if state_dir is not None else None
-    return fit(model, pairs, lambda out, gt, t: loss_fn(out, gt, t), lr=float(params["lr"]),
+
+    def loss(out: torch.Tensor, gt: torch.Tensor, t: torch.Tensor | None):
+        total, terms = loss_fn(out, gt, t)
+        if zoom is not None:
+            terms["l2_teacher_zoom"] = zoom(model, gt)
+            total = total + float(params["loss"]["l2_teacher_zoom"]) * terms["l2_teacher_zoom"]
+            terms["l2_teacher_zoom"] = terms["l2_teacher_zoom"].detach()
+        return total, terms
+
+    return fit(model, pairs, loss, lr=float(params["lr"]),
                epochs=int(params["epochs"]), steps_per_epoch=steps_per_epoch(params, data),
                batch=int(params["batch"]), patch=int(params["patch"]), seed=int(params["seed"]), device=device,
                state_path=state_path, fingerprint=fp, validate=validation(data, device), on_epoch=on_epoch,

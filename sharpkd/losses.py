@@ -20,6 +20,10 @@ term             formula
 ``l1_teacher``   ``mean|S - T|``
 ``l2_gt``        ``mean (S - G)^2``
 ``l2_teacher``   ``mean (S - T)^2``
+``l2_teacher_    ``mean (S(D_z) - T(D_z))^2`` on *down-zoomed* inputs, the teacher run online:
+zoom``           ``D_z = degrade(shrink_z(G))`` (:class:`ZoomDistillation`).  A DUKD-style
+                 "data upcycling" term: the teacher labels new in-domain inputs made from the
+                 batch, a wider field of view at a smaller scale
 ===============  ===========================================================================
 
 The two L2 terms are not in the report.  For a residual student that starts as the identity,
@@ -43,9 +47,12 @@ from torch import nn
 from .errors import SharpkdError
 from .vgg import VGGFeatures
 
-TERMS = ("l1_gt", "ssim", "vgg_feature", "deep_feature", "l1_teacher", "l2_gt", "l2_teacher")
+TERMS = ("l1_gt", "ssim", "vgg_feature", "deep_feature", "l1_teacher", "l2_gt", "l2_teacher", "l2_teacher_zoom")
 VGG_TERMS = frozenset({"vgg_feature", "deep_feature"})
 TEACHER_TERMS = frozenset({"vgg_feature", "deep_feature", "l1_teacher", "l2_teacher"})
+#: Terms that run the teacher model during training (computed by :class:`ZoomDistillation`, not
+#: :class:`DistillLoss`), so the training stage loads the teacher's weights.
+ONLINE_TEACHER_TERMS = frozenset({"l2_teacher_zoom"})
 VGG_PARAM_KEYS = ("backbone", "path", "layers", "deep_layer", "sha256", "url", "cache_dir")
 
 SSIM_WIN = 11
@@ -78,6 +85,11 @@ def needs_vgg(weights: dict) -> bool:
 def needs_teacher(weights: dict) -> bool:
     """True if a teacher term (``vgg_feature``, ``deep_feature``, ``l1_teacher``) has a non-zero weight."""
     return any(float(weights.get(t, 0) or 0) != 0.0 for t in TEACHER_TERMS)
+
+
+def needs_teacher_model(weights: dict) -> bool:
+    """True if a term that runs the teacher during training (``l2_teacher_zoom``) has a non-zero weight."""
+    return any(float(weights.get(t, 0) or 0) != 0.0 for t in ONLINE_TEACHER_TERMS)
 
 
 def ssim_loss(s: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
@@ -115,7 +127,7 @@ class DistillLoss(nn.Module):
         deep_layer: str | None = None,
     ) -> None:
         super().__init__()
-        self.weights = check_weights(weights)
+        self.weights = {k: v for k, v in check_weights(weights).items() if k not in ONLINE_TEACHER_TERMS}
         self.vgg = None
         self.vgg_layers: list[str] = []
         self.deep_layer: str | None = None
@@ -168,8 +180,48 @@ class DistillLoss(nn.Module):
                 terms["vgg_feature"] = sum((fs[l] - ft[l]).abs().mean() for l in self.vgg_layers)
             if "deep_feature" in w:
                 terms["deep_feature"] = (fs[self.deep_layer] - ft[self.deep_layer]).pow(2).mean()
-        total = sum(w[k] * v for k, v in terms.items())
+        total = sum((w[k] * v for k, v in terms.items()), student.new_zeros(()))
         return total, {k: v.detach() for k, v in terms.items()}
+
+
+class ZoomDistillation(nn.Module):
+    """``l2_teacher_zoom``: ``mean (S(D_z) - T(D_z))^2``, the teacher's labels on down-zoomed inputs.
+
+    For a batch of ground-truth patches ``G`` (``N x 3 x P x P`` in [0, 1]), each patch is rounded
+    to uint8, shrunk to ``zoom`` of its size with Pillow's antialiased bilinear filter
+    (:func:`sharpkd.degrade.downscale`: the same scene seen from farther away, a new in-domain
+    image) and degraded as the pipeline degrades (:func:`sharpkd.degrade.degrade` at ``scale``,
+    no codec) into ``D_z``.  The frozen ``teacher`` labels ``D_z`` without gradient; the student
+    is asked to match that label, never the shrunk patch itself.  This is the down-zoom half of
+    data upcycling (DUKD, Zhang et al. 2023): knowledge passes through inputs the precomputed
+    teacher outputs never covered.  Its cost is one teacher forward on ``N`` patches of
+    ``zoom * P`` pixels a side per step.  ``forward(model, G) -> term`` (the gradient flows into
+    ``model``).
+    """
+
+    def __init__(self, teacher: nn.Module, zoom: float = 0.5, scale: float = 0.6) -> None:
+        super().__init__()
+        if not 0 < float(zoom) < 1:
+            raise SharpkdError(f"train.zoom must be in (0, 1) (the shrink of the zoomed inputs), got {zoom!r}")
+        self.teacher = teacher.eval().requires_grad_(False)
+        self.zoom, self.scale = float(zoom), float(scale)
+
+    def extra_repr(self) -> str:
+        return f"zoom={self.zoom}, scale={self.scale}"
+
+    def inputs(self, gt: torch.Tensor) -> torch.Tensor:
+        """``D_z`` for the batch ``gt`` (float in [0, 1], on ``gt``'s device)."""
+        from .convert import imgs2tensor, tensor2img
+        from .degrade import degrade, downscale
+
+        images = [degrade(downscale(tensor2img(g), self.zoom), self.scale) for g in gt]
+        return imgs2tensor(images).to(gt.device)
+
+    def forward(self, model: nn.Module, gt: torch.Tensor) -> torch.Tensor:
+        x = self.inputs(gt)
+        with torch.no_grad():
+            target = self.teacher(x).clamp(0, 1)
+        return (model(x) - target).pow(2).mean()
 
 
 def build_loss(loss_params: dict, vgg_params: dict | None = None) -> DistillLoss:

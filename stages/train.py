@@ -9,8 +9,10 @@ from sharpkd.card import student_card
 from sharpkd.distill import TrainData, steps_per_epoch, train_student
 from sharpkd.distributed import distributed
 from sharpkd.fsutil import write_json
+from sharpkd.losses import needs_teacher_model
 from sharpkd.models import save_student
 from sharpkd.shards import read_split
+from sharpkd.teacher import load_teacher
 
 
 def run() -> None:
@@ -18,6 +20,8 @@ def run() -> None:
     ap.add_argument("--slices", required=True, help="ground-truth crops and validation images (slice stage)")
     ap.add_argument("--degraded", required=True, help="degraded shards (degrade stage)")
     ap.add_argument("--teacher", required=True, help="teacher output shards (teacher stage)")
+    ap.add_argument("--teacher-model", required=True,
+                    help="adapted teacher weights (teacher stage); loaded only for train.loss.l2_teacher_zoom")
     ap.add_argument("--model", required=True, help="student weights to write (.safetensors)")
     ap.add_argument("--card", required=True, help="model card JSON to write")
     ap.add_argument("--live", required=True, help="dvclive folder (curves)")
@@ -25,6 +29,7 @@ def run() -> None:
     args = ap.parse_args()
     p = stage.load_params("train")
     profile = stage.load_params("profile")
+    scale = float(stage.load_params("degrade")["scale"])
 
     with distributed() as (rank, world, device_hint):
         device = device_hint or stage.resolve_device(p["device"])
@@ -38,6 +43,8 @@ def run() -> None:
             val_degraded=list(read_split(args.degraded, "val_full", list(val_gt)).values()),
             val_gt=list(val_gt.values()),
             val_names=list(val_gt),
+            teacher_model=load_teacher(args.teacher_model, device=device) if needs_teacher_model(p["loss"]) else None,
+            scale=scale,
         )
         live = None
         if rank == 0:

@@ -7,12 +7,14 @@ from pytorch_msssim import ssim as msssim_ssim
 
 import sharpkd.losses as losses
 from sharpkd.errors import SharpkdError
-from sharpkd.losses import TERMS, DistillLoss, build_loss, needs_teacher, needs_vgg, ssim_loss
+from sharpkd.losses import ONLINE_TEACHER_TERMS, TERMS, DistillLoss, ZoomDistillation, build_loss, needs_teacher, needs_vgg, ssim_loss
 from sharpkd.vgg import VGGFeatures
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 VGG19_PATH = SHARED / "weights" / "vgg19_relu3_1.safetensors"
 TEACHER_TERMS = ["vgg_feature", "deep_feature", "l1_teacher", "l2_teacher"]
+#: the terms DistillLoss computes from (S, G, T); l2_teacher_zoom runs models (ZoomDistillation)
+OUTPUT_TERMS = [t for t in TERMS if t not in ONLINE_TEACHER_TERMS]
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +29,7 @@ def images(seed=0, shape=(2, 3, 24, 20)):
     return [torch.rand(shape, generator=g) for _ in range(3)]
 
 
-@pytest.mark.parametrize("term", TERMS)
+@pytest.mark.parametrize("term", OUTPUT_TERMS)
 def test_term_gradient_and_sign(term, vgg):
     s, g, t = images()
     s.requires_grad_(True)
@@ -40,7 +42,7 @@ def test_term_gradient_and_sign(term, vgg):
     assert torch.isfinite(s.grad).all() and s.grad.abs().sum() > 0
 
 
-@pytest.mark.parametrize("term", TERMS)
+@pytest.mark.parametrize("term", OUTPUT_TERMS)
 def test_term_zero_at_target(term, vgg):
     s, g, t = images(1)
     target_is_teacher = term in TEACHER_TERMS
@@ -53,7 +55,7 @@ def test_teacher_gets_no_gradient(vgg):
     s, g, t = images(2)
     s.requires_grad_(True)
     t.requires_grad_(True)
-    total, _ = DistillLoss({k: 1.0 for k in TERMS}, vgg=vgg)(s, g, t)
+    total, _ = DistillLoss({k: 1.0 for k in OUTPUT_TERMS}, vgg=vgg)(s, g, t)
     total.backward()
     assert t.grad is None and s.grad.abs().sum() > 0
 
@@ -63,7 +65,7 @@ def test_total_is_weighted_sum(vgg):
     weights = {"l1_gt": 1.0, "ssim": 0.5, "vgg_feature": 0.01, "deep_feature": 0.001, "l1_teacher": 0.25,
                "l2_gt": 2.0, "l2_teacher": 0.75}
     total, terms = DistillLoss(weights, vgg=vgg)(s, g, t)
-    assert set(terms) == set(TERMS)
+    assert set(terms) == set(OUTPUT_TERMS)
     assert torch.allclose(total, sum(weights[k] * terms[k] for k in terms))
 
 
@@ -173,3 +175,58 @@ def test_ssim_small_images(shape):
 def test_layers_must_be_computed_by_the_vgg(kwargs, vgg):
     with pytest.raises(SharpkdError, match="not computed"):
         DistillLoss({"vgg_feature": 1.0, "deep_feature": 1.0}, vgg=vgg, **kwargs)
+
+
+# ------------------------------------------------------------------ l2_teacher_zoom (online teacher)
+
+
+class Halve(torch.nn.Module):
+    """A stand-in teacher whose label is known: every pixel halved."""
+
+    def forward(self, x):
+        return x * 0.5
+
+
+def test_zoom_inputs_are_shrunk_ground_truth_degraded_as_the_pipeline_does():
+    import numpy as np
+    from sharpkd.convert import tensor2img
+    from sharpkd.degrade import degrade, downscale
+
+    g = images(4, (3, 3, 20, 30))[0]
+    z = ZoomDistillation(Halve(), zoom=0.5, scale=0.6)
+    x = z.inputs(g)
+    assert x.shape == (3, 3, 10, 15)
+    for i in range(3):
+        want = degrade(downscale(tensor2img(g[i]), 0.5), 0.6)
+        assert np.array_equal(tensor2img(x[i]), want)
+
+
+def test_zoom_term_is_the_l2_to_the_teacher_label_and_trains_only_the_student():
+    g = images(5, (2, 3, 16, 16))[0]
+    student = torch.nn.Conv2d(3, 3, 3, padding=1)
+    teacher = torch.nn.Conv2d(3, 3, 1)
+    before = [p.clone() for p in teacher.parameters()]
+    z = ZoomDistillation(teacher, zoom=0.5)
+    value = z(student, g)
+    x = z.inputs(g)
+    with torch.no_grad():
+        want = (student(x) - teacher(x).clamp(0, 1)).pow(2).mean()
+    assert torch.allclose(value, want)
+    value.backward()
+    assert all(p.grad is None for p in teacher.parameters())
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(before, teacher.parameters()))
+    halve = ZoomDistillation(Halve(), zoom=0.5)
+    assert halve(lambda x: x * 0.5, g).item() == pytest.approx(0.0, abs=1e-12)  # the student that is the teacher
+
+
+@pytest.mark.parametrize("zoom", [0, 1, 1.5, -0.5])
+def test_zoom_outside_zero_one_fails_clearly(zoom):
+    with pytest.raises(SharpkdError, match="train.zoom"):
+        ZoomDistillation(Halve(), zoom=zoom)
+
+
+def test_distill_loss_leaves_the_online_term_to_zoom_distillation():
+    s, g, t = images(6)
+    total, terms = DistillLoss({"l2_gt": 1.0, "l2_teacher_zoom": 3.0})(s, g, t)
+    assert set(terms) == {"l2_gt"} and torch.allclose(total, terms["l2_gt"])

@@ -139,3 +139,27 @@ def test_two_gloo_processes_agree_with_one(tmp_path):
     single, _, _ = train(PARAMS | {"epochs": 2}, make_data())
     for k, v in single.state_dict().items():
         torch.testing.assert_close(ddp[k], v, rtol=1e-4, atol=1e-5, msg=k)
+
+
+ZOOM_PARAMS = {**PARAMS, "zoom": 0.5, "loss": {"l2_gt": 1.0, "l2_teacher_zoom": 1.0}}
+
+
+class HalfTeacher(torch.nn.Module):
+    def forward(self, x):
+        return x * 0.5
+
+
+def test_zoom_distillation_needs_the_teacher_model():
+    with pytest.raises(SharpkdError, match="l2_teacher_zoom"):
+        train(ZOOM_PARAMS, make_data())
+
+
+def test_zoom_distillation_trains_deterministically_and_logs_its_term():
+    data = make_data()
+    data.teacher_model = HalfTeacher()
+    model_a, _, hist_a = train(ZOOM_PARAMS, data)
+    model_b, _, hist_b = train(ZOOM_PARAMS, data)
+    assert all(torch.equal(a, b) for a, b in zip(model_a.state_dict().values(), model_b.state_dict().values()))
+    assert hist_a[0]["train_l2_teacher_zoom"] > 0 and hist_a == hist_b
+    plain, _, _ = train({**PARAMS, "loss": {"l2_gt": 1.0}}, make_data())
+    assert not all(torch.equal(a, b) for a, b in zip(model_a.state_dict().values(), plain.state_dict().values()))

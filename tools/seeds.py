@@ -16,7 +16,12 @@ Reported in ``metrics/<profile>/seeds.json`` (``tools/results.py --update README
 * ``image_paired``: per validation image, the distilled minus gt_only PSNR averaged over seeds;
   mean and the 95% t-interval over images, and on how many images distillation is ahead.
 
-    .venv/bin/python tools/seeds.py --profile default --seeds 3
+With ``--zoom W`` a third arm ``zoom`` adds the DUKD-style term ``loss.l2_teacher_zoom = W``
+(:class:`sharpkd.losses.ZoomDistillation`: the adapted teacher of ``models/<profile>`` labels
+down-zoomed patches online) to the distilled arm, and ``comparisons`` holds the same two paired
+reports for every pair of arms (``zoom-gt_only``, ``zoom-distilled``, ...).
+
+    .venv/bin/python tools/seeds.py --profile default --seeds 3 --zoom 1
 """
 
 from __future__ import annotations
@@ -44,25 +49,36 @@ def interval(values: list[float], confidence: float = 0.95) -> dict:
     return {"n": n, "mean": mean, "sd": sd, "ci95_low": mean - half, "ci95_high": mean + half}
 
 
+def paired(per_image: dict[str, dict[int, list[float]]], a: str, b: str) -> dict:
+    """Arm ``a`` minus arm ``b``: ``seed_paired`` over the seeds both ran, ``image_paired`` over images."""
+    seeds = sorted(set(per_image[a]) & set(per_image[b]))
+    by_seed = [float(np.mean(per_image[a][s]) - np.mean(per_image[b][s])) for s in seeds]
+    diff = np.mean([np.subtract(per_image[a][s], per_image[b][s]) for s in seeds], axis=0)
+    image = interval(diff.tolist()) | {"ahead": int((diff > 0).sum()), "images": int(diff.size)}
+    return {"seed_paired": interval(by_seed), "image_paired": image}
+
+
 def summarise(per_image: dict[str, dict[int, list[float]]]) -> dict:
     """``per_image[arm][seed]`` = PSNR of each validation image -> the report (module docstring)."""
     arms = {}
     for arm, runs in per_image.items():
         means = [float(np.mean(v)) for _, v in sorted(runs.items())]
         arms[arm] = {"seeds": sorted(runs), "psnr": means} | {k: v for k, v in interval(means).items() if k in ("mean", "sd")}
-    seeds = sorted(set(per_image["gt_only"]) & set(per_image["distilled"]))
-    by_seed = [float(np.mean(per_image["distilled"][s]) - np.mean(per_image["gt_only"][s])) for s in seeds]
-    diff = np.mean([np.subtract(per_image["distilled"][s], per_image["gt_only"][s]) for s in seeds], axis=0)
-    image = interval(diff.tolist()) | {"ahead": int((diff > 0).sum()), "images": int(diff.size)}
-    return {"arms": arms, "seed_paired": interval(by_seed), "image_paired": image}
+    names = list(per_image)
+    report = {"arms": arms, **paired(per_image, "distilled", "gt_only")}
+    if len(names) > 2:
+        report["comparisons"] = {f"{a}-{b}": paired(per_image, a, b)
+                                 for i, a in enumerate(names) for b in names[:i]}
+    return report
 
 
-def run(profile: str, seeds: int) -> dict:
+def run(profile: str, seeds: int, zoom: float = 0.0) -> dict:
     from sharpkd import stage
     from sharpkd.distill import TrainData, inference_copy, train_student
     from sharpkd.inference import run_model
     from sharpkd.metrics import psnr
     from sharpkd.shards import read_split
+    from sharpkd.teacher import load_teacher
 
     params = stage.load_params("train")
     data_dir = ROOT / "data" / profile
@@ -73,14 +89,18 @@ def run(profile: str, seeds: int) -> dict:
         degraded=list(read_split(data_dir / "degraded", "train", names).values()), gt=list(gt.values()),
         teacher=list(read_split(data_dir / "teacher", "train", names).values()),
         val_degraded=list(read_split(data_dir / "degraded", "val_full", list(val_gt)).values()),
-        val_gt=list(val_gt.values()), val_names=list(val_gt))
-    per_image: dict[str, dict[int, list[float]]] = {"gt_only": {}, "distilled": {}}
+        val_gt=list(val_gt.values()), val_names=list(val_gt),
+        teacher_model=load_teacher(ROOT / "models" / profile / "teacher.safetensors") if zoom > 0 else None,
+        scale=float(stage.load_params("degrade")["scale"]))
+    per_image: dict[str, dict[int, list[float]]] = {"gt_only": {}, "distilled": {}} | ({"zoom": {}} if zoom > 0 else {})
     for seed in range(seeds):
         for arm in per_image:
             p = copy.deepcopy(params)
             p["seed"] = seed
             if arm == "gt_only":
                 p["loss"]["l2_teacher"] = 0.0
+            if arm == "zoom":
+                p["loss"]["l2_teacher_zoom"] = float(zoom)
             model, best, _ = train_student(p, data, device="cpu")
             folded = inference_copy(model)
             per_image[arm][seed] = [float(psnr(run_model(folded, d), g)) for d, g in zip(data.val_degraded, data.val_gt)]
@@ -88,7 +108,7 @@ def run(profile: str, seeds: int) -> dict:
                   flush=True)
     report = summarise(per_image)
     report |= {"profile": profile, "train": {k: params[k] for k in ("arch", "arch_config", "epochs", "steps_per_epoch",
-                                                                    "batch", "patch", "lr")},
+                                                                    "batch", "patch", "lr", "zoom")},
                "loss": params["loss"], "val_images": len(val_gt), "per_image": per_image}
     return report
 
@@ -97,19 +117,25 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", default="default")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--zoom", type=float, default=0.0,
+                    help="also run arm 'zoom': the distilled loss plus l2_teacher_zoom at this weight")
     ap.add_argument("--out", help="default metrics/<profile>/seeds.json")
     args = ap.parse_args()
     if args.seeds < 2:
         ap.error("--seeds must be at least 2 (a spread needs two runs)")
     from sharpkd.fsutil import write_json
 
-    report = run(args.profile, args.seeds)
+    report = run(args.profile, args.seeds, args.zoom)
     out = Path(args.out or ROOT / "metrics" / args.profile / "seeds.json")
     write_json(out, report)
     s, i = report["seed_paired"], report["image_paired"]
     print(f"distilled - gt_only: {s['mean']:+.3f} dB over {s['n']} seeds (95% CI {s['ci95_low']:+.3f} to "
           f"{s['ci95_high']:+.3f}); per image {i['mean']:+.3f} dB (95% CI {i['ci95_low']:+.3f} to "
           f"{i['ci95_high']:+.3f}), ahead on {i['ahead']} of {i['images']}; wrote {out}")
+    for name, c in (report.get("comparisons") or {}).items():
+        s, i = c["seed_paired"], c["image_paired"]
+        print(f"{name}: {s['mean']:+.3f} dB (95% CI {s['ci95_low']:+.3f} to {s['ci95_high']:+.3f}); per image "
+              f"{i['mean']:+.3f} dB, ahead on {i['ahead']} of {i['images']}")
 
 
 if __name__ == "__main__":
