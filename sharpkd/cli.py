@@ -79,7 +79,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
     if sys.stdout.isatty():
         raise UsageError("stdout is a terminal: pipe the frames on (e.g. to ffmpeg -f rawvideo ...) or redirect them")
     sharpener = Sharpener(args.weights, device=_device(args.device), tile=args.tile, overlap=OVERLAP,
-                          strength=args.strength)
+                          strength=args.strength, runtime=args.runtime)
     multiple = max(1, int(getattr(sharpener.model, "multiple_of", 1)))
     if args.tile % multiple:
         raise UsageError(f"--tile must be a multiple of {multiple} for this student, got {args.tile}")
@@ -265,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="0 = input, 1 = model output, up to 2 = stronger (extrapolated) sharpening")
     r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     r.add_argument("--tile", type=int, default=DEFAULT_TILE, help="largest window in pixels (bounds memory)")
+    r.add_argument("--runtime", default="auto", choices=["auto", "torch", "torch-compile", "openvino", "onnxruntime"],
+                   help="what runs the student on 8-bit input (sharpkd/runtime.py); auto: openvino on the CPU when "
+                        "installed, else torch")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary line on stderr")
     r.set_defaults(fn=cmd_stream)
     r.error = _one_line_usage(r)  # type: ignore[method-assign]

@@ -113,9 +113,10 @@ class CompiledStudent:
     def _compile(self, height: int, width: int) -> Callable[[np.ndarray], np.ndarray]:
         graph = _export(self.model, height, width)
         if self.runtime == "openvino":
-            import openvino as ov
-
-            compiled = _openvino_core().compile_model(ov.convert_model(io.BytesIO(graph)), "CPU", {
+            # read_model, not openvino.convert_model: convert_model sends usage telemetry from
+            # forked processes, which hang at exit when a thread holds stdin (sharpkd stream).
+            core = _openvino_core()
+            compiled = core.compile_model(core.read_model(graph, b""), "CPU", {
                 "INFERENCE_NUM_THREADS": self.threads, "PERFORMANCE_HINT": "LATENCY",
                 "INFERENCE_PRECISION_HINT": "f32"})
             request = compiled.create_infer_request()

@@ -98,3 +98,22 @@ def test_compiled_keeps_only_the_most_recent_sizes(runtime):
     for size in [(8, 8), (8, 12), (8, 8), (12, 8)]:
         compiled.run_uint8(rand(*size))
     assert list(compiled._compiled) == [(8, 8), (12, 8)]  # (8, 12) freed: least recently used
+
+
+@pytest.mark.skipif(not available("openvino"), reason="openvino not installed")
+def test_openvino_compiles_without_telemetry_processes(monkeypatch):
+    """openvino.convert_model forks telemetry senders (which hung `sharpkd stream` at exit);
+    the runtime reads the graph with Core.read_model and starts no process."""
+    import multiprocessing
+
+    import openvino
+
+    def refuse(*a, **k):
+        raise AssertionError("openvino.convert_model called")
+
+    monkeypatch.setattr(openvino, "convert_model", refuse)
+    c = CompiledStudent(student(), "openvino")
+    x = rand(20, 28, seed=3)
+    out = c.run_uint8(x)
+    assert out.shape == x.shape and out.dtype == np.uint8
+    assert multiprocessing.active_children() == []

@@ -44,6 +44,17 @@ def test_frames_in_frames_out_and_clean_exit(weights):
                                               r.stderr.decode().split(" at ", 1)[1].strip()]
 
 
+def test_runtime_option_picks_what_runs_the_student(weights):
+    src = frames(2)
+    r = run_cli(weights, src.tobytes(), "-q", "--runtime", "torch")
+    assert r.returncode == 0, r.stderr
+    out = np.frombuffer(r.stdout, np.uint8).reshape(2, H, W, 3)
+    reference = Sharpener(weights, runtime="torch")
+    assert all(np.array_equal(reference(a), b) for a, b in zip(src, out))  # the PyTorch reference, exactly
+    bad = run_cli(weights, src.tobytes(), "--runtime", "tensorflow")
+    assert bad.returncode == 2 and b"--runtime" in bad.stderr and b"Traceback" not in bad.stderr
+
+
 def test_short_final_frame_is_one_line_and_exit_1(weights):
     data = frames(2).tobytes() + frames(1).tobytes()[: FRAME // 2]
     r = run_cli(weights, data, "-q")
