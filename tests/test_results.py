@@ -262,3 +262,21 @@ def test_video_table_from_video_bench_json(tmp_path):
     readme.write_text("a\n<!-- video -->\nold\n<!-- /video -->\nb\n")
     assert "video" in update(readme, tmp_path)
     assert readme.read_text() == f"a\n<!-- video -->\n{table}<!-- /video -->\nb\n"
+
+
+def test_seeds_block_with_a_zoom_arm_lists_every_comparison(tmp_path):
+    from tools.results import seeds_table
+    from tools.seeds import summarise
+
+    per_image = {"gt_only": {0: [30.0, 31.0], 1: [30.2, 31.2]}, "distilled": {0: [30.1, 31.0], 1: [30.3, 31.1]},
+                 "zoom": {0: [30.4, 31.3], 1: [30.5, 31.2]}}
+    report = summarise(per_image) | {"loss": {"l2_teacher_zoom": 0.0}, "zoom_weight": 1.0}
+    assert set(report["comparisons"]) == {"distilled-gt_only", "zoom-gt_only", "zoom-distilled"}
+    assert report["comparisons"]["zoom-gt_only"]["seed_paired"]["mean"] == pytest.approx(0.25)
+    d = tmp_path / "metrics" / "p"
+    d.mkdir(parents=True)
+    (d / "seeds.json").write_text(json.dumps(report))
+    text = seeds_table(d)
+    assert "| zoom | 30.850, 30.850 | 30.850 |" in text
+    assert "Distilled + l2_teacher_zoom (weight 1.0) minus ground truth only: +0.250 dB over 2 seeds" in text
+    assert "minus distilled:" in text and "Distilled minus ground truth only" in text

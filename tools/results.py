@@ -311,15 +311,22 @@ def seeds_table(metrics_dir: str | Path) -> str:
     r = _load(Path(metrics_dir) / "seeds.json")
     if not r:
         return "(no seeds.json)\n"
+    labels = {"gt_only": "ground truth only", "distilled": "distilled",
+              "zoom": f"distilled + l2_teacher_zoom (weight {r.get('zoom_weight', '?')})"}
     rows = ["| arm | PSNR per seed (dB) | mean | sd |", "|---|---|---:|---:|"]
-    for arm in ("gt_only", "distilled"):
-        a = r["arms"][arm]
+    for arm, a in r["arms"].items():
         rows.append(f"| {arm} | {', '.join(f'{v:.3f}' for v in a['psnr'])} | {a['mean']:.3f} | {a['sd']:.3f} |")
-    s, i = r["seed_paired"], r["image_paired"]
-    return ("\n".join(rows) + f"\n\nDistilled minus ground truth only: {s['mean']:+.3f} dB over {s['n']} seeds "
-            f"(95% t-interval {s['ci95_low']:+.3f} to {s['ci95_high']:+.3f}); per validation image, averaged "
-            f"over the seeds, {i['mean']:+.3f} dB (95% t-interval {i['ci95_low']:+.3f} to {i['ci95_high']:+.3f}, "
-            f"over {i['images']} images), ahead on {i['ahead']} of {i['images']}.\n")
+    comparisons = r.get("comparisons") or {"distilled-gt_only": {"seed_paired": r["seed_paired"],
+                                                                  "image_paired": r["image_paired"]}}
+    text = "\n".join(rows) + "\n"
+    for name, c in comparisons.items():
+        a, b = name.split("-", 1)
+        s, i = c["seed_paired"], c["image_paired"]
+        text += (f"\n{labels.get(a, a).capitalize()} minus {labels.get(b, b)}: {s['mean']:+.3f} dB over {s['n']} "
+                 f"seeds (95% t-interval {s['ci95_low']:+.3f} to {s['ci95_high']:+.3f}); per validation image, "
+                 f"averaged over the seeds, {i['mean']:+.3f} dB (95% t-interval {i['ci95_low']:+.3f} to "
+                 f"{i['ci95_high']:+.3f}, over {i['images']} images), ahead on {i['ahead']} of {i['images']}.\n")
+    return text
 def video_table(folder: str | Path) -> str:
     """Markdown: one row per ``tools/video_bench.py --out`` JSON in ``folder`` (``metrics/video``)."""
     rows = []

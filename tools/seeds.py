@@ -109,7 +109,7 @@ def run(profile: str, seeds: int, zoom: float = 0.0) -> dict:
     report = summarise(per_image)
     report |= {"profile": profile, "train": {k: params[k] for k in ("arch", "arch_config", "epochs", "steps_per_epoch",
                                                                     "batch", "patch", "lr", "zoom")},
-               "loss": params["loss"], "val_images": len(val_gt), "per_image": per_image}
+               "loss": params["loss"], "zoom_weight": float(zoom), "val_images": len(val_gt), "per_image": per_image}
     return report
 
 
