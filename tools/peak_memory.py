@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tile", type=int, help="passed to sharpkd sharpen --tile (default: its default)")
     ap.add_argument("--device", default="cpu", help="passed to sharpkd sharpen --device")
     ap.add_argument("--weights", help="passed to sharpkd sharpen --weights (default: the shipped student)")
+    ap.add_argument("--runtime", default="auto", help="passed to sharpkd sharpen --runtime (default: auto)")
     ap.add_argument("--out", help="also write the JSON to this file")
     args = ap.parse_args(argv)
 
@@ -98,13 +99,14 @@ def main(argv: list[str] | None = None) -> int:
                 cmd += ["--tile", str(args.tile)]
             if args.weights:
                 cmd += ["--weights", args.weights]
+            cmd += ["--runtime", args.runtime]
             runs[name] = {"width": w, "height": h, "megapixels": round(w * h / 1e6, 2),
                           "jpeg_bytes": src.stat().st_size} | measure(cmd)
             src.unlink()
             print(f"{name}: {runs[name]}", file=sys.stderr)
     import torch
 
-    result = {"runs": runs, "tile": args.tile, "device": args.device, "python": platform.python_version(),
+    result = {"runs": runs, "tile": args.tile, "device": args.device, "runtime": args.runtime, "python": platform.python_version(),
               "torch": torch.__version__, "cpu_cores": os.cpu_count()}
     text = json.dumps(result, indent=2, sort_keys=True)
     print(text)
