@@ -42,7 +42,8 @@ def tiny_params(params: dict, profile: str = "e2e") -> dict:
     params["teacher"]["allow_worse_than_input"] = True
     params["teacher"]["self_ensemble"] = True  # the x8 path runs end to end (tiny teacher, tiny images)
     params["train"] |= {"epochs": 2, "steps_per_epoch": 2, "batch": 2, "patch": 32}
-    params["train"]["loss"] |= {"vgg_feature": 0.0, "deep_feature": 0.0, "l1_teacher": 0.5}
+    params["train"]["loss"] |= {"vgg_feature": 0.0, "deep_feature": 0.0, "l1_teacher": 0.5,
+                                "l2_teacher_zoom": 0.5}  # the stage loads the teacher and runs it online
     return params
 
 

@@ -61,6 +61,8 @@ def test_repro_writes_honest_metrics(repo):
     record = json.loads((repo / "data/e2e/degrade.json").read_text())
     assert set(record["train_counts"]) == {"jpeg:60", "h264:28"} and len(record["train_crops"]) == split["n_train_crops"]
     assert info["sizes"] == ["464x256"]
+    trained = json.loads((repo / "metrics/e2e/train/metrics.json").read_text())
+    assert trained["train_l2_teacher_zoom"] > 0  # the online-teacher term ran in the stage
     assert split["n_train_crops"] == 9 * split["n_train"] and split["crop"]["height"] == 64
 
 
