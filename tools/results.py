@@ -314,7 +314,8 @@ def seeds_table(metrics_dir: str | Path) -> str:
     labels = {"gt_only": "ground truth only", "distilled": "distilled",
               "zoom": f"distilled + l2_teacher_zoom (weight {r.get('zoom_weight', '?')})"}
     rows = ["| arm | PSNR per seed (dB) | mean | sd |", "|---|---|---:|---:|"]
-    for arm, a in r["arms"].items():
+    order = ["gt_only", "distilled", "zoom"]
+    for arm, a in sorted(r["arms"].items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)):
         rows.append(f"| {arm} | {', '.join(f'{v:.3f}' for v in a['psnr'])} | {a['mean']:.3f} | {a['sd']:.3f} |")
     comparisons = r.get("comparisons") or {"distilled-gt_only": {"seed_paired": r["seed_paired"],
                                                                   "image_paired": r["image_paired"]}}
