@@ -9,6 +9,13 @@ import sys
 from .errors import SharpkdError, UsageError, one_line, os_error_message
 
 DEFAULT_TILE = 2048  # sharpkd.inference.DEFAULT_TILE, without importing torch for --help
+RUNTIMES = ("auto", "torch", "torch-compile", "openvino", "onnxruntime")  # sharpkd.runtime.RUNTIMES, likewise
+
+
+def _add_runtime(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--runtime", default="auto", choices=RUNTIMES,
+                        help=f"what runs the student{what} (sharpkd/runtime.py); auto: openvino on the CPU when "
+                             "installed, else torch")
 
 
 def _device(name: str) -> str:
@@ -243,9 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--preset", default="veryfast",
                    help="encoder speed/size trade-off: ultrafast ... veryfast (default: keeps up with the model "
                         "on a CPU) ... medium ... veryslow (AV1: also the encoder's speed number)")
-    s.add_argument("--runtime", default="auto", choices=["auto", "torch", "torch-compile", "openvino", "onnxruntime"],
-                   help="what runs the student on 8-bit input (sharpkd/runtime.py); auto: openvino on the CPU when "
-                        "installed, else torch")
+    _add_runtime(s, " on 8-bit input")
     s.add_argument("--keep-partial", action="store_true",
                    help="keep what decoded of a truncated or damaged video (default: skip the file, exit 1)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -265,9 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="0 = input, 1 = model output, up to 2 = stronger (extrapolated) sharpening")
     r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     r.add_argument("--tile", type=int, default=DEFAULT_TILE, help="largest window in pixels (bounds memory)")
-    r.add_argument("--runtime", default="auto", choices=["auto", "torch", "torch-compile", "openvino", "onnxruntime"],
-                   help="what runs the student on 8-bit input (sharpkd/runtime.py); auto: openvino on the CPU when "
-                        "installed, else torch")
+    _add_runtime(r, " on 8-bit input")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary line on stderr")
     r.set_defaults(fn=cmd_stream)
     r.error = _one_line_usage(r)  # type: ignore[method-assign]
@@ -278,8 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--height", type=int, default=1080)
     b.add_argument("--width", type=int, default=1920)
     b.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
-    b.add_argument("--runtime", default="auto", choices=["auto", "torch", "torch-compile", "openvino", "onnxruntime"],
-                   help="what runs the student (sharpkd/runtime.py); auto: openvino on the CPU when installed, as sharpen does")
+    _add_runtime(b, "")
     b.add_argument("--compare", action="store_true", help="time every installed runtime side by side in one run")
     b.add_argument("--runs", type=int, default=20)
     b.add_argument("--warmup", type=int, default=3)

@@ -192,8 +192,11 @@ def test_bench_teacher(tmp_path, capsys):
     assert result["macs_per_1080p_frame"] > 0 and "cpu" in result["machine"]
 
 
-def test_the_cli_default_tile_is_the_library_one():
-    """cli.py repeats the constant so that `--help` does not import torch; they must agree."""
+def test_the_cli_default_tile_and_runtimes_are_the_library_ones():
+    """cli.py repeats the constants so that `--help` does not import torch; they must agree."""
     from sharpkd import cli, inference
 
     assert cli.DEFAULT_TILE == inference.DEFAULT_TILE
+    from sharpkd import runtime
+
+    assert cli.RUNTIMES == runtime.RUNTIMES
