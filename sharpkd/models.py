@@ -23,9 +23,10 @@ Students
     ``head="patch"`` replaces the 3x3 head and tail by their patch forms: the head is one
     ``s x s`` conv with stride ``s`` on the full-resolution frame (pixel_unshuffle followed by a
     1x1 conv, in one op) and the tail one ``s x s`` transposed conv with stride ``s`` (a 1x1 conv
-    followed by pixel_shuffle, with one bias per colour).  No reshape or transpose of the frame
-    runs at all, which is what dominates the 3x3 form's time on a CPU; the 3x3 body blocks keep
-    the receptive field.
+    followed by pixel_shuffle, with one bias per colour).  No reshape of the frame runs at all,
+    and the head and tail cost a fraction of the 3x3 pair on the ``3 s^2``-channel frame, which is
+    what dominates the 3x3 form's time on a CPU (``tools/head_probe.py``); the 3x3 body blocks
+    keep the receptive field.
 """
 
 from __future__ import annotations
