@@ -21,7 +21,11 @@ images a call holds ``batch`` windows of float tensors, whatever the image size.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
+import os
+from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -31,7 +35,7 @@ from tqdm.auto import tqdm
 from .convert import check_image, imgs2tensor, tensor2img
 from .errors import SharpkdError
 
-__all__ = ["DEFAULT_TILE", "SelfEnsemble", "prepare", "run_model", "run_many", "window_cores", "windows"]
+__all__ = ["DEFAULT_TILE", "SelfEnsemble", "prepare", "resume_key", "run_model", "run_many", "window_cores", "windows"]
 
 #: Window size of ``sharpkd sharpen`` and ``sharpkd bench``: a 1920x1080 frame runs whole.
 DEFAULT_TILE = 2048
@@ -162,9 +166,59 @@ def run_model(
     return out
 
 
+def resume_key(model: torch.nn.Module, **settings) -> str:
+    """SHA-256 naming what :func:`run_many` computes with ``model``: its structure (``repr``), every
+    byte of its weights and buffers, the ``settings`` (tile, overlap, device ...), the torch
+    version and the code that runs it (this module and :mod:`sharpkd.convert`).  Outputs saved
+    under one key are reused only by a call that would compute the same bytes."""
+    h = hashlib.sha256(repr(model).encode())
+    h.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    h.update(torch.__version__.encode())
+    for module in (__file__, Path(__file__).with_name("convert.py")):
+        h.update(Path(module).read_bytes())
+    for name, t in sorted(model.state_dict().items()):
+        h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
+        h.update(t.detach().cpu().reshape(-1).clone().view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _saved_output(path: Path, image: np.ndarray) -> np.ndarray | None:
+    """The output saved at ``path`` if it is readable and shaped like ``image``, else None."""
+    try:
+        out = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None  # missing, or cut short by a kill mid-write elsewhere: recomputed
+    return out if out.shape == image.shape and out.dtype == image.dtype else None
+
+
 def run_many(model: torch.nn.Module, images: Iterable[np.ndarray], *, desc: str = "model", progress: bool = True,
-             **kwargs) -> list[np.ndarray]:
-    """:func:`run_model` on each image (keyword arguments passed on), with a progress bar."""
+             resume_dir: str | os.PathLike | None = None, **kwargs) -> list[np.ndarray]:
+    """:func:`run_model` on each image (keyword arguments passed on), with a progress bar.
+
+    ``resume_dir`` (a folder the caller names by :func:`resume_key`): each output is also saved
+    there as ``<sha256 of the input>.npy`` (written to a temporary name, then renamed) and an
+    output already saved is read back instead of computed, so a run interrupted after hours of
+    teacher inference resumes where it stopped, with the same bytes.  Unreadable files are
+    recomputed.
+    """
     images = list(images)
+    folder = None if resume_dir is None else Path(resume_dir)
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
     bar = tqdm(images, desc=desc, unit="img", disable=not progress or len(images) < 2)
-    return [run_model(model, img, **kwargs) for img in bar]
+    outs = []
+    for img in bar:
+        if folder is None:
+            outs.append(run_model(model, img, **kwargs))
+            continue
+        digest = hashlib.sha256(f"{img.shape}{img.dtype}".encode())
+        digest.update(np.ascontiguousarray(img).data)
+        path = folder / f"{digest.hexdigest()}.npy"
+        out = _saved_output(path, img)
+        if out is None:
+            out = run_model(model, img, **kwargs)
+            tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
+            np.save(tmp, out, allow_pickle=False)
+            os.replace(tmp, path)
+        outs.append(out)
+    return outs

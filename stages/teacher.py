@@ -3,12 +3,13 @@
 depend on them)."""
 
 import argparse
+import shutil
 from pathlib import Path
 
 from sharpkd import stage
 from sharpkd.fsutil import atomic_dir, write_json
 from sharpkd.gate import teacher_gain
-from sharpkd.inference import SelfEnsemble, prepare, run_many
+from sharpkd.inference import SelfEnsemble, prepare, resume_key, run_many
 from sharpkd.shards import read_split, split_names, write_split
 from sharpkd.teacher import adapt, build_teacher, describe, save_teacher
 
@@ -43,8 +44,10 @@ def run() -> None:
     def run_teacher(split, desc, ensemble=False):
         prepare(model, device)
         net = SelfEnsemble(model) if ensemble else model
-        return dict(zip(deg[split], run_many(net, deg[split].values(), tile=p["tile"], overlap=p["overlap"],
-                                             device=device, desc=desc)))
+        settings = dict(tile=p["tile"], overlap=p["overlap"], device=device)
+        # each output is kept in the state dir as it is computed: a killed stage resumes there
+        resume = Path(args.state_dir) / f"infer-{resume_key(net, **settings)[:16]}"
+        return dict(zip(deg[split], run_many(net, deg[split].values(), desc=desc, resume_dir=resume, **settings)))
 
     a = p["adapt"]
     adapted = a["steps"] > 0
@@ -82,6 +85,8 @@ def run() -> None:
     write_json(args.metrics, metrics)
     for old in Path(args.state_dir).glob("teacher-*.pt"):
         old.unlink()
+    for old in Path(args.state_dir).glob("infer-*"):  # the outputs kept for a resume
+        shutil.rmtree(old, ignore_errors=True)
     print(f"teacher: {d['arch']}{' adapted' if adapted else ''}, {gain:+.3f} dB over the degraded input "
           f"on {len(gt['val_full'])} validation images")
 

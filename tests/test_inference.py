@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from sharpkd.convert import img2tensor, tensor2img
 from sharpkd.errors import SharpkdError
-from sharpkd.inference import prepare, run_model, window_cores, windows
+from sharpkd.inference import prepare, resume_key, run_many, run_model, window_cores, windows
 
 
 class LocalNet(torch.nn.Module):
@@ -153,3 +153,65 @@ def test_self_ensemble_averages_the_eight_transforms():
     want = (shift(x) + torch.roll(x, -1, -1) + torch.roll(x, 1, -2) + torch.roll(x, -1, -2)) / 4
     got = SelfEnsemble(type("M", (torch.nn.Module,), {"forward": lambda self, t: shift(t)})())(x)
     assert torch.allclose(got, want, atol=1e-6)
+
+
+class Stop(Exception):
+    pass
+
+
+def test_run_many_resumes_where_an_interrupted_run_stopped(tmp_path):
+    """Outputs kept in resume_dir are read back, not recomputed, and are the same bytes."""
+    images = [rand_img(9, 11, seed=s) for s in range(4)]
+    net = LocalNet(2)
+    direct = run_many(net, images, progress=False)
+    assert len(net.calls) == 4
+
+    class Dies(LocalNet):
+        def forward(self, t):
+            if len(self.calls) == 2:
+                raise Stop  # killed after two images
+            return super().forward(t)
+
+    dying = Dies(2)
+    with pytest.raises(Stop):
+        run_many(dying, images, progress=False, resume_dir=tmp_path)
+    assert len(list(tmp_path.glob("*.npy"))) == 2 and not list(tmp_path.glob(".*"))  # no temp file left
+    again = LocalNet(2)
+    resumed = run_many(again, images, progress=False, resume_dir=tmp_path)
+    assert len(again.calls) == 2  # only the two images the killed run had not finished
+    for a, b in zip(direct, resumed):
+        np.testing.assert_array_equal(a, b)
+    assert len(list(tmp_path.glob("*.npy"))) == 4
+
+
+def test_run_many_recomputes_an_unreadable_or_mismatched_saved_output(tmp_path):
+    img = rand_img(8, 8)
+    net = LocalNet(1)
+    (first,) = run_many(net, [img], progress=False, resume_dir=tmp_path)
+    (saved,) = tmp_path.glob("*.npy")
+    saved.write_bytes(saved.read_bytes()[:40])  # cut short
+    (again,) = run_many(net, [img], progress=False, resume_dir=tmp_path)
+    np.testing.assert_array_equal(again, first)
+    assert len(net.calls) == 2
+    np.save(saved, np.zeros((2, 2, 3), np.uint8))  # readable, but not this image's shape
+    (third,) = run_many(net, [img], progress=False, resume_dir=tmp_path)
+    np.testing.assert_array_equal(third, first)
+    assert len(net.calls) == 3
+
+
+def test_resume_key_names_the_weights_and_the_settings():
+    a = torch.nn.Conv2d(3, 3, 3, padding=1)
+    b = torch.nn.Conv2d(3, 3, 3, padding=1)
+    b.load_state_dict(a.state_dict())
+    assert resume_key(a, tile=64, overlap=8) == resume_key(b, tile=64, overlap=8)
+    assert resume_key(a, tile=64, overlap=8) != resume_key(a, tile=32, overlap=8)
+    with torch.no_grad():
+        b.weight[0, 0, 0, 0] += 1e-6  # one weight a little off: another teacher
+    assert resume_key(a, tile=64, overlap=8) != resume_key(b, tile=64, overlap=8)
+
+
+def test_resume_key_of_a_prepared_model_is_its_key():
+    """prepare() puts weights channels_last: the key reads the same values, whatever the layout."""
+    a = torch.nn.Conv2d(3, 3, 3, padding=1)
+    before = resume_key(a, tile=64)
+    assert resume_key(prepare(a), tile=64) == before

@@ -38,6 +38,7 @@ def test_repro_writes_honest_metrics(repo):
     info = json.loads((repo / "data/e2e/eval_settings.json").read_text())
     assert info["student"]["arch"] == "sharp" and info["teacher"]["kind"] == "restormer"
     assert not list((repo / ".sharpkd" / "state").rglob("*.pt"))  # resume states removed when done
+    assert not list((repo / ".sharpkd" / "state").rglob("infer-*"))  # and the teacher outputs kept for a resume
     split = json.loads((repo / "data/e2e/split.json").read_text())
     assert set(split["train"]).isdisjoint(split["val"])
     assert (repo / "metrics/e2e/comparison.png").stat().st_size > 1000
