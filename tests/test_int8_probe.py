@@ -1,0 +1,27 @@
+"""tools/int8_probe.py: what it needs is said in one line, and the layer it keeps in float32 exists."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_without_nncf_one_error_line_and_a_nonzero_exit():
+    # nncf hidden even where it is installed: the probe must not start without it
+    code = ("import sys, runpy; sys.modules['nncf'] = None; sys.argv = ['int8_probe.py']; "
+            "runpy.run_path('tools/int8_probe.py', run_name='__main__')")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode != 0
+    assert r.stderr.strip().splitlines() == ["error: tools/int8_probe.py needs NNCF: .venv/bin/pip install -e '.[int8]'"]
+
+
+def test_the_float32_tail_is_a_node_of_the_exported_graph():
+    from sharpkd.models import load_student
+    from sharpkd.runtime import _export, _openvino_core
+    from tools.int8_probe import TAIL
+
+    model, _ = load_student(ROOT / "sharpkd/weights/student.safetensors")
+    graph = _openvino_core().read_model(_export(model.eval(), 32, 48), b"")
+    convs = [op.get_friendly_name() for op in graph.get_ordered_ops() if op.get_type_name() == "Convolution"]
+    assert convs[-1] == TAIL  # the residual: the conv the probe leaves unquantized

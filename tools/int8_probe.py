@@ -1,0 +1,148 @@
+#!/usr/bin/env python3
+"""Does int8 make the default student faster at the same quality?  Post-training quantization
+(NNCF) of its OpenVINO graph, measured against the float32 graph ``sharpkd bench`` runs.
+
+The student's uint8 graph (:class:`sharpkd.runtime.UInt8Graph`, exported at 1920x1080) is
+quantized by ``nncf.quantize`` (MIXED preset: symmetric int8 weights per output channel,
+asymmetric int8 activations per tensor) with the calibration frames below, in three forms:
+
+* ``int8``: NNCF's defaults (activation ranges from quantiles that drop outliers);
+* ``int8-minmax``: activation ranges from the minimum and maximum seen in calibration;
+* ``int8-minmax-fp32-tail``: the same with the last convolution (the residual) left in float32.
+
+Calibration: the first ``--calib`` 1920x1080 *training* photos of the photo pool's split
+(``metrics/photos/split.json``), degraded the report's way (bilinear to 60% and back).  Quality:
+mean PSNR gain over the degraded input on every 1920x1080 *validation* photo of that split,
+scored whole.  Speed: each graph compiled as ``sharpkd bench`` compiles it (latency hint,
+``--threads`` threads), ``--runs`` timed calls after 3 warm-up calls, ``--passes`` interleaved
+passes, the fastest median kept.  Needs NNCF: ``pip install -e '.[int8]'`` (not a dependency of the package).
+
+    .venv/bin/python tools/int8_probe.py --out metrics/photos/bench/int8.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+HEIGHT, WIDTH = 1080, 1920
+TAIL = "/model/tail/fused/Conv/WithoutBiases"  # the ONNX exporter's name for the folded tail conv
+
+
+def frames(photos: Path, names: list[str], limit: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``(ground truth, degraded)`` of the 1920x1080 photos among ``names``, at most ``limit``."""
+    from sharpkd.degrade import degrade
+    from sharpkd.imageio import load_rgb
+
+    out = []
+    for name in names:
+        gt = load_rgb(photos / name)
+        if gt.shape[:2] == (HEIGHT, WIDTH):
+            out.append((gt, degrade(gt, 0.6)))
+            if limit is not None and len(out) == limit:
+                break
+    return out
+
+
+def fastest_median_ms(request, frame: np.ndarray, runs: int) -> float:
+    for _ in range(3):
+        request.infer({0: frame})
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        request.infer({0: frame})
+        times.append(time.perf_counter() - t0)
+    return 1000.0 * float(np.median(times))
+
+
+def run(args: argparse.Namespace) -> dict:
+    try:
+        import nncf
+        from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters
+        from nncf.quantization.range_estimator import RangeEstimatorParametersSet
+    except ImportError:
+        raise SystemExit("error: tools/int8_probe.py needs NNCF: .venv/bin/pip install -e '.[int8]'") from None
+    import torch
+
+    from sharpkd.metrics import psnr
+    from sharpkd.models import load_student
+    from sharpkd.runtime import _export, _openvino_core
+
+    torch.set_num_threads(args.threads)
+    model, _ = load_student(args.student)
+    split = json.loads((ROOT / "metrics/photos/split.json").read_text())
+    calib = frames(args.photos, split["train"], args.calib)
+    val = frames(args.photos, split["val"])
+    if not calib or not val:
+        raise SystemExit(f"error: no 1920x1080 photos of the split found in {args.photos}")
+    core = _openvino_core()
+    fp32 = core.read_model(_export(model.eval(), HEIGHT, WIDTH), b"")
+    dataset = nncf.Dataset([d[None] for _, d in calib])
+    minmax = AdvancedQuantizationParameters(activations_range_estimator_params=RangeEstimatorParametersSet.MINMAX)
+    forms = {
+        "fp32": fp32,
+        "int8": nncf.quantize(fp32, dataset, subset_size=len(calib), preset=nncf.QuantizationPreset.MIXED),
+        "int8-minmax": nncf.quantize(fp32, dataset, subset_size=len(calib), preset=nncf.QuantizationPreset.MIXED,
+                                     advanced_parameters=minmax),
+        "int8-minmax-fp32-tail": nncf.quantize(fp32, dataset, subset_size=len(calib),
+                                               preset=nncf.QuantizationPreset.MIXED, advanced_parameters=minmax,
+                                               ignored_scope=nncf.IgnoredScope(names=[TAIL])),
+    }
+    config = {"INFERENCE_NUM_THREADS": args.threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+    requests = {name: core.compile_model(m, "CPU", config).create_infer_request() for name, m in forms.items()}
+    base = float(np.mean([psnr(d, g) for g, d in val]))
+    rows: dict[str, dict] = {}
+    outputs = {}
+    for name, request in requests.items():
+        outputs[name] = [request.infer({0: d[None]})[0][0].copy() for _, d in val]
+        gain = float(np.mean([psnr(o, g) for o, (g, _) in zip(outputs[name], val)])) - base
+        rows[name] = {"gain_db": round(gain, 3),
+                      "max_abs_diff_vs_fp32": int(max(np.abs(o.astype(int) - r.astype(int)).max()
+                                                      for o, r in zip(outputs[name], outputs["fp32"])))}
+    timings: dict[str, list[float]] = {name: [] for name in requests}
+    frame = val[0][1][None]
+    for p in range(args.passes):
+        for name, request in requests.items():
+            timings[name].append(fastest_median_ms(request, frame, args.runs))
+            print(f"pass {p + 1}: {name}: {timings[name][-1]:.1f} ms", flush=True)
+    for name in rows:
+        rows[name]["ms_per_1080p"] = round(min(timings[name]), 1)
+        rows[name]["speedup_vs_fp32"] = round(min(timings["fp32"]) / min(timings[name]), 2)
+    student = args.student.resolve()
+    student = str(student.relative_to(ROOT)) if student.is_relative_to(ROOT) else str(args.student)
+    return {"student": student, "nncf": nncf.__version__, "calibration_frames": len(calib),
+            "validation_frames": len(val), "input_psnr_db": round(base, 3), "threads": args.threads,
+            "runs": args.runs, "passes": args.passes, "forms": rows}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--student", type=Path, default=ROOT / "sharpkd/weights/student.safetensors")
+    ap.add_argument("--photos", type=Path, default=ROOT.parent / "shared/data/photos")
+    ap.add_argument("--calib", type=int, default=32, help="calibration frames (1920x1080 training photos)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--passes", type=int, default=3)
+    ap.add_argument("--out", type=Path, help="write the result JSON here")
+    args = ap.parse_args()
+    result = run(args)
+    text = json.dumps(result, indent=2) + "\n"
+    if args.out:
+        from sharpkd.fsutil import atomic_path
+
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_path(args.out) as tmp:
+            tmp.write_text(text)
+    print(text, end="")
+
+
+if __name__ == "__main__":
+    main()
