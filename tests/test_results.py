@@ -280,3 +280,23 @@ def test_seeds_block_with_a_zoom_arm_lists_every_comparison(tmp_path):
     assert "| zoom | 30.850, 30.850 | 30.850 |" in text
     assert "Distilled + l2_teacher_zoom (weight 1.0) minus ground truth only: +0.250 dB over 2 seeds" in text
     assert "minus distilled:" in text and "Distilled minus ground truth only" in text
+
+
+def test_int8_block_is_generated_from_the_probe_json(tmp_path):
+    from tools.results import int8_table
+
+    d = tmp_path / "metrics" / "p"
+    assert int8_table(d) == "(no bench/int8.json)\n"
+    (d / "bench").mkdir(parents=True)
+    (d / "bench" / "int8.json").write_text(json.dumps({
+        "nncf": "3.4.0", "calibration_frames": 4, "validation_frames": 2, "threads": 2, "runs": 5, "passes": 1,
+        "forms": {"fp32": {"gain_db": 2.3, "max_abs_diff_vs_fp32": 0, "ms_per_1080p": 90.0, "speedup_vs_fp32": 1.0},
+                  "int8-minmax": {"gain_db": 1.9, "max_abs_diff_vs_fp32": 13, "ms_per_1080p": 50.0,
+                                  "speedup_vs_fp32": 1.8}}}))
+    readme = tmp_path / "README.md"
+    readme.write_text("a\n<!-- int8:p -->\nold\n<!-- /int8:p -->\n")
+    update(readme, tmp_path)
+    text = readme.read_text()
+    assert "| int8, activation ranges min/max | 50.0 | 1.80x | +1.900 dB | 13 levels |" in text
+    assert "| float32 (what `auto` runs) | 90.0 | 1.00x | +2.300 dB | — |" in text and "old" not in text
+    assert "(2 validation photos at 1920x1080)" in text

@@ -8,7 +8,8 @@ asymmetric int8 activations per tensor) with the calibration frames below, in th
 
 * ``int8``: NNCF's defaults (activation ranges from quantiles that drop outliers);
 * ``int8-minmax``: activation ranges from the minimum and maximum seen in calibration;
-* ``int8-minmax-fp32-tail``: the same with the last convolution (the residual) left in float32.
+* ``int8-minmax-fp32-tail``: the same with the last convolution (the residual) left in float32;
+* ``int8-minmax-fp32-add``: the convolutions int8, the residual add's inputs not quantized.
 
 Calibration: the first ``--calib`` 1920x1080 *training* photos of the photo pool's split
 (``metrics/photos/split.json``), degraded the report's way (bilinear to 60% and back).  Quality:
@@ -34,7 +35,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 HEIGHT, WIDTH = 1080, 1920
-TAIL = "/model/tail/fused/Conv/WithoutBiases"  # the ONNX exporter's name for the folded tail conv
+TAIL = "/model/tail/fused/Conv/WithoutBiases"  # the ONNX exporter's names: the folded tail conv,
+RESIDUAL = "/model/Add"  # and the residual add (input + pixel_shuffle(tail))
 
 
 def frames(photos: Path, names: list[str], limit: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -95,6 +97,9 @@ def run(args: argparse.Namespace) -> dict:
         "int8-minmax-fp32-tail": nncf.quantize(fp32, dataset, subset_size=len(calib),
                                                preset=nncf.QuantizationPreset.MIXED, advanced_parameters=minmax,
                                                ignored_scope=nncf.IgnoredScope(names=[TAIL])),
+        "int8-minmax-fp32-add": nncf.quantize(fp32, dataset, subset_size=len(calib),
+                                              preset=nncf.QuantizationPreset.MIXED, advanced_parameters=minmax,
+                                              ignored_scope=nncf.IgnoredScope(names=[RESIDUAL])),
     }
     config = {"INFERENCE_NUM_THREADS": args.threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
     requests = {name: core.compile_model(m, "CPU", config).create_infer_request() for name, m in forms.items()}

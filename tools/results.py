@@ -328,6 +328,29 @@ def seeds_table(metrics_dir: str | Path) -> str:
                  f"averaged over the seeds, {i['mean']:+.3f} dB (95% t-interval {i['ci95_low']:+.3f} to "
                  f"{i['ci95_high']:+.3f}, over {i['images']} images), ahead on {i['ahead']} of {i['images']}.\n")
     return text
+INT8_FORMS = {"fp32": "float32 (what `auto` runs)", "int8": "int8, NNCF defaults",
+              "int8-minmax": "int8, activation ranges min/max",
+              "int8-minmax-fp32-tail": "int8, min/max, last conv in float32",
+              "int8-minmax-fp32-add": "int8, min/max, residual add in float32"}
+
+
+def int8_table(metrics_dir: str | Path) -> str:
+    """``metrics_dir/bench/int8.json`` (``tools/int8_probe.py``): each form's time, speed-up, gain
+    over the input and largest difference from the float32 graph."""
+    r = _load(Path(metrics_dir) / "bench" / "int8.json")
+    if not r:
+        return "(no bench/int8.json)\n"
+    rows = [f"| form of the shipped student | ms / 1080p | speed-up | gain over the input "
+            f"({r['validation_frames']} validation photos at 1920x1080) | largest difference from float32 |",
+            "|---|---:|---:|---:|---:|"]
+    for name, f in r["forms"].items():
+        diff = "—" if name == "fp32" else f"{f['max_abs_diff_vs_fp32']} levels"
+        rows.append(f"| {INT8_FORMS.get(name, name)} | {f['ms_per_1080p']:.1f} | {f['speedup_vs_fp32']:.2f}x "
+                    f"| {f['gain_db']:+.3f} dB | {diff} |")
+    return "\n".join(rows) + (f"\n\nNNCF {r['nncf']}, {r['calibration_frames']} calibration frames, {r['threads']} "
+                              f"threads, fastest median of {r['passes']} interleaved passes of {r['runs']} calls.\n")
+
+
 def video_table(folder: str | Path) -> str:
     """Markdown: one row per ``tools/video_bench.py --out`` JSON in ``folder`` (``metrics/video``)."""
     rows = []
@@ -378,7 +401,7 @@ def update(readme: str | Path, root: str | Path = ".") -> list[str]:
 
     new = re.sub(r"<!-- results:(\w+) -->.*?<!-- /results:\1 -->", repl, text, flags=re.S)
     new = re.sub(r"<!-- ablation:(\w+) -->.*?<!-- /ablation:\1 -->", repl_ablation, new, flags=re.S)
-    for kind, build in (("frontier", frontier_table), ("seeds", seeds_table)):
+    for kind, build in (("frontier", frontier_table), ("seeds", seeds_table), ("int8", int8_table)):
         def repl_other(m: re.Match, kind=kind, build=build) -> str:
             done.append(f"{m.group(1)} ({kind})")
             return f"<!-- {kind}:{m.group(1)} -->\n{build(Path(root) / 'metrics' / m.group(1))}<!-- /{kind}:{m.group(1)} -->"
