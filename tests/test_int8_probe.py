@@ -27,3 +27,29 @@ def test_the_float32_tail_is_a_node_of_the_exported_graph():
     assert convs[-1] == TAIL  # the residual: the conv the probe leaves unquantized
     adds = [op.get_friendly_name() for op in graph.get_ordered_ops() if op.get_type_name() == "Add"]
     assert adds[-1] == RESIDUAL  # input + pixel_shuffle(tail): the add whose inputs stay float
+
+
+def test_finetune_runs_the_pipeline_loop_on_l2_to_the_ground_truth():
+    import argparse
+
+    import numpy as np
+    import torch
+
+    from sharpkd.models import build_student
+    from sharpkd.train import Pairs
+    from tools.int8_probe import finetune
+
+    rng = np.random.default_rng(0)
+    gt = [rng.integers(0, 256, (70, 90, 3), dtype=np.uint8) for _ in range(2)]
+    pairs = Pairs(degraded=[np.clip(g.astype(int) + 9, 0, 255).astype(np.uint8) for g in gt], gt=gt)
+    args = argparse.Namespace(qat_steps=3, qat_lr=1e-3)
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(0)
+        model = build_student("sharp")
+        before = {k: v.clone() for k, v in model.state_dict().items()}
+        runs.append(finetune(model, pairs, args))
+        assert not runs[-1].training
+        assert any(not torch.equal(before[k], v) for k, v in runs[-1].state_dict().items())
+    for k, v in runs[0].state_dict().items():  # seeded: the same steps give the same weights
+        assert torch.equal(v, runs[1].state_dict()[k]), k

@@ -9,7 +9,12 @@ asymmetric int8 activations per tensor) with the calibration frames below, in th
 * ``int8``: NNCF's defaults (activation ranges from quantiles that drop outliers);
 * ``int8-minmax``: activation ranges from the minimum and maximum seen in calibration;
 * ``int8-minmax-fp32-tail``: the same with the last convolution (the residual) left in float32;
-* ``int8-minmax-fp32-add``: the convolutions int8, the residual add's inputs not quantized.
+* ``int8-minmax-fp32-add``: the convolutions int8, the residual add's inputs not quantized;
+* ``int8-qat`` (quantization-aware training): the PyTorch student with NNCF's quantizers (min/max
+  ranges, the residual add not quantized) fine-tuned ``--qat-steps`` steps through them on the
+  training photos (L2 to the ground truth, the pipeline's loop), exported as the runtime exports;
+* ``fp32-finetuned``: its control, the float student fine-tuned the same way (what the extra
+  training alone buys).
 
 Calibration: the first ``--calib`` 1920x1080 *training* photos of the photo pool's split
 (``metrics/photos/split.json``), degraded the report's way (bilinear to 60% and back).  Quality:
@@ -24,6 +29,7 @@ passes, the fastest median kept.  Needs NNCF: ``pip install -e '.[int8]'`` (not 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import time
@@ -37,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 HEIGHT, WIDTH = 1080, 1920
 TAIL = "/model/tail/fused/Conv/WithoutBiases"  # the ONNX exporter's names: the folded tail conv,
 RESIDUAL = "/model/Add"  # and the residual add (input + pixel_shuffle(tail))
+TORCH_ADDS = ["__add__", "__radd__", "add", "add_"]  # the same add in the PyTorch graph NNCF traces
 
 
 def frames(photos: Path, names: list[str], limit: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -52,6 +59,32 @@ def frames(photos: Path, names: list[str], limit: int | None = None) -> list[tup
             if limit is not None and len(out) == limit:
                 break
     return out
+
+
+def training_pairs(photos: Path, names: list[str]):
+    """:class:`sharpkd.train.Pairs` of every training photo, whole, degraded the report's way."""
+    from sharpkd.degrade import degrade
+    from sharpkd.imageio import load_rgb
+    from sharpkd.train import Pairs
+
+    gts = [load_rgb(photos / name) for name in names]
+    return Pairs(degraded=[degrade(g, 0.6) for g in gts], gt=gts)
+
+
+def finetune(model, pairs, args):
+    """``args.qat_steps`` steps of the pipeline's loop (:func:`sharpkd.train.fit`): mean (S - G)^2,
+    16 random 64x64 patches per step, AdamW at ``args.qat_lr`` with a cosine decay, seed 0."""
+    import torch.nn.functional as F
+
+    from sharpkd.train import fit
+
+    def loss_fn(out, gt, _teacher):
+        loss = F.mse_loss(out, gt)
+        return loss, {"l2_gt": loss.detach()}
+
+    model, _, _ = fit(model, pairs, loss_fn, lr=args.qat_lr, epochs=1, steps_per_epoch=args.qat_steps, batch=16,
+                      patch=64, seed=0, desc="fine-tune")
+    return model.eval()
 
 
 def fastest_median_ms(request, frame: np.ndarray, runs: int) -> float:
@@ -101,6 +134,17 @@ def run(args: argparse.Namespace) -> dict:
                                               preset=nncf.QuantizationPreset.MIXED, advanced_parameters=minmax,
                                               ignored_scope=nncf.IgnoredScope(names=[RESIDUAL])),
     }
+    if args.qat_steps:
+        pairs = training_pairs(args.photos, split["train"])
+        tuned = finetune(copy.deepcopy(model), pairs, args)
+        forms["fp32-finetuned"] = core.read_model(_export(tuned, HEIGHT, WIDTH), b"")
+        # quantization-aware: the float student with NNCF's quantizers (the residual add left
+        # unquantized), the same fine-tuning through them, exported as the runtime exports
+        calib_t = [torch.from_numpy(d).permute(2, 0, 1)[None].float() / 255 for _, d in calib]
+        qat = nncf.quantize(copy.deepcopy(model), nncf.Dataset(calib_t), subset_size=len(calib),
+                            preset=nncf.QuantizationPreset.MIXED, advanced_parameters=minmax,
+                            ignored_scope=nncf.IgnoredScope(types=TORCH_ADDS, validate=False))
+        forms["int8-qat"] = core.read_model(_export(finetune(qat, pairs, args), HEIGHT, WIDTH), b"")
     config = {"INFERENCE_NUM_THREADS": args.threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
     requests = {name: core.compile_model(m, "CPU", config).create_infer_request() for name, m in forms.items()}
     base = float(np.mean([psnr(d, g) for g, d in val]))
@@ -125,7 +169,8 @@ def run(args: argparse.Namespace) -> dict:
     student = str(student.relative_to(ROOT)) if student.is_relative_to(ROOT) else str(args.student)
     return {"student": student, "nncf": nncf.__version__, "calibration_frames": len(calib),
             "validation_frames": len(val), "input_psnr_db": round(base, 3), "threads": args.threads,
-            "runs": args.runs, "passes": args.passes, "forms": rows}
+            "runs": args.runs, "passes": args.passes, "qat_steps": args.qat_steps, "qat_lr": args.qat_lr,
+            "forms": rows}
 
 
 def main() -> None:
@@ -136,6 +181,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--passes", type=int, default=3)
+    ap.add_argument("--qat-steps", type=int, default=8000,
+                    help="fine-tuning steps of the int8-qat form and its float32 control (0: neither)")
+    ap.add_argument("--qat-lr", type=float, default=2e-4)
     ap.add_argument("--out", type=Path, help="write the result JSON here")
     args = ap.parse_args()
     result = run(args)

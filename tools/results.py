@@ -331,7 +331,9 @@ def seeds_table(metrics_dir: str | Path) -> str:
 INT8_FORMS = {"fp32": "float32 (what `auto` runs)", "int8": "int8, NNCF defaults",
               "int8-minmax": "int8, activation ranges min/max",
               "int8-minmax-fp32-tail": "int8, min/max, last conv in float32",
-              "int8-minmax-fp32-add": "int8, min/max, residual add in float32"}
+              "int8-minmax-fp32-add": "int8, min/max, residual add in float32",
+              "fp32-finetuned": "float32, fine-tuned (the control of the next row)",
+              "int8-qat": "int8, quantization-aware fine-tuning, residual add in float32"}
 
 
 def int8_table(metrics_dir: str | Path) -> str:
@@ -347,8 +349,10 @@ def int8_table(metrics_dir: str | Path) -> str:
         diff = "—" if name == "fp32" else f"{f['max_abs_diff_vs_fp32']} levels"
         rows.append(f"| {INT8_FORMS.get(name, name)} | {f['ms_per_1080p']:.1f} | {f['speedup_vs_fp32']:.2f}x "
                     f"| {f['gain_db']:+.3f} dB | {diff} |")
+    tuned = (f"; fine-tuned rows: {r['qat_steps']:,} steps at learning rate {r['qat_lr']:g}" if r.get("qat_steps")
+             else "")
     return "\n".join(rows) + (f"\n\nNNCF {r['nncf']}, {r['calibration_frames']} calibration frames, {r['threads']} "
-                              f"threads, fastest median of {r['passes']} interleaved passes of {r['runs']} calls.\n")
+                              f"threads, fastest median of {r['passes']} interleaved passes of {r['runs']} calls{tuned}.\n")
 
 
 def video_table(folder: str | Path) -> str:
