@@ -53,3 +53,31 @@ def test_finetune_runs_the_pipeline_loop_on_l2_to_the_ground_truth():
         assert any(not torch.equal(before[k], v) for k, v in runs[-1].state_dict().items())
     for k, v in runs[0].state_dict().items():  # seeded: the same steps give the same weights
         assert torch.equal(v, runs[1].state_dict()[k]), k
+
+
+def test_plain_pytorch_fake_quant_runs_as_int8_in_openvino_and_matches_its_module():
+    """The int8 form a runtime could ship: its PyTorch module is the reference of the OpenVINO graph."""
+    import numpy as np
+    import torch
+
+    from sharpkd.models import build_student
+    from sharpkd.runtime import UInt8Graph, _export, _openvino_core
+    from tools.int8_probe import fake_quant_student
+
+    torch.manual_seed(0)
+    model = build_student("sharp").reparameterize().eval()
+    with torch.no_grad():
+        model.tail.fused.weight.normal_(0, 0.05)  # zero-initialised tail: give the residual something to do
+    rng = np.random.default_rng(0)
+    frames = [(None, rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)) for _ in range(2)]
+    fq = fake_quant_student(model, frames)
+    x = frames[0][1][None]
+    with torch.no_grad():
+        ref = UInt8Graph(fq)(torch.from_numpy(x))[0].numpy().astype(int)
+        flt = UInt8Graph(model)(torch.from_numpy(x))[0].numpy().astype(int)
+    assert 0 < np.abs(ref - flt).max() <= 8  # quantized, and close to the float student
+    graph = _openvino_core().read_model(_export(fq, 48, 64), b"")
+    assert sum(op.get_type_name() == "FakeQuantize" for op in graph.get_ordered_ops()) == 6  # 3 inputs, 3 weights
+    request = _openvino_core().compile_model(graph, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}).create_infer_request()
+    out = request.infer({0: x})[0][0].astype(int)
+    assert np.abs(out - ref).max() <= 2

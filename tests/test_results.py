@@ -292,11 +292,15 @@ def test_int8_block_is_generated_from_the_probe_json(tmp_path):
         "nncf": "3.4.0", "calibration_frames": 4, "validation_frames": 2, "threads": 2, "runs": 5, "passes": 1,
         "forms": {"fp32": {"gain_db": 2.3, "max_abs_diff_vs_fp32": 0, "ms_per_1080p": 90.0, "speedup_vs_fp32": 1.0},
                   "int8-minmax": {"gain_db": 1.9, "max_abs_diff_vs_fp32": 13, "ms_per_1080p": 50.0,
-                                  "speedup_vs_fp32": 1.8}}}))
+                                  "speedup_vs_fp32": 1.8},
+                  "int8-native": {"gain_db": 1.8, "max_abs_diff_vs_fp32": 12, "ms_per_1080p": 47.0,
+                                  "speedup_vs_fp32": 1.91, "max_abs_diff_vs_reference": 2,
+                                  "fraction_differing_vs_reference": 0.00028}}}))
     readme = tmp_path / "README.md"
     readme.write_text("a\n<!-- int8:p -->\nold\n<!-- /int8:p -->\n")
     update(readme, tmp_path)
     text = readme.read_text()
-    assert "| int8, activation ranges min/max | 50.0 | 1.80x | +1.900 dB | 13 levels |" in text
-    assert "| float32 (what `auto` runs) | 90.0 | 1.00x | +2.300 dB | — |" in text and "old" not in text
+    assert "| int8, activation ranges min/max | 50.0 | 1.80x | +1.900 dB | 13 levels | — |" in text
+    assert "| float32 (what `auto` runs) | 90.0 | 1.00x | +2.300 dB | — | — |" in text and "old" not in text
     assert "(2 validation photos at 1920x1080)" in text
+    assert "| 47.0 | 1.91x | +1.800 dB | 12 levels | at most 2 levels, on 0.028% of values |" in text

@@ -332,6 +332,8 @@ INT8_FORMS = {"fp32": "float32 (what `auto` runs)", "int8": "int8, NNCF defaults
               "int8-minmax": "int8, activation ranges min/max",
               "int8-minmax-fp32-tail": "int8, min/max, last conv in float32",
               "int8-minmax-fp32-add": "int8, min/max, residual add in float32",
+              "int8-native": "int8 in plain PyTorch fake quantization, min/max, 7-bit first layer, add in float32",
+              "int8-native-8bit-head": "the same, 8-bit first layer",
               "fp32-finetuned": "float32, fine-tuned (the control of the next row)",
               "int8-qat": "int8, quantization-aware fine-tuning, residual add in float32"}
 
@@ -343,12 +345,16 @@ def int8_table(metrics_dir: str | Path) -> str:
     if not r:
         return "(no bench/int8.json)\n"
     rows = [f"| form of the shipped student | ms / 1080p | speed-up | gain over the input "
-            f"({r['validation_frames']} validation photos at 1920x1080) | largest difference from float32 |",
-            "|---|---:|---:|---:|---:|"]
+            f"({r['validation_frames']} validation photos at 1920x1080) | largest difference from float32 "
+            f"| OpenVINO against its PyTorch fake-quant module |",
+            "|---|---:|---:|---:|---:|---:|"]
     for name, f in r["forms"].items():
         diff = "—" if name == "fp32" else f"{f['max_abs_diff_vs_fp32']} levels"
+        ref = ("—" if "max_abs_diff_vs_reference" not in f else
+               f"at most {f['max_abs_diff_vs_reference']} levels, on {100 * f['fraction_differing_vs_reference']:.3g}% "
+               f"of values")
         rows.append(f"| {INT8_FORMS.get(name, name)} | {f['ms_per_1080p']:.1f} | {f['speedup_vs_fp32']:.2f}x "
-                    f"| {f['gain_db']:+.3f} dB | {diff} |")
+                    f"| {f['gain_db']:+.3f} dB | {diff} | {ref} |")
     tuned = (f"; fine-tuned rows: {r['qat_steps']:,} steps at learning rate {r['qat_lr']:g}" if r.get("qat_steps")
              else "")
     return "\n".join(rows) + (f"\n\nNNCF {r['nncf']}, {r['calibration_frames']} calibration frames, {r['threads']} "
