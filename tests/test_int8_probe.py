@@ -81,3 +81,25 @@ def test_plain_pytorch_fake_quant_runs_as_int8_in_openvino_and_matches_its_modul
     request = _openvino_core().compile_model(graph, "CPU", {"INFERENCE_PRECISION_HINT": "f32"}).create_infer_request()
     out = request.infer({0: x})[0][0].astype(int)
     assert np.abs(out - ref).max() <= 2
+
+
+def test_fake_quant_student_trains_through_its_rounding():
+    """Gradients reach every layer, the 7-bit first one included (straight-through snapping)."""
+    import argparse
+
+    import numpy as np
+    import torch
+
+    from sharpkd.models import build_student
+    from sharpkd.train import Pairs
+    from tools.int8_probe import fake_quant_student, finetune
+
+    torch.manual_seed(0)
+    model = build_student("sharp").reparameterize().eval()
+    rng = np.random.default_rng(1)
+    gt = [rng.integers(0, 256, (70, 90, 3), dtype=np.uint8) for _ in range(2)]
+    pairs = Pairs(degraded=[np.clip(g.astype(int) - 7, 0, 255).astype(np.uint8) for g in gt], gt=gt)
+    fq = fake_quant_student(model, [(None, d) for d in pairs.degraded])
+    before = [c.weight.detach().clone() for c in fq.convs]
+    finetune(fq, pairs, argparse.Namespace(qat_steps=2, qat_lr=1e-3))
+    assert all(not torch.equal(b, c.weight) for b, c in zip(before, fq.convs))

@@ -14,6 +14,8 @@ asymmetric int8 activations per tensor) with the calibration frames below, in th
   NNCF in the graph), min/max ranges, the first layer's weights on 7 bits, the residual add in
   float; scored also against its PyTorch module (the reference a runtime test would use);
 * ``int8-native-8bit-head``: the same with 8-bit first-layer weights (saturates on AVX2);
+* ``int8-native-qat``: ``int8-native`` fine-tuned like ``int8-qat`` below (its activation ranges
+  kept as calibrated, gradients straight through the rounding);
 * ``int8-qat`` (quantization-aware training): the PyTorch student with NNCF's quantizers (min/max
   ranges, the residual add not quantized) fine-tuned ``--qat-steps`` steps through them on the
   training photos (L2 to the ground truth, the pipeline's loop), exported as the runtime exports;
@@ -106,7 +108,8 @@ def fake_quant_student(model, calib, first_bits: int = 7):
                 scale = (c.weight.detach().abs().amax(dim=(1, 2, 3)).clamp_min(1e-12) / top).float()
                 w = c.weight
                 if top < 127:  # ONNX allows 8-bit ranges only: snap to the coarser grid first
-                    w = (torch.round(w / scale.view(-1, 1, 1, 1)).clamp(-top - 1, top) * scale.view(-1, 1, 1, 1))
+                    snapped = torch.round(w / scale.view(-1, 1, 1, 1)).clamp(-top - 1, top) * scale.view(-1, 1, 1, 1)
+                    w = w + (snapped - w).detach()  # straight-through, as the fake-quant ops are
                 w = torch.fake_quantize_per_channel_affine(w, scale, torch.zeros_like(scale, dtype=torch.int32),
                                                            0, -128, 127)
                 z = F.conv2d(z, w, c.bias, padding=1)
@@ -204,6 +207,9 @@ def run(args: argparse.Namespace) -> dict:
                             preset=nncf.QuantizationPreset.MIXED, advanced_parameters=minmax,
                             ignored_scope=nncf.IgnoredScope(types=TORCH_ADDS, validate=False))
         forms["int8-qat"] = core.read_model(_export(finetune(qat, pairs, args), HEIGHT, WIDTH), b"")
+        # the plain-PyTorch form fine-tuned the same way (its activation ranges stay as calibrated)
+        native["int8-native-qat"] = finetune(fake_quant_student(copy.deepcopy(model), calib), pairs, args)
+        forms["int8-native-qat"] = core.read_model(_export(native["int8-native-qat"], HEIGHT, WIDTH), b"")
     config = {"INFERENCE_NUM_THREADS": args.threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
     requests = {name: core.compile_model(m, "CPU", config).create_infer_request() for name, m in forms.items()}
     base = float(np.mean([psnr(d, g) for g, d in val]))

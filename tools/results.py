@@ -334,8 +334,9 @@ INT8_FORMS = {"fp32": "float32 (what `auto` runs)", "int8": "int8, NNCF defaults
               "int8-minmax-fp32-add": "int8, min/max, residual add in float32",
               "int8-native": "int8 in plain PyTorch fake quantization, min/max, 7-bit first layer, add in float32",
               "int8-native-8bit-head": "the same, 8-bit first layer",
-              "fp32-finetuned": "float32, fine-tuned (the control of the next row)",
-              "int8-qat": "int8, quantization-aware fine-tuning, residual add in float32"}
+              "fp32-finetuned": "float32, fine-tuned (the control of the next two rows)",
+              "int8-qat": "int8, quantization-aware fine-tuning, residual add in float32",
+              "int8-native-qat": "int8 in plain PyTorch fake quantization, the same fine-tuning"}
 
 
 def int8_table(metrics_dir: str | Path) -> str:
