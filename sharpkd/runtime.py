@@ -23,6 +23,7 @@ and ``torch`` otherwise (CUDA, 16-bit images, teachers).
 from __future__ import annotations
 
 import io
+import sys
 import warnings
 from typing import Callable
 
@@ -68,13 +69,30 @@ def _export(model: nn.Module, height: int, width: int) -> bytes:
 _CORE = None
 
 
+def _import_openvino():
+    """``import openvino`` with its usage telemetry off.
+
+    ``import openvino`` imports its model converter (``openvino.tools.ovc``), which starts
+    ``openvino_telemetry`` when that package is installed: it counts every import in
+    ``~/intel/stats`` and sends events from processes it forks, and a fork while a thread reads
+    stdin hung ``sharpkd stream`` at exit (seen in CI).  With the package unimportable during that
+    first import, ovc binds its own no-op stub (its fallback when the package is absent)."""
+    block = "openvino" not in sys.modules and "openvino_telemetry" not in sys.modules
+    if block:
+        sys.modules["openvino_telemetry"] = None  # type: ignore[assignment]
+    try:
+        import openvino
+    finally:
+        if block:
+            del sys.modules["openvino_telemetry"]
+    return openvino
+
+
 def _openvino_core():
     """One ``openvino.Core`` per process (each Core starts its own plugin and thread pools)."""
     global _CORE
     if _CORE is None:
-        import openvino as ov
-
-        _CORE = ov.Core()
+        _CORE = _import_openvino().Core()
     return _CORE
 
 
@@ -82,7 +100,7 @@ def available(runtime: str) -> bool:
     """Whether ``runtime``'s package can be imported."""
     module = {"torch": "torch", "torch-compile": "torch", "openvino": "openvino", "onnxruntime": "onnxruntime"}[runtime]
     try:
-        __import__(module)
+        _import_openvino() if module == "openvino" else __import__(module)
     except ImportError:
         return False
     return True
