@@ -38,7 +38,6 @@ import argparse
 import copy
 import json
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -146,17 +145,6 @@ def finetune(model, pairs, args):
     return model.eval()
 
 
-def fastest_median_ms(request, frame: np.ndarray, runs: int) -> float:
-    for _ in range(3):
-        request.infer({0: frame})
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        request.infer({0: frame})
-        times.append(time.perf_counter() - t0)
-    return 1000.0 * float(np.median(times))
-
-
 def run(args: argparse.Namespace) -> dict:
     try:
         import nncf
@@ -166,6 +154,7 @@ def run(args: argparse.Namespace) -> dict:
         raise SystemExit("error: tools/int8_probe.py needs NNCF: .venv/bin/pip install -e '.[int8]'") from None
     import torch
 
+    from sharpkd.bench import time_calls
     from sharpkd.metrics import psnr
     from sharpkd.models import load_student
     from sharpkd.runtime import _export, _openvino_core
@@ -233,7 +222,7 @@ def run(args: argparse.Namespace) -> dict:
     frame = val[0][1][None]
     for p in range(args.passes):
         for name, request in requests.items():
-            timings[name].append(fastest_median_ms(request, frame, args.runs))
+            timings[name].append(time_calls(lambda: request.infer({0: frame}), args.runs, warmup=3)["median_ms"])
             print(f"pass {p + 1}: {name}: {timings[name][-1]:.1f} ms", flush=True)
     for name in rows:
         rows[name]["ms_per_1080p"] = round(min(timings[name]), 1)
