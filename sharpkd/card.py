@@ -31,7 +31,8 @@ def student_card(params: dict, model: torch.nn.Module, *, profile: str, train_cr
                        "best_epoch": best["epoch"], "metric": "RGB uint8, full validation images"},
         "training": {k: params[k] for k in ("epochs", "batch", "patch", "lr", "seed")}
                     | {"steps_per_epoch": steps_per_epoch, "loss": params["loss"], "processes": processes,
-                       "device": device},
+                       "device": device}
+                    | ({"int8": params["int8"]} if int((params.get("int8") or {}).get("steps", 0)) > 0 else {}),
     }
 
 

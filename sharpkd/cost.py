@@ -27,6 +27,8 @@ def count_macs(model: nn.Module, height: int, width: int) -> int:
     Counts the model in its current form (multi-branch or re-parameterized).
     """
     meta_model = copy.deepcopy(model).to("meta").eval()
+    if getattr(meta_model, "int8", None) is not None:  # an int8 student (sharpkd.quant): the same convs,
+        meta_model.int8 = None  # counted through the float forward (the meta device has no rounding ops)
     total = 0
 
     def hook(mod: nn.Module, inputs, output) -> None:

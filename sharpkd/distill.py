@@ -20,6 +20,7 @@ from .inference import prepare, run_model
 from .losses import ZoomDistillation, build_loss, needs_teacher, needs_teacher_model
 from .metrics import psnr, ssim
 from .models import build_student
+from .quant import to_int8
 from .train import Pairs, epoch_steps, fingerprint, fit, state_file
 
 #: Validation window size: the whole image up to 2048 px a side, as ``sharpkd sharpen`` runs it.
@@ -89,6 +90,11 @@ def train_student(params: dict, data: TrainData, *, device: str = "cpu",
     there, named by a fingerprint of the params, the data and the code
     (:func:`sharpkd.train.state_file`); the caller deletes it once its outputs are written.  Returns ``(model, best, history)`` from
     :func:`sharpkd.train.fit` (best epoch by validation PSNR).
+
+    With ``train.int8.steps > 0`` the best float student is then made int8
+    (:func:`sharpkd.quant.to_int8`, its ranges calibrated on the degraded training crops) and
+    fine-tuned ``steps`` more steps through the rounding at ``train.int8.lr`` (one more epoch,
+    numbered after the float ones, validated in its int8 form); that int8 student is returned.
     """
     uses_teacher = needs_teacher(params["loss"])
     if uses_teacher and data.teacher is None:
@@ -117,11 +123,27 @@ def train_student(params: dict, data: TrainData, *, device: str = "cpu",
             terms["l2_teacher_zoom"] = terms["l2_teacher_zoom"].detach()
         return total, terms
 
-    return fit(model, pairs, loss, lr=float(params["lr"]),
-               epochs=int(params["epochs"]), steps_per_epoch=steps_per_epoch(params, data),
-               batch=int(params["batch"]), patch=int(params["patch"]), seed=int(params["seed"]), device=device,
-               state_path=state_path, fingerprint=fp, validate=validation(data, device), on_epoch=on_epoch,
-               on_step=on_step, desc=f"train {params['arch']}")
+    epochs, per_epoch = int(params["epochs"]), steps_per_epoch(params, data)
+    common = dict(batch=int(params["batch"]), patch=int(params["patch"]), seed=int(params["seed"]), device=device,
+                  fingerprint=fp, validate=validation(data, device), on_step=on_step)
+    model, best, history = fit(model, pairs, loss, lr=float(params["lr"]), epochs=epochs, steps_per_epoch=per_epoch,
+                               state_path=state_path, on_epoch=on_epoch, desc=f"train {params['arch']}", **common)
+    q = params.get("int8") or {}
+    if int(q.get("steps", 0)) <= 0:
+        return model, best, history
+    # train.int8: the best float student made int8 (sharpkd.quant: ranges calibrated on the training
+    # inputs), then fine-tuned through the rounding; validated and kept as one more epoch
+    model = to_int8(model, data.degraded, first_bits=int(q.get("first_bits", 7)))
+    done = epochs * per_epoch
+
+    def shifted(record: dict) -> dict:
+        return record | {"epoch": record["epoch"] + epochs, "step": record["step"] + done}
+
+    model, best, tuned = fit(model, pairs, loss, lr=float(q["lr"]), epochs=1, steps_per_epoch=int(q["steps"]),
+                             state_path=state_file(state_dir, "student_int8", fp) if state_dir is not None else None,
+                             on_epoch=(lambda e, r: on_epoch(e + epochs, shifted(r))) if on_epoch else None,
+                             desc=f"int8 fine-tune {params['arch']}", **common)
+    return model, shifted(best), history + [shifted(r) for r in tuned]
 
 
 __all__ = ["TrainData", "inference_copy", "steps_per_epoch", "train_student", "validation"]

@@ -27,6 +27,11 @@ Students
     and the head and tail cost a fraction of the 3x3 pair on the ``3 s^2``-channel frame, which is
     what dominates the 3x3 form's time on a CPU (``tools/head_probe.py``); the 3x3 body blocks
     keep the receptive field.
+
+    ``int8={"first_bits": 7}`` is the int8 form (:mod:`sharpkd.quant`, made by
+    :func:`sharpkd.quant.to_int8` and fine-tuned by ``train.int8``): folded, every convolution's
+    input and weights rounded to the int8 grid, the calibrated input ranges kept in the
+    ``act_max`` buffer of the weights file.  The runtimes run it as int8 convolutions.
 """
 
 from __future__ import annotations
@@ -179,7 +184,7 @@ class SharpNet(nn.Module):
     arch = "sharp"
 
     def __init__(self, channels: int = 16, blocks: int = 1, unshuffle: int = 2, rep: bool = True,
-                 head: str = "conv3x3") -> None:
+                 head: str = "conv3x3", int8: dict | None = None) -> None:
         super().__init__()
         if channels < 8 or channels % 8:
             raise SharpkdError(f"sharp student: channels must be a positive multiple of 8, got {channels}")
@@ -192,6 +197,13 @@ class SharpNet(nn.Module):
         self.config = {"channels": channels, "blocks": blocks, "unshuffle": unshuffle}
         if head != "conv3x3":  # the default is left out, so older student files load unchanged
             self.config["head"] = head
+        if int8 is not None:  # the int8 form (sharpkd.quant): built by quant.to_int8 or loaded from its file
+            unknown = sorted(set(int8) - {"first_bits"})
+            if unknown:
+                raise SharpkdError(f"sharp student: unknown int8 settings {unknown}")
+            int8 = {"first_bits": int(int8.get("first_bits", 7))}
+            self.config["int8"] = int8
+        self.int8 = int8
         self.scale = unshuffle
         self.patch = head == "patch"
         io = 3 * unshuffle * unshuffle
@@ -208,9 +220,21 @@ class SharpNet(nn.Module):
         else:
             self.tail = RepConv(channels, io, identity=False, rep=rep)
             self.tail.zero_init()
+        if int8 is not None:  # the calibrated top of each convolution's input (sharpkd.quant)
+            self.register_buffer("act_max", torch.ones(blocks + 2))
+
+    def layers(self) -> list[nn.Module]:
+        """The convolutions of the folded form in order: head, body blocks, tail."""
+        if any(isinstance(m, RepConv) and not m.is_fused for m in self.modules()):
+            raise SharpkdError("sharp student: layers() needs the folded form (reparameterize() first)")
+        head = self.head if self.patch else self.head.fused
+        tail = self.tail if self.patch else self.tail.fused
+        return [head, *(b.fused for b in self.body), tail]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         _check_input(x)
+        if self.int8 is not None:
+            return self._forward_int8(x)
         if self.patch:
             return self._forward_patch(x)
         s = self.scale
@@ -247,6 +271,31 @@ class SharpNet(nn.Module):
         for block in self.body:
             z = F.relu(block(z))
         return crop_to((xp + self.tail(z)).clamp(0.0, 1.0), height, width)
+
+    def _forward_int8(self, x: torch.Tensor) -> torch.Tensor:
+        """The folded student with every convolution's input and weights on the int8 grid of
+        :mod:`sharpkd.quant` (first layer's weights on ``int8["first_bits"]`` bits), standard ops
+        only (the same graph for PyTorch and the exported runtimes)."""
+        from .quant import fake_quant_activation, fake_quant_weight
+
+        height, width = x.shape[-2:]
+        s = self.scale
+        xp = pad_to_multiple(x, s)
+        z = xp if self.patch else F.pixel_unshuffle(xp, s)
+        layers = self.layers()
+        for i, layer in enumerate(layers):
+            z = fake_quant_activation(z, float(self.act_max[i]))
+            bits = self.int8["first_bits"] if i == 0 else 8
+            if isinstance(layer, nn.ConvTranspose2d):
+                w = fake_quant_weight(layer.weight, bits, axis=1)
+                z = F.conv_transpose2d(z, w, layer.bias, stride=layer.stride)
+            else:
+                w = fake_quant_weight(layer.weight, bits, axis=0)
+                z = F.conv2d(z, w, layer.bias, stride=layer.stride, padding=layer.padding)
+            if i < len(layers) - 1:
+                z = F.relu(z)
+        r = z if self.patch else F.pixel_shuffle(z, s)
+        return crop_to((xp + r).clamp(0.0, 1.0), height, width)
 
     def reparameterize(self) -> "SharpNet":
         """Fold every multi-branch block into a single 3x3 conv, in place; returns self."""

@@ -67,8 +67,9 @@ def run() -> None:
                             steps_per_epoch=steps_per_epoch(p, data), processes=world, device=device)
         save_student(model, args.model, {"card": json.dumps(card, sort_keys=True)})
         write_json(args.card, card)
-        for old in Path(args.state_dir).glob("student-*.pt"):
-            old.unlink()
+        for pattern in ("student-*.pt", "student_int8-*.pt"):
+            for old in Path(args.state_dir).glob(pattern):
+                old.unlink()
         print(f"train: best epoch {best['epoch']}: val PSNR {best['val_psnr']:.3f} dB, SSIM {best['val_ssim']:.4f}")
 
 

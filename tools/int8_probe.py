@@ -10,9 +10,9 @@ asymmetric int8 activations per tensor) with the calibration frames below, in th
 * ``int8-minmax``: activation ranges from the minimum and maximum seen in calibration;
 * ``int8-minmax-fp32-tail``: the same with the last convolution (the residual) left in float32;
 * ``int8-minmax-fp32-add``: the convolutions int8, the residual add's inputs not quantized;
-* ``int8-native``: int8 written in plain PyTorch fake quantization (:func:`fake_quant_student`; no
-  NNCF in the graph), min/max ranges, the first layer's weights on 7 bits, the residual add in
-  float; scored also against its PyTorch module (the reference a runtime test would use);
+* ``int8-native``: the pipeline's int8 student (:func:`sharpkd.quant.to_int8`: plain PyTorch fake
+  quantization, no NNCF in the graph), min/max ranges, the first layer's weights on 7 bits, the
+  residual add in float; scored also against its PyTorch module (what the runtime is tested against);
 * ``int8-native-8bit-head``: the same with 8-bit first-layer weights (saturates on AVX2);
 * ``int8-native-qat``: ``int8-native`` fine-tuned like ``int8-qat`` below (its activation ranges
   kept as calibrated, gradients straight through the rounding);
@@ -66,59 +66,6 @@ def frames(photos: Path, names: list[str], limit: int | None = None) -> list[tup
     return out
 
 
-def fake_quant_student(model, calib, first_bits: int = 7):
-    """The folded ``sharp`` student (3x3 head) with int8 fake quantization written in plain PyTorch,
-    no NNCF: the input of each convolution rounded to 256 levels on ``[0, max]`` (the first one's
-    input is the frame itself: step 1/255, so exact; the others' max is the largest value seen on
-    ``calib``), each weight to a symmetric per-output-channel grid, the first layer's on
-    ``first_bits`` bits (AVX2 without VNNI sums pairs of uint8 x int8 products in 16 bits: 8-bit
-    weights on a uint8 frame can saturate there), the residual add in float.  Exported by the
-    runtime's ONNX path it becomes QuantizeLinear/DequantizeLinear pairs that OpenVINO runs as
-    int8, and the module itself is the PyTorch reference of that graph."""
-    import torch
-    import torch.nn.functional as F
-    from torch import nn
-
-    convs = [model.head.fused] + [b.fused for b in model.body] + [model.tail.fused]
-    s = model.scale
-    maxima = [1.0]
-    with torch.no_grad():
-        for i in range(1, len(convs)):
-            top = 0.0
-            for _, d in calib:
-                z = F.pixel_unshuffle(torch.from_numpy(d).permute(2, 0, 1)[None].float() / 255, s)
-                for c in convs[:i]:
-                    z = F.relu(c(z))
-                top = max(top, float(z.max()))
-            maxima.append(top)
-
-    class FakeQuant(nn.Module):
-        arch = "sharp"
-
-        def __init__(self):
-            super().__init__()
-            self.convs = nn.ModuleList(convs)
-
-        def forward(self, x):
-            z = F.pixel_unshuffle(x, s)
-            for i, c in enumerate(self.convs):
-                z = torch.fake_quantize_per_tensor_affine(z, maxima[i] / 255, 0, 0, 255)
-                top = 2 ** ((first_bits if i == 0 else 8) - 1) - 1
-                scale = (c.weight.detach().abs().amax(dim=(1, 2, 3)).clamp_min(1e-12) / top).float()
-                w = c.weight
-                if top < 127:  # ONNX allows 8-bit ranges only: snap to the coarser grid first
-                    snapped = torch.round(w / scale.view(-1, 1, 1, 1)).clamp(-top - 1, top) * scale.view(-1, 1, 1, 1)
-                    w = w + (snapped - w).detach()  # straight-through, as the fake-quant ops are
-                w = torch.fake_quantize_per_channel_affine(w, scale, torch.zeros_like(scale, dtype=torch.int32),
-                                                           0, -128, 127)
-                z = F.conv2d(z, w, c.bias, padding=1)
-                if i < len(self.convs) - 1:
-                    z = F.relu(z)
-            return (x + F.pixel_shuffle(z, s)).clamp(0.0, 1.0)
-
-    return FakeQuant().eval()
-
-
 def training_pairs(photos: Path, names: list[str]):
     """:class:`sharpkd.train.Pairs` of every training photo, whole, degraded the report's way."""
     from sharpkd.degrade import degrade
@@ -157,6 +104,7 @@ def run(args: argparse.Namespace) -> dict:
     from sharpkd.bench import time_calls
     from sharpkd.metrics import psnr
     from sharpkd.models import load_student
+    from sharpkd.quant import to_int8
     from sharpkd.runtime import _export, _openvino_core
 
     torch.set_num_threads(args.threads)
@@ -182,8 +130,9 @@ def run(args: argparse.Namespace) -> dict:
                                               preset=nncf.QuantizationPreset.MIXED, advanced_parameters=minmax,
                                               ignored_scope=nncf.IgnoredScope(names=[RESIDUAL])),
     }
-    native = {"int8-native": fake_quant_student(model, calib, first_bits=7),
-              "int8-native-8bit-head": fake_quant_student(model, calib, first_bits=8)}
+    degraded = [d for _, d in calib]
+    native = {"int8-native": to_int8(model, degraded, first_bits=7),
+              "int8-native-8bit-head": to_int8(model, degraded, first_bits=8)}
     forms |= {name: core.read_model(_export(m, HEIGHT, WIDTH), b"") for name, m in native.items()}
     if args.qat_steps:
         pairs = training_pairs(args.photos, split["train"])
@@ -197,7 +146,7 @@ def run(args: argparse.Namespace) -> dict:
                             ignored_scope=nncf.IgnoredScope(types=TORCH_ADDS, validate=False))
         forms["int8-qat"] = core.read_model(_export(finetune(qat, pairs, args), HEIGHT, WIDTH), b"")
         # the plain-PyTorch form fine-tuned the same way (its activation ranges stay as calibrated)
-        native["int8-native-qat"] = finetune(fake_quant_student(copy.deepcopy(model), calib), pairs, args)
+        native["int8-native-qat"] = finetune(to_int8(model, degraded), pairs, args)
         forms["int8-native-qat"] = core.read_model(_export(native["int8-native-qat"], HEIGHT, WIDTH), b"")
     config = {"INFERENCE_NUM_THREADS": args.threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
     requests = {name: core.compile_model(m, "CPU", config).create_infer_request() for name, m in forms.items()}

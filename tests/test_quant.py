@@ -1,0 +1,148 @@
+"""Int8 students (sharpkd.quant): the rounding, calibration, file round trip, OpenVINO against the
+PyTorch module, and the pipeline's quantization-aware fine-tuning (train.int8)."""
+
+import numpy as np
+import pytest
+import torch
+
+from sharpkd.cost import model_cost
+from sharpkd.errors import SharpkdError
+from sharpkd.models import build_student, load_student, save_student
+from sharpkd.quant import calibrate, fake_quant_activation, fake_quant_weight, to_int8
+
+HEADS = [{}, {"head": "patch", "unshuffle": 4}]
+
+
+def student(seed=0, **config):
+    """A float sharp student whose weights are all non-zero (the tail starts at zero)."""
+    torch.manual_seed(seed)
+    model = build_student("sharp", **config)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model.eval()
+
+
+def frames(n=2, h=48, w=64, seed=0):
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def as_tensor(frame):
+    return torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255
+
+
+@pytest.mark.parametrize("bits", [8, 7, 4])
+def test_weights_land_on_a_symmetric_grid_per_output_channel(bits):
+    w = torch.randn(6, 5, 3, 3)
+    q = fake_quant_weight(w, bits)
+    top = 2 ** (bits - 1) - 1
+    scale = w.abs().amax(dim=(1, 2, 3), keepdim=True) / top
+    levels = q / scale
+    assert torch.allclose(levels, levels.round(), atol=1e-4)
+    assert levels.round().min() >= -top - 1 and levels.round().max() <= top
+    assert (q - w).abs().max() <= scale.max() / 2 + 1e-6  # rounding, no clipping: max|w| is on the grid
+
+
+def test_transposed_conv_weights_are_quantized_per_output_channel():
+    w = torch.randn(16, 3, 4, 4)  # ConvTranspose2d: in, out, kh, kw
+    w[:, 1] *= 100  # one loud output channel must not coarsen the others
+    q = fake_quant_weight(w, 8, axis=1)
+    assert (q[:, 0] - w[:, 0]).abs().max() <= w[:, 0].abs().max() / 127
+
+
+def test_gradients_pass_straight_through_the_rounding():
+    w = torch.randn(4, 3, 3, 3, requires_grad=True)
+    fake_quant_weight(w, 7).sum().backward()
+    assert torch.equal(w.grad, torch.ones_like(w))
+    z = torch.tensor([0.3, 0.7, 2.0], requires_grad=True)
+    fake_quant_activation(z, 1.0).sum().backward()
+    assert z.grad.tolist() == [1.0, 1.0, 0.0]  # clipped above the calibrated top
+
+
+def test_activations_are_lossless_on_a_uint8_frame():
+    x = torch.arange(256, dtype=torch.float32) / 255
+    q = fake_quant_activation(x, 1.0)
+    assert torch.equal((q * 255).round(), torch.arange(256, dtype=torch.float32))
+    assert (q - x).abs().max() < 1e-6  # the same level, to float rounding
+
+
+def test_calibration_records_each_layers_largest_input():
+    model = student().reparameterize()
+    fs = frames(3)
+    tops = calibrate(model, model.layers(), fs)
+    head, body, tail = model.layers()
+    expected = [1.0, 0.0, 0.0]
+    with torch.no_grad():
+        for f in fs:
+            z = torch.relu(head(torch.nn.functional.pixel_unshuffle(as_tensor(f), 2)))
+            expected[1] = max(expected[1], float(z.max()))
+            expected[2] = max(expected[2], float(torch.relu(body(z)).max()))
+    assert tops == pytest.approx(expected, rel=1e-6)
+
+
+@pytest.mark.parametrize("config", HEADS)
+def test_int8_student_round_trips_through_its_file_and_costs_what_the_float_one_costs(tmp_path, config):
+    model = student(**config)
+    q = to_int8(model, frames())
+    assert q.config == model.config | {"int8": {"first_bits": 7}}
+    assert float(q.act_max[0]) == 1.0 and bool((q.act_max[1:] > 0).all())
+    x = as_tensor(frames(1, 37, 45, seed=1)[0])  # odd size: padded and cropped like the float one
+    with torch.no_grad():
+        y, ref = q(x), model(x)
+    assert y.shape == x.shape and 0 < (y - ref).abs().max() * 255 < 16  # rounded, and close to float
+    save_student(q, tmp_path / "q.safetensors")
+    loaded, _ = load_student(tmp_path / "q.safetensors")
+    assert loaded.config == q.config
+    with torch.no_grad():
+        assert torch.equal(loaded(x), y)
+    assert model_cost(q) == model_cost(model)  # the same convolutions (no rounding ops on the meta device)
+
+
+@pytest.mark.parametrize("config", HEADS)
+def test_openvino_runs_the_int8_student_as_int8_within_2_levels_of_its_module(config):
+    from sharpkd.runtime import CompiledStudent, UInt8Graph, _export, _openvino_core
+
+    q = to_int8(student(**config), frames())
+    graph = _openvino_core().read_model(_export(q, 48, 64), b"")
+    assert sum(op.get_type_name() == "FakeQuantize" for op in graph.get_ordered_ops()) == 6  # 3 inputs, 3 weights
+    compiled = CompiledStudent(q, "openvino")
+    for f in frames(2, seed=2):
+        with torch.no_grad():
+            ref = UInt8Graph(q)(torch.from_numpy(f[None]))[0].numpy().astype(int)
+        assert np.abs(compiled.run_uint8(f).astype(int) - ref).max() <= 2
+
+
+def test_what_cannot_be_int8_says_so():
+    with pytest.raises(SharpkdError, match="sharp student"):
+        to_int8(build_student("seed"), frames())
+    q = to_int8(student(), frames())
+    with pytest.raises(SharpkdError, match="int8 already"):
+        to_int8(q, frames())
+    with pytest.raises(SharpkdError, match="at least one"):
+        to_int8(student(), [])
+    with pytest.raises(SharpkdError, match="folded"):
+        student().layers()
+    with pytest.raises(SharpkdError, match="unknown int8"):
+        build_student("sharp", int8={"bits": 4})
+
+
+def test_pipeline_fine_tunes_the_int8_student_deterministically_as_one_more_epoch(tmp_path):
+    from tests.test_train import make_data
+
+    from sharpkd.distill import train_student
+
+    params = {"arch": "sharp", "arch_config": {}, "epochs": 2, "steps_per_epoch": 3, "batch": 4, "patch": 24,
+              "lr": 0.003, "seed": 0, "loss": {"l2_gt": 1.0, "l2_teacher": 1.0}, "vgg": {},
+              "int8": {"steps": 4, "lr": 0.001, "first_bits": 7}}
+    seen = []
+    a, best_a, hist_a = train_student(params, make_data(), on_epoch=lambda e, r: seen.append((e, r["step"])))
+    b, best_b, _ = train_student(params, make_data(), state_dir=tmp_path)
+    assert a.int8 == {"first_bits": 7} and seen == [(1, 3), (2, 6), (3, 10)]
+    assert [h["epoch"] for h in hist_a] == [1, 2, 3] and best_a == hist_a[-1] == best_b
+    for k, v in a.state_dict().items():
+        assert torch.equal(v, b.state_dict()[k]), k
+    assert len(list(tmp_path.glob("student_int8-*.pt"))) == 1  # its own resume state beside the float one's
+    calibrated = to_int8(train_student(params | {"int8": {"steps": 0}}, make_data())[0], make_data().degraded)
+    assert torch.equal(a.act_max, calibrated.act_max)  # ranges kept as calibrated; the weights were tuned
+    assert not torch.equal(a.layers()[1].weight, calibrated.layers()[1].weight)
