@@ -18,6 +18,21 @@ def _add_runtime(parser: argparse.ArgumentParser, what: str) -> None:
                              "installed, else torch")
 
 
+def _add_weights(parser: argparse.ArgumentParser) -> None:
+    """``--weights PATH`` or ``--student NAME`` (a shipped student, sharpkd.sharpen.SHIPPED), not both."""
+    g = parser.add_mutually_exclusive_group()
+    g.add_argument("--weights", help="student .safetensors (default: the shipped student, see --student)")
+    g.add_argument("--student", help="a shipped student by what it is for (README: Students); default: default; "
+                                     "not with --weights")
+
+
+def _weights(args: argparse.Namespace):
+    """The student file the command runs: ``--weights``, else the shipped ``--student``."""
+    from .sharpen import shipped_weights
+
+    return args.weights or shipped_weights(args.student or "default")
+
+
 def _device(name: str) -> str:
     from .stage import resolve_device
 
@@ -38,7 +53,7 @@ def cmd_sharpen(args: argparse.Namespace) -> int:
     if stale:
         print(f"removed {len(stale)} temporary file(s) left in {out} by an interrupted run", file=sys.stderr)
     jobs, failed = plan(args.inputs, out, fmt)
-    sharpener = Sharpener(args.weights, device=device, tile=args.tile, overlap=OVERLAP, strength=args.strength,
+    sharpener = Sharpener(_weights(args), device=device, tile=args.tile, overlap=OVERLAP, strength=args.strength,
                           runtime=args.runtime)
     multiple = max(1, int(getattr(sharpener.model, "multiple_of", 1)))
     if args.tile % multiple:
@@ -85,7 +100,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
                          f"-pix_fmt {args.pix_fmt} - | sharpkd stream --size {width}x{height} | ...")
     if sys.stdout.isatty():
         raise UsageError("stdout is a terminal: pipe the frames on (e.g. to ffmpeg -f rawvideo ...) or redirect them")
-    sharpener = Sharpener(args.weights, device=_device(args.device), tile=args.tile, overlap=OVERLAP,
+    sharpener = Sharpener(_weights(args), device=_device(args.device), tile=args.tile, overlap=OVERLAP,
                           strength=args.strength, runtime=args.runtime)
     multiple = max(1, int(getattr(sharpener.model, "multiple_of", 1)))
     if args.tile % multiple:
@@ -110,12 +125,11 @@ def _one_line_usage(parser: argparse.ArgumentParser):
     return error
 
 
-def _load_model(arch: str | None, weights: str | None):
+def _load_model(arch: str | None, args: argparse.Namespace):
     from .models import build_student, load_student
-    from .sharpen import shipped_weights
 
-    if weights or not arch:
-        model, meta = load_student(weights or shipped_weights())
+    if args.weights or not arch:
+        model, meta = load_student(_weights(args))
         return model, meta.get("arch", "?")
     model = build_student(arch)  # untrained weights time exactly like trained ones
     if hasattr(model, "reparameterize"):
@@ -136,7 +150,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return _bench_teacher(args, device)
     from .runtime import resolve
 
-    model, arch = _load_model(args.arch, args.weights)
+    model, arch = _load_model(args.arch, args)
     if args.compare:
         return _bench_compare(args, model, arch, device)
     runtime = resolve(args.runtime, model, device)
@@ -151,7 +165,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     result["machine"] = machine(device)
     _emit_bench(args, result)
     if not args.json:
-        print(f"{arch} ({result['parameters']:,} parameters, {result['macs_per_frame'] / 1e9:.2f} GMAC per "
+        form = " int8" if getattr(model, "int8", None) else ""  # sharpkd.quant: int8 convolutions in the runtimes
+        print(f"{arch}{form} ({result['parameters']:,} parameters, {result['macs_per_frame'] / 1e9:.2f} GMAC per "
               f"{args.width}x{args.height} frame) on {device} via {runtime}: median {result['median_ms']:.1f} ms, "
               f"p95 {result['p95_ms']:.1f} ms, {result['fps']:.1f} fps")
         if args.frames:
@@ -220,7 +235,7 @@ def _bench_teacher(args: argparse.Namespace, device: str) -> int:
 def cmd_export_onnx(args: argparse.Namespace) -> int:
     from .onnx_export import export_onnx
 
-    model, arch = _load_model(None, args.weights)
+    model, arch = _load_model(None, args)
     export_onnx(model, args.output)
     print(f"wrote {args.output} ({arch}, dynamic height and width)")
     return 0
@@ -234,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("inputs", nargs="+", help="image files, folders, video files (mp4, avi, mov, mkv)")
     s.add_argument("-o", "--output", required=True,
                    help="output folder (created; must not be an input folder or inside one)")
-    s.add_argument("--weights", help="student .safetensors (default: the shipped pretrained student)")
+    _add_weights(s)
     s.add_argument("--strength", type=float, default=1.0,
                    help="0 = input, 1 = model output, up to 2 = stronger (extrapolated) sharpening")
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -265,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "an unusable command line, 141 when the reader of stdout stops.")
     r.add_argument("--size", required=True, help="frame size WIDTHxHEIGHT, as the sender's -s (e.g. 1920x1080)")
     r.add_argument("--pix-fmt", default="rgb24", help="rgb24 (default) or rgb48le (16 bits per channel)")
-    r.add_argument("--weights", help="student .safetensors (default: the shipped pretrained student)")
+    _add_weights(r)
     r.add_argument("--strength", type=float, default=1.0,
                    help="0 = input, 1 = model output, up to 2 = stronger (extrapolated) sharpening")
     r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -277,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="time one frame: median and p95 ms, fps, parameters, MACs")
     b.add_argument("--arch", help="time an untrained student of this arch (e.g. seed) instead of weights")
-    b.add_argument("--weights", help="student .safetensors (default: the shipped student)")
+    _add_weights(b)
     b.add_argument("--height", type=int, default=1080)
     b.add_argument("--width", type=int, default=1920)
     b.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
@@ -295,11 +310,13 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--pattern", default="*", help="file-name pattern of the frames in --frames (sorted by name)")
     b.add_argument("--degrade", type=float, default=0.6, help="degrade the frames first, as the link does (1 = off)")
     b.set_defaults(fn=cmd_bench)
+    b.error = _one_line_usage(b)  # type: ignore[method-assign]
 
     e = sub.add_parser("export-onnx", help="export the student to ONNX with dynamic height and width")
-    e.add_argument("--weights", help="student .safetensors (default: the shipped student)")
+    _add_weights(e)
     e.add_argument("-o", "--output", required=True, help="model.onnx to write")
     e.set_defaults(fn=cmd_export_onnx)
+    e.error = _one_line_usage(e)  # type: ignore[method-assign]
     return ap
 
 

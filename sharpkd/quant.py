@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -71,7 +72,7 @@ def calibrate(model: nn.Module, layers: list[nn.Module], inputs: Iterable) -> li
     seen = 0
     try:
         for frame in inputs:
-            model(img2tensor(frame))
+            model(img2tensor(np.array(frame)))  # a copy: frames read from shards are read-only
             seen += 1
     finally:
         for h in handles:

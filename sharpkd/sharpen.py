@@ -31,9 +31,16 @@ OVERLAP = 32
 """Tile overlap of ``sharpkd sharpen`` (pixels); ``--tile`` must be at least twice this."""
 
 
-def shipped_weights() -> Path:
-    """Path of the pretrained student shipped inside the package."""
-    path = Path(str(resources.files("sharpkd") / "weights" / "student.safetensors"))
+#: The students shipped inside the package (``sharpkd/weights/``), by what they are for
+#: (``--student NAME``); each has its model card beside it (``.json``), written by ``tools/ship.py``.
+SHIPPED = {"default": "student.safetensors"}
+
+
+def shipped_weights(name: str = "default") -> Path:
+    """Path of the pretrained student ``name`` (:data:`SHIPPED`) shipped inside the package."""
+    if name not in SHIPPED:
+        raise UsageError(f"--student must be one of {', '.join(SHIPPED)}, got {name!r}")
+    path = Path(str(resources.files("sharpkd") / "weights" / SHIPPED[name]))
     if not path.is_file():
         raise SharpkdError(f"the shipped student weights are missing from the installation ({path}); "
                            "pass --weights PATH or reinstall sharpkd")

@@ -166,6 +166,34 @@ def test_shipped_student_loads_and_sharpens_offline(tmp_path):
     assert out.shape == img.shape and not np.array_equal(out, img)
 
 
+@pytest.mark.parametrize("name", sorted(__import__("sharpkd.sharpen", fromlist=["SHIPPED"]).SHIPPED))
+def test_every_shipped_student_has_its_weights_and_card_and_runs_by_name(tmp_path, name, capsys):
+    import json as _json
+
+    from sharpkd.models import load_student
+    from sharpkd.sharpen import shipped_weights
+
+    path = shipped_weights(name)
+    card = _json.loads(path.with_suffix(".json").read_text())
+    assert load_student(path)[1]["arch"] == card["arch"]
+    write(tmp_path / "x.png", rand(40, 52))
+    assert main(["sharpen", str(tmp_path / "x.png"), "-o", str(tmp_path / name), "--student", name, "-q"]) == 0
+    assert (tmp_path / name / "x.png").is_file()
+
+
+@pytest.mark.parametrize("argv", [["sharpen", "x.png", "-o", "out"], ["stream", "--size", "8x8"], ["bench"],
+                                  ["export-onnx", "-o", "m.onnx"]])
+def test_student_names_and_weights_are_one_or_the_other(tmp_path, capsys, argv, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv + ["--student", "no-such"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == ["error: --student must be one of default, got 'no-such'"]
+    with pytest.raises(SystemExit) as exit_:
+        main(argv + ["--student", "default", "--weights", "w.safetensors"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not allowed with argument" in err[0]
+
+
 def test_bench_reports_temporal_stability_on_frames(tmp_path, weights, capsys):
     base = rand(40, 56)
     for i in range(4):  # a slowly panning "video"

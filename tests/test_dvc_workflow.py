@@ -98,3 +98,25 @@ def test_a_forced_rerun_leaves_dvc_lock_byte_identical(origin, stage):
     assert (repo / "dvc.lock").read_bytes() == before
     lock = yaml.safe_load(before)
     assert not any(o.get("persist") for s in lock["stages"].values() for o in s.get("outs", []))
+
+
+@pytest.mark.slow
+def test_an_int8_student_comes_out_of_the_pipeline_and_back_to_float_from_the_run_cache(origin):
+    import json
+
+    from sharpkd.models import load_student
+
+    _, repo = origin
+    lock = (repo / "dvc.lock").read_bytes()
+    q = run([DVC, "exp", "run", "-S", "train.int8.steps=3"], repo, check=True)
+    assert ran_stages(q.stdout) == ["distill-train", "evaluate"]  # the teacher's outputs are reused
+    model, meta = load_student(repo / "models/e2e/student.safetensors")
+    assert model.int8 == {"first_bits": 7} and float(model.act_max[0]) == 1.0
+    card = json.loads(meta["card"])
+    assert card["training"]["int8"]["steps"] == 3
+    scores = json.loads((repo / "metrics/e2e/eval.json").read_text())
+    assert scores["methods"]["student"]["psnr"] > 0
+    assert scores["student"] == {"parameters": card["parameters"], "macs_per_1080p_frame": card["macs_per_1080p_frame"]}
+    back = run([DVC, "exp", "run", "-S", "train.int8.steps=0"], repo, check=True)
+    assert ran_stages(back.stdout) == []
+    assert (repo / "dvc.lock").read_bytes() == lock

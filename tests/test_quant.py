@@ -146,3 +146,18 @@ def test_pipeline_fine_tunes_the_int8_student_deterministically_as_one_more_epoc
     calibrated = to_int8(train_student(params | {"int8": {"steps": 0}}, make_data())[0], make_data().degraded)
     assert torch.equal(a.act_max, calibrated.act_max)  # ranges kept as calibrated; the weights were tuned
     assert not torch.equal(a.layers()[1].weight, calibrated.layers()[1].weight)
+
+
+def test_bench_and_sharpen_run_an_int8_student_file(tmp_path, capsys):
+    from PIL import Image
+
+    from sharpkd.cli import main
+
+    save_student(to_int8(student(), frames()), tmp_path / "q.safetensors")
+    assert main(["bench", "--weights", str(tmp_path / "q.safetensors"), "--height", "64", "--width", "96",
+                 "--runs", "2", "--warmup", "1"]) == 0
+    assert capsys.readouterr().out.startswith("sharp int8 (5,804 parameters")
+    Image.fromarray(frames(1, 40, 52)[0]).save(tmp_path / "x.png")
+    assert main(["sharpen", str(tmp_path / "x.png"), "-o", str(tmp_path / "out"), "--weights",
+                 str(tmp_path / "q.safetensors"), "-q"]) == 0
+    assert (tmp_path / "out" / "x.png").is_file()

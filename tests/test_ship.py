@@ -40,6 +40,16 @@ def test_ship_copies_weights_and_writes_the_card(run):
     assert card["provenance"]["dvc_lock_student_md5"] == hashlib.md5(b"weights").hexdigest()
 
 
+def test_ship_writes_a_named_student_to_its_own_file(run, monkeypatch):
+    monkeypatch.setitem(__import__("sharpkd.sharpen", fromlist=["SHIPPED"]).SHIPPED, "fast", "student-fast.safetensors")
+    out = ship("p", root=run, dest=run / "shipped", name="fast")
+    assert out == run / "shipped" / "student-fast.safetensors" and out.read_bytes() == b"weights"
+    assert json.loads((run / "shipped" / "student-fast.json").read_text())["arch"] == "sharp"
+    assert not (run / "shipped" / "student.safetensors").exists()  # the default is left alone
+    with pytest.raises(SharpkdError, match="no shipped student is named 'nope'"):
+        ship("p", root=run, dest=run / "shipped", name="nope")
+
+
 def test_ship_refuses_weights_that_are_not_the_locked_output(run):
     (run / "models" / "p" / "student.safetensors").write_bytes(b"retrained by hand")
     with pytest.raises(SharpkdError, match="not the student dvc.lock records"):

@@ -1,7 +1,8 @@
 """Make a pipeline-trained student the one shipped inside the package (a repository tool).
 
-``python tools/ship.py --profile photos`` copies ``models/<profile>/student.safetensors`` to
-``sharpkd/weights/student.safetensors`` and writes ``sharpkd/weights/student.json``: the model
+``python tools/ship.py --profile photos [--name default]`` copies ``models/<profile>/student.safetensors``
+to the file of the shipped student ``name`` (:data:`sharpkd.sharpen.SHIPPED`; ``default`` is
+``sharpkd/weights/student.safetensors``) and writes its card beside it (``.json``): the model
 card of the training stage plus the run's evaluation and what identifies the run
 (:func:`sharpkd.card.shipped_card`).  It refuses weights that are not the output ``dvc.lock``
 records.
@@ -39,27 +40,34 @@ def _read(path: Path, loader=json.loads):
     return loader(path.read_text())
 
 
-def ship(profile: str, root: str | Path = ROOT, dest: str | Path | None = None) -> Path:
+def ship(profile: str, root: str | Path = ROOT, dest: str | Path | None = None, name: str = "default") -> Path:
+    from sharpkd.sharpen import SHIPPED
+
+    if name not in SHIPPED:
+        raise SharpkdError(f"no shipped student is named {name!r}: add it to sharpkd.sharpen.SHIPPED first "
+                           f"(now: {', '.join(SHIPPED)})")
     root = Path(root)
     dest = Path(dest) if dest is not None else root / "sharpkd" / "weights"
+    target = dest / SHIPPED[name]
     weights = root / "models" / profile / "student.safetensors"
     card = shipped_card(_read(root / "models" / profile / "student.json"),
                         _read(root / "metrics" / profile / "eval.json"),
                         _read(root / "metrics" / profile / "eval_settings.json"),
                         _read(root / "dvc.lock", yaml.safe_load), weights, profile=profile, revision=git_revision(root))
     dest.mkdir(parents=True, exist_ok=True)
-    with atomic_path(dest / "student.safetensors") as tmp:
+    with atomic_path(target) as tmp:
         shutil.copyfile(weights, tmp)
-    write_json(dest / "student.json", card)
-    return dest / "student.safetensors"
+    write_json(target.with_suffix(".json"), card)
+    return target
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="photos")
+    ap.add_argument("--name", default="default", help="which shipped student it becomes (sharpkd.sharpen.SHIPPED)")
     args = ap.parse_args(argv)
     try:
-        print("shipped", ship(args.profile))
+        print("shipped", ship(args.profile, name=args.name))
     except SharpkdError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
