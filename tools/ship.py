@@ -40,7 +40,10 @@ def _read(path: Path, loader=json.loads):
     return loader(path.read_text())
 
 
-def ship(profile: str, root: str | Path = ROOT, dest: str | Path | None = None, name: str = "default") -> Path:
+def ship(profile: str, root: str | Path = ROOT, dest: str | Path | None = None, name: str = "default",
+         revision: str | None = None) -> Path:
+    """Ship ``root``'s run of ``profile`` as student ``name``; ``revision`` (default: ``root``'s git
+    HEAD) is the code revision the run used, recorded in the card."""
     from sharpkd.sharpen import SHIPPED
 
     if name not in SHIPPED:
@@ -53,7 +56,8 @@ def ship(profile: str, root: str | Path = ROOT, dest: str | Path | None = None, 
     card = shipped_card(_read(root / "models" / profile / "student.json"),
                         _read(root / "metrics" / profile / "eval.json"),
                         _read(root / "metrics" / profile / "eval_settings.json"),
-                        _read(root / "dvc.lock", yaml.safe_load), weights, profile=profile, revision=git_revision(root))
+                        _read(root / "dvc.lock", yaml.safe_load), weights, profile=profile,
+                        revision=revision or git_revision(root))
     dest.mkdir(parents=True, exist_ok=True)
     with atomic_path(target) as tmp:
         shutil.copyfile(weights, tmp)
