@@ -69,10 +69,11 @@ def calibrate(model: nn.Module, layers: list[nn.Module], inputs: Iterable) -> li
         return record
 
     handles = [layer.register_forward_pre_hook(hook(i)) for i, layer in enumerate(layers)]
+    device = next(model.parameters()).device  # where the training left it (CUDA included)
     seen = 0
     try:
         for frame in inputs:
-            model(img2tensor(np.array(frame)))  # a copy: frames read from shards are read-only
+            model(img2tensor(np.array(frame)).to(device))  # a copy: frames read from shards are read-only
             seen += 1
     finally:
         for h in handles:

@@ -113,6 +113,19 @@ def test_openvino_runs_the_int8_student_as_int8_within_2_levels_of_its_module(co
         assert np.abs(compiled.run_uint8(f).astype(int) - ref).max() <= 2
 
 
+@pytest.mark.parametrize("config", HEADS)
+def test_onnxruntime_runs_the_int8_student_within_2_levels_of_its_module(config):
+    pytest.importorskip("onnxruntime")
+    from sharpkd.runtime import CompiledStudent, UInt8Graph
+
+    q = to_int8(student(**config), frames())
+    compiled = CompiledStudent(q, "onnxruntime")
+    for f in frames(2, seed=2):
+        with torch.no_grad():
+            ref = UInt8Graph(q)(torch.from_numpy(f[None]))[0].numpy().astype(int)
+        assert np.abs(compiled.run_uint8(f).astype(int) - ref).max() <= 2
+
+
 def test_what_cannot_be_int8_says_so():
     with pytest.raises(SharpkdError, match="sharp student"):
         to_int8(build_student("seed"), frames())
