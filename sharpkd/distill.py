@@ -58,8 +58,12 @@ def inference_copy(model: torch.nn.Module, device: str | torch.device = "cpu") -
     return prepare(folded, device)
 
 
-def validation(data: TrainData, device: str | torch.device = "cpu") -> Callable[[torch.nn.Module], dict]:
-    """``validate(model) -> {"val_psnr", "val_ssim"}``: means over the full validation images."""
+def validation(data: TrainData, device: str | torch.device = "cpu",
+               with_ssim: bool = True) -> Callable[[torch.nn.Module], dict]:
+    """``validate(model) -> {"val_psnr", "val_ssim"}``: means over the full validation images.
+
+    ``with_ssim=False`` leaves SSIM out (``{"val_psnr"}`` only): the best epoch, chosen by PSNR, is
+    the same, and full-size SSIM is most of what validating costs on a CPU."""
 
     @torch.inference_mode()
     def validate(model: torch.nn.Module) -> dict:
@@ -68,8 +72,9 @@ def validation(data: TrainData, device: str | torch.device = "cpu") -> Callable[
         for deg, gt in zip(data.val_degraded, data.val_gt):
             out = run_model(m, deg, tile=VAL_TILE, device=device)
             ps.append(psnr(out, gt))
-            ss.append(ssim(out, gt))
-        return {"val_psnr": float(np.mean(ps)), "val_ssim": float(np.mean(ss))}
+            if with_ssim:
+                ss.append(ssim(out, gt))
+        return {"val_psnr": float(np.mean(ps))} | ({"val_ssim": float(np.mean(ss))} if with_ssim else {})
 
     return validate
 
@@ -82,14 +87,16 @@ def steps_per_epoch(params: dict, data: TrainData) -> int:
 def train_student(params: dict, data: TrainData, *, device: str = "cpu",
                   state_dir: str | os.PathLike | None = None,
                   on_epoch: Callable[[int, dict], None] | None = None,
-                  on_step: Callable[[int], None] | None = None) -> tuple[torch.nn.Module, dict, list[dict]]:
+                  on_step: Callable[[int], None] | None = None,
+                  val_ssim: bool = True) -> tuple[torch.nn.Module, dict, list[dict]]:
     """Train the student described by ``params`` (the params.yaml ``train`` section) on ``data``.
 
     The student is built after ``torch.manual_seed(train.seed)``; the loss is
     :func:`sharpkd.losses.build_loss` of ``train.loss``.  With ``state_dir`` a resume state is kept
     there, named by a fingerprint of the params, the data and the code
     (:func:`sharpkd.train.state_file`); the caller deletes it once its outputs are written.  Returns ``(model, best, history)`` from
-    :func:`sharpkd.train.fit` (best epoch by validation PSNR).
+    :func:`sharpkd.train.fit` (best epoch by validation PSNR; ``val_ssim=False`` skips the SSIM
+    of each validation, which does not change which epoch is best).
 
     With ``train.int8.steps > 0`` the best float student is then made int8
     (:func:`sharpkd.quant.to_int8`, its ranges calibrated on the degraded training crops) and
@@ -125,7 +132,7 @@ def train_student(params: dict, data: TrainData, *, device: str = "cpu",
 
     epochs, per_epoch = int(params["epochs"]), steps_per_epoch(params, data)
     common = dict(batch=int(params["batch"]), patch=int(params["patch"]), seed=int(params["seed"]), device=device,
-                  fingerprint=fp, validate=validation(data, device), on_step=on_step)
+                  fingerprint=fp, validate=validation(data, device, val_ssim), on_step=on_step)
     model, best, history = fit(model, pairs, loss, lr=float(params["lr"]), epochs=epochs, steps_per_epoch=per_epoch,
                                state_path=state_path, on_epoch=on_epoch, desc=f"train {params['arch']}", **common)
     q = params.get("int8") or {}

@@ -24,3 +24,44 @@ def test_summarise_pairs_by_seed_and_by_image():
     assert r["image_paired"]["images"] == 3
     assert r["image_paired"]["ahead"] == 2  # image 3: -0.1 and 0.0 average below zero
     assert r["image_paired"]["mean"] == pytest.approx(r["seed_paired"]["mean"])  # same mean, other spread
+
+
+def _seeds_root(tmp_path, lr=0.001):
+    """A checkout-shaped folder: params.yaml (a tiny training) and the shards tools/seeds.py reads."""
+    import numpy as np
+    import yaml
+
+    from sharpkd.shards import write_split
+
+    rng = np.random.default_rng(0)
+    gt = {f"t{i}": rng.integers(0, 256, (24, 24, 3), dtype=np.uint8) for i in range(3)}
+    val = {"v0": rng.integers(0, 256, (20, 28, 3), dtype=np.uint8)}
+    d = tmp_path / "data" / "p"
+    for folder, noise in (("slices", 0), ("degraded", 9), ("teacher", 3)):
+        shift = lambda a: np.clip(a.astype(int) + noise, 0, 255).astype(np.uint8)  # noqa: E731
+        write_split(d / folder, "train", {k: shift(v) for k, v in gt.items()})
+        write_split(d / folder, "val_full", {k: shift(v) for k, v in val.items()})
+    train = {"arch": "sharp", "arch_config": {}, "epochs": 1, "steps_per_epoch": 2, "batch": 2, "patch": 16,
+             "lr": lr, "seed": 0, "zoom": 0.5, "loss": {"l2_gt": 1.0, "l2_teacher": 1.0}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train": train, "degrade": {"scale": 0.6}}))
+    return tmp_path
+
+
+def test_seeds_runs_every_seed_and_arm_once_and_resumes_only_under_the_same_settings(tmp_path, monkeypatch):
+    import sharpkd.distill
+    from tools.seeds import run
+
+    root, out = _seeds_root(tmp_path), tmp_path / "seeds.json"
+    first = run("p", 2, root=root, out=out)
+    assert {a: sorted(r) for a, r in first["per_image"].items()} == {"gt_only": [0, 1], "distilled": [0, 1]}
+    assert first["arms"]["distilled"]["seeds"] == [0, 1] and first["image_paired"]["images"] == 1
+
+    def no_training(*a, **k):
+        raise AssertionError("trained again")
+
+    monkeypatch.setattr(sharpkd.distill, "train_student", no_training)
+    again = run("p", 2, root=root, out=out)  # everything is in out already
+    assert again["per_image"] == {a: {int(s): v for s, v in r.items()} for a, r in first["per_image"].items()}
+    _seeds_root(tmp_path, lr=0.002)  # other settings: the saved runs are not reused
+    with pytest.raises(AssertionError, match="trained again"):
+        run("p", 2, root=root, out=out)

@@ -21,6 +21,12 @@ With ``--zoom W`` a third arm ``zoom`` adds the DUKD-style term ``loss.l2_teache
 down-zoomed patches online) to the distilled arm, and ``comparisons`` holds the same two paired
 reports for every pair of arms (``zoom-gt_only``, ``zoom-distilled``, ...).
 
+Each finished run is written to the output at once, and a later call with the same settings
+trains only the runs that are missing (``--seeds 5`` after ``--seeds 3`` adds seeds 3 and 4).
+The per-epoch validation leaves SSIM out (the best epoch is chosen by PSNR either way), so a run
+costs about a third of the ``distill-train`` stage's time.  ``--root`` reads params, data and
+models from another checkout (one that ran the photo pool, say).
+
     .venv/bin/python tools/seeds.py --profile default --seeds 3 --zoom 1
 """
 
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import sys
 from pathlib import Path
 
@@ -72,16 +79,25 @@ def summarise(per_image: dict[str, dict[int, list[float]]]) -> dict:
     return report
 
 
-def run(profile: str, seeds: int, zoom: float = 0.0) -> dict:
+def settings(params: dict, profile: str, zoom: float, val_images: int) -> dict:
+    """What makes two reports comparable: a saved run is reused only under the same settings."""
+    return {"profile": profile, "train": {k: params[k] for k in ("arch", "arch_config", "epochs", "steps_per_epoch",
+                                                                 "batch", "patch", "lr", "zoom")},
+            "loss": params["loss"], "zoom_weight": float(zoom), "val_images": val_images}
+
+
+def run(profile: str, seeds: int, zoom: float = 0.0, root: Path = ROOT, out: Path | None = None) -> dict:
+    """Train every (seed, arm) not already in ``out`` (same settings), writing ``out`` after each run."""
     from sharpkd import stage
     from sharpkd.distill import TrainData, inference_copy, train_student
+    from sharpkd.fsutil import write_json
     from sharpkd.inference import run_model
     from sharpkd.metrics import psnr
     from sharpkd.shards import read_split
     from sharpkd.teacher import load_teacher
 
-    params = stage.load_params("train")
-    data_dir = ROOT / "data" / profile
+    params = stage.load_params("train", root / "params.yaml")
+    data_dir = root / "data" / profile
     gt = read_split(data_dir / "slices", "train")
     names = list(gt)
     val_gt = read_split(data_dir / "slices", "val_full")
@@ -90,27 +106,38 @@ def run(profile: str, seeds: int, zoom: float = 0.0) -> dict:
         teacher=list(read_split(data_dir / "teacher", "train", names).values()),
         val_degraded=list(read_split(data_dir / "degraded", "val_full", list(val_gt)).values()),
         val_gt=list(val_gt.values()), val_names=list(val_gt),
-        teacher_model=load_teacher(ROOT / "models" / profile / "teacher.safetensors") if zoom > 0 else None,
-        scale=float(stage.load_params("degrade")["scale"]))
+        teacher_model=load_teacher(root / "models" / profile / "teacher.safetensors") if zoom > 0 else None,
+        scale=float(stage.load_params("degrade", root / "params.yaml")["scale"]))
+    config = settings(params, profile, zoom, len(val_gt))
     per_image: dict[str, dict[int, list[float]]] = {"gt_only": {}, "distilled": {}} | ({"zoom": {}} if zoom > 0 else {})
+    if out is not None and out.exists():
+        saved = json.loads(out.read_text())
+        if {k: saved.get(k) for k in config} == config:
+            for arm, runs in saved.get("per_image", {}).items():
+                if arm in per_image:
+                    per_image[arm] = {int(s): v for s, v in runs.items() if int(s) < seeds}
+            print(f"resuming {out}: {sum(map(len, per_image.values()))} runs already there", flush=True)
+        else:
+            print(f"{out} was made with other settings: starting over", flush=True)
     for seed in range(seeds):
         for arm in per_image:
+            if seed in per_image[arm]:
+                continue
             p = copy.deepcopy(params)
             p["seed"] = seed
             if arm == "gt_only":
                 p["loss"]["l2_teacher"] = 0.0
             if arm == "zoom":
                 p["loss"]["l2_teacher_zoom"] = float(zoom)
-            model, best, _ = train_student(p, data, device="cpu")
+            # no SSIM in the per-epoch validation: the best epoch (by PSNR) and its weights are the same
+            model, best, _ = train_student(p, data, device="cpu", val_ssim=False)
             folded = inference_copy(model)
             per_image[arm][seed] = [float(psnr(run_model(folded, d), g)) for d, g in zip(data.val_degraded, data.val_gt)]
             print(f"seed {seed} {arm}: best epoch {best['epoch']}, val PSNR {np.mean(per_image[arm][seed]):.3f} dB",
                   flush=True)
-    report = summarise(per_image)
-    report |= {"profile": profile, "train": {k: params[k] for k in ("arch", "arch_config", "epochs", "steps_per_epoch",
-                                                                    "batch", "patch", "lr", "zoom")},
-               "loss": params["loss"], "zoom_weight": float(zoom), "val_images": len(val_gt), "per_image": per_image}
-    return report
+            if out is not None:
+                write_json(out, config | {"per_image": per_image})
+    return summarise(per_image) | config | {"per_image": per_image}
 
 
 def main() -> None:
@@ -119,14 +146,17 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--zoom", type=float, default=0.0,
                     help="also run arm 'zoom': the distilled loss plus l2_teacher_zoom at this weight")
-    ap.add_argument("--out", help="default metrics/<profile>/seeds.json")
+    ap.add_argument("--root", type=Path, default=ROOT,
+                    help="the checkout whose params.yaml, data/ and models/ to use (default: this one)")
+    ap.add_argument("--out", type=Path, help="default metrics/<profile>/seeds.json; runs already in it "
+                    "(same settings) are kept, and it is rewritten after every run")
     args = ap.parse_args()
     if args.seeds < 2:
         ap.error("--seeds must be at least 2 (a spread needs two runs)")
     from sharpkd.fsutil import write_json
 
-    report = run(args.profile, args.seeds, args.zoom)
-    out = Path(args.out or ROOT / "metrics" / args.profile / "seeds.json")
+    out = args.out or ROOT / "metrics" / args.profile / "seeds.json"
+    report = run(args.profile, args.seeds, args.zoom, args.root.resolve(), out)
     write_json(out, report)
     s, i = report["seed_paired"], report["image_paired"]
     print(f"distilled - gt_only: {s['mean']:+.3f} dB over {s['n']} seeds (95% CI {s['ci95_low']:+.3f} to "
