@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     141 (``stream``) the reader of stdout went away.  Every error is one line on stderr."""
     import warnings
 
-    from .stage import interrupt_requested, sigterm_as_interrupt
+    from .stage import sigterm_as_interrupt
 
     args = build_parser().parse_args(argv)
     warnings.formatwarning = lambda message, *a, **k: f"warning: {one_line(message)}\n"
@@ -342,16 +342,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"error: {os_error_message(exc)}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # also an error a library made of it (sigterm_as_interrupt)
         print("interrupted", file=sys.stderr)
         return 130
-    except Exception:
-        # a library turned the KeyboardInterrupt into its own error (safetensors, while a
-        # SIGTERM arrived during the model load, raises ValueError): the signal still decides
-        if interrupt_requested():
-            print("interrupted", file=sys.stderr)
-            return 130
-        raise
 
 
 if __name__ == "__main__":

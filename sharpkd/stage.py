@@ -65,7 +65,10 @@ def sigterm_as_interrupt() -> Iterator[None]:
     """Within the block, SIGTERM raises :class:`KeyboardInterrupt` like Ctrl-C (SIGINT) does, so
     that ``finally`` blocks and :func:`~sharpkd.fsutil.atomic_path` remove temporary files when a
     job is cancelled (``kill``, a CI timeout, ``docker stop``); both are also recorded for
-    :func:`interrupt_requested`.  No-op outside the main thread."""
+    :func:`interrupt_requested`.  An error that leaves the block after a signal arrived is
+    re-raised as that :class:`KeyboardInterrupt` (a library may turn the interrupt into its own
+    error: safetensors raises ``ValueError`` when SIGTERM lands during a model load), so the
+    signal decides the outcome.  No-op outside the main thread."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -78,6 +81,10 @@ def sigterm_as_interrupt() -> Iterator[None]:
     _INTERRUPTED.clear()
     try:
         yield
+    except Exception as exc:
+        if _INTERRUPTED:
+            raise KeyboardInterrupt(f"signal {_INTERRUPTED[0]}") from exc
+        raise
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)

@@ -472,6 +472,24 @@ def test_sigterm_swallowed_by_a_library_still_stops(tmp_path, weights, capsys, m
     assert len(seen) == 1 and capsys.readouterr().err.splitlines() == ["interrupted"]
 
 
+def test_an_error_a_library_makes_of_sigterm_is_still_the_interrupt():
+    """safetensors turns the KeyboardInterrupt of a SIGTERM during a model load into ValueError:
+    out of sigterm_as_interrupt it comes as the interrupt (exit 130), other errors as themselves."""
+    from sharpkd.stage import interrupt_requested, sigterm_as_interrupt
+
+    with pytest.raises(KeyboardInterrupt) as info:
+        with sigterm_as_interrupt():
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)  # the handler raises here
+            except KeyboardInterrupt:
+                raise ValueError("could not determine the shape of object type 'torch.storage.UntypedStorage'")
+    assert isinstance(info.value.__cause__, ValueError) and not interrupt_requested()
+    with pytest.raises(ValueError):
+        with sigterm_as_interrupt():
+            raise ValueError("not a signal")
+
+
 def test_sigterm_subprocess_exit_130(tmp_path, weights):
     """A real SIGTERM to a running ``sharpkd sharpen``: exit 130, no temporary files."""
     big = tmp_path / "big.png"
