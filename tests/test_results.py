@@ -188,11 +188,10 @@ def test_a_saved_run_without_links_gets_dashes_in_the_link_columns(root):
     assert "| +0.900 | — | — | — | — | 5,804 |" in row
 
 
-@pytest.mark.parametrize("profile, has_links", [("photos", True), ("photos_464", False)])
+@pytest.mark.parametrize("profile, has_links", [("default", True), ("photos", True), ("photos_464", False)])
 def test_committed_runs_render_as_in_the_readme(profile, has_links):
-    """The README tables are what tools/results.py makes of the committed metrics, old schema
-    (metrics/photos_464 predates the link sets) and new alike.  (Not the default profile: its
-    teacher's name comes from models/default, a DVC output a fresh clone does not have.)"""
+    """The README tables are what tools/results.py makes of the committed metrics alone (a fresh
+    clone has no data/ or models/), old schema (metrics/photos_464 predates the link sets) and new alike."""
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]

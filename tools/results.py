@@ -43,12 +43,9 @@ ABLATION_ROWS = {
 
 
 def settings(metrics_dir: Path) -> dict:
-    """How the run was evaluated: ``eval_settings.json`` of the evaluate stage, a DVC output at
-    ``data/<profile>/`` (``dvc pull``), or kept beside the metrics of a committed run
-    (``metrics/<profile>/``, as ``--save-run`` and earlier runs keep it)."""
-    metrics_dir = Path(metrics_dir)
-    data = metrics_dir.parent.parent / "data" / metrics_dir.name / "eval_settings.json"
-    return _load(metrics_dir / "eval_settings.json") or _load(data) or {}
+    """How the run was evaluated: ``eval_settings.json``, which the evaluate stage writes beside its
+    metrics (``metrics/<profile>/``, committed) and ``--save-run`` keeps beside a saved run."""
+    return _load(Path(metrics_dir) / "eval_settings.json") or {}
 
 
 def _bench(metrics_dir: Path) -> dict:
