@@ -174,3 +174,19 @@ def test_bench_and_sharpen_run_an_int8_student_file(tmp_path, capsys):
     assert main(["sharpen", str(tmp_path / "x.png"), "-o", str(tmp_path / "out"), "--weights",
                  str(tmp_path / "q.safetensors"), "-q"]) == 0
     assert (tmp_path / "out" / "x.png").is_file()
+
+
+def test_the_shipped_int8_student_runs_in_openvino_within_2_levels_of_its_module():
+    """`--student fast` as shipped (trained ranges, not a random student's) on a real photo."""
+    from skimage import data
+
+    from sharpkd.runtime import CompiledStudent, UInt8Graph
+    from sharpkd.sharpen import shipped_weights
+
+    q, meta = load_student(shipped_weights("fast"))
+    assert q.config["int8"] == {"first_bits": 7}
+    photo = np.ascontiguousarray(data.astronaut()[96:224, 160:352])
+    with torch.no_grad():
+        ref = UInt8Graph(q.eval())(torch.from_numpy(photo[None]))[0].numpy().astype(int)
+    diff = np.abs(CompiledStudent(q, "openvino").run_uint8(photo).astype(int) - ref)
+    assert diff.max() <= 2 and (diff > 0).mean() < 0.2 and not np.array_equal(ref, photo)

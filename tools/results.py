@@ -36,9 +36,12 @@ def _load(path: Path) -> dict | None:
 
 # Runs saved under metrics/PROFILE/ablation/ that get a row of their own in the results table
 # (their student only; every run scores the same validation images).
+# saved run -> (its row's label, the bench row of its speed: None for the run's arch, "student" when
+# it is the default student's)
 ABLATION_ROWS = {
-    "seed": "the report's student (`{arch}`), same loss and budget",
-    "gt_only": "default student (`{arch}`), without distillation (ground truth only)",
+    "seed": ("the report's student (`{arch}`), same loss and budget", None),
+    "gt_only": ("default student (`{arch}`), without distillation (ground truth only)", None),
+    "int8": ("default student (`{arch}`), distilled, then int8 (`--student fast`)", "fast"),
 }
 
 
@@ -125,14 +128,14 @@ def table(metrics_dir: str | Path) -> str:
         rows.append((f"teacher {arch}, " + ("adapted" if adapted else "as is"), methods["teacher"],
                      rmethods.get("teacher"), t_params, t_macs, "teacher", _on_links(ev, "teacher", specs)))
     arch = (info.get("student") or {}).get("arch", "student")
-    for stem, label in ABLATION_ROWS.items():
+    for stem, (label, bench_row) in ABLATION_ROWS.items():
         if stem in runs:
             run, run_arch = runs[stem]
             st = run["student"]
             rows.append((label.format(arch=run_arch), run["methods"]["student"],
                          (run.get("report_protocol") or {}).get("methods", {}).get("student"),
                          st["parameters"], st["macs_per_1080p_frame"],
-                         "student" if run_arch == arch else run_arch,  # same arch, same speed
+                         bench_row or ("student" if run_arch == arch else run_arch),  # same arch, same speed
                          _on_links(run, "student", specs)))
     st = ev["student"]
     rows.append((f"**default student (`{arch}`), distilled**", methods["student"],
