@@ -242,12 +242,7 @@ class SharpNet(nn.Module):
         h, w = padded_size(height, s) // s, padded_size(width, s) // s
         xp = pad_to_multiple(x, s)
         if _tracing():  # torch.export / ONNX: standard ops (SpaceToDepth/DepthToSpace), NCHW
-            z = F.pixel_unshuffle(xp, s)
-            z = F.relu(self.head(z))
-            for block in self.body:
-                z = F.relu(block(z))
-            y = (xp + F.pixel_shuffle(self.tail(z), s)).clamp(0.0, 1.0)
-            return crop_to(y, height, width)
+            return crop_to(F.pixel_shuffle(self.unshuffled(F.pixel_unshuffle(xp, s)), s), height, width)
         # pixel_unshuffle's own kernel, then NHWC (channels_last): oneDNN's CPU convs run ~1.5-2x
         # faster on NHWC at these channel counts (and GPUs prefer it too).  At 1080p this takes
         # 8.5 ms where a single 6-D reshape-copy into NHWC took 21 ms.
@@ -260,6 +255,21 @@ class SharpNet(nn.Module):
         r = r.permute(0, 2, 3, 1).reshape(n, h, w, c, s, s).permute(0, 3, 1, 4, 2, 5)
         y = (xp.reshape(n, c, h, s, w, s) + r).clamp_(0.0, 1.0).reshape(n, c, h * s, w * s)
         return crop_to(y, height, width)
+
+    def unshuffled(self, z: torch.Tensor) -> torch.Tensor:
+        """The restored frame in the pixel-unshuffled layout: for ``z = pixel_unshuffle(x, s)``
+        (``x`` padded to a multiple of ``s``), ``pixel_shuffle(unshuffled(z), s)`` is the padded
+        ``forward(x)``, exactly: the residual add and the clamp are per element, so they commute
+        with the shuffle.  The exported runtime graph (:class:`sharpkd.runtime.UInt8Graph`) does
+        the (un)shuffle on the uint8 frame instead, so no float pass runs at full resolution."""
+        if self.patch:
+            raise SharpkdError("sharp student: head patch has no unshuffled layout")
+        if self.int8 is not None:
+            return (z + self._int8_layers(z)).clamp(0.0, 1.0)
+        r = F.relu(self.head(z))
+        for block in self.body:
+            r = F.relu(block(r))
+        return (z + self.tail(r)).clamp(0.0, 1.0)
 
     def _forward_patch(self, x: torch.Tensor) -> torch.Tensor:
         """``y = clamp(x + tail(body(relu(head(x)))), 0, 1)`` with the strided patch head and tail."""
@@ -276,12 +286,17 @@ class SharpNet(nn.Module):
         """The folded student with every convolution's input and weights on the int8 grid of
         :mod:`sharpkd.quant` (first layer's weights on ``int8["first_bits"]`` bits), standard ops
         only (the same graph for PyTorch and the exported runtimes)."""
-        from .quant import fake_quant_activation, fake_quant_weight
-
         height, width = x.shape[-2:]
         s = self.scale
         xp = pad_to_multiple(x, s)
-        z = xp if self.patch else F.pixel_unshuffle(xp, s)
+        if self.patch:
+            return crop_to((xp + self._int8_layers(xp)).clamp(0.0, 1.0), height, width)
+        return crop_to(F.pixel_shuffle(self.unshuffled(F.pixel_unshuffle(xp, s)), s), height, width)
+
+    def _int8_layers(self, z: torch.Tensor) -> torch.Tensor:
+        """The residual of the int8 form: its convolutions on the int8 grid, in the head's layout."""
+        from .quant import fake_quant_activation, fake_quant_weight
+
         layers = self.layers()
         for i, layer in enumerate(layers):
             z = fake_quant_activation(z, float(self.act_max[i]))
@@ -294,8 +309,7 @@ class SharpNet(nn.Module):
                 z = F.conv2d(z, w, layer.bias, stride=layer.stride, padding=layer.padding)
             if i < len(layers) - 1:
                 z = F.relu(z)
-        r = z if self.patch else F.pixel_shuffle(z, s)
-        return crop_to((xp + r).clamp(0.0, 1.0), height, width)
+        return z
 
     def reparameterize(self) -> "SharpNet":
         """Fold every multi-branch block into a single 3x3 conv, in place; returns self."""

@@ -142,3 +142,26 @@ def test_openvino_is_imported_with_its_telemetry_off(tmp_path):
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["openvino.tools.ovc.telemetry_stub", "False"]
     assert not (tmp_path / "intel").exists()
+
+
+@pytest.mark.parametrize("int8", [False, True], ids=["float", "int8"])
+def test_the_uint8_graph_runs_the_unshuffled_layout_where_it_can_with_the_same_output(int8):
+    """UInt8Graph (un)shuffles the uint8 frame itself when the student and window allow it; the
+    output is the module's, up to float summation order (a level, rarely; two through int8's
+    re-rounding of every layer's input)."""
+    from sharpkd.quant import to_int8
+    from sharpkd.runtime import UInt8Graph
+
+    model = student()
+    if int8:
+        model = to_int8(model, [rand(48, 64, seed=s) for s in range(2)])
+    graph = UInt8Graph(model)
+    assert graph._unshuffled_scale(64, 96) == 2 and graph._unshuffled_scale(63, 96) == 0
+    assert UInt8Graph(student(unshuffle=4, head="patch"))._unshuffled_scale(64, 64) == 0
+    assert UInt8Graph(student("seed"))._unshuffled_scale(64, 64) == 0
+    img = rand(64, 96, seed=4)
+    with torch.no_grad():
+        got = graph(torch.from_numpy(img)[None])[0].numpy().astype(int)
+    diff = np.abs(got - run_model(model, img))
+    assert diff.max() <= (2 if int8 else 1) and (diff > 0).mean() < 1e-2
+    assert not np.array_equal(got, img)
