@@ -46,8 +46,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 HEIGHT, WIDTH = 1080, 1920
-TAIL = "/model/tail/fused/Conv/WithoutBiases"  # the ONNX exporter's names: the folded tail conv,
-RESIDUAL = "/model/Add"  # and the residual add (input + pixel_shuffle(tail))
+TAIL = "/tail/fused/Conv/WithoutBiases"  # the ONNX exporter's names (UInt8Graph's unshuffled layout): the folded tail conv,
+RESIDUAL = "/Add"  # and the residual add (unshuffled input + tail, before the uint8 shuffle)
 TORCH_ADDS = ["__add__", "__radd__", "add", "add_"]  # the same add in the PyTorch graph NNCF traces
 
 
