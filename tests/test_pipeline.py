@@ -35,7 +35,7 @@ def test_repro_writes_honest_metrics(repo):
                             "forward_passes_per_output", "macs_per_1080p_output"}
     assert teacher["forward_passes_per_output"] == 8  # teacher.self_ensemble in tests/e2e.py
     assert teacher["macs_per_1080p_output"] == 8 * teacher["macs_per_1080p_frame"]
-    info = json.loads((repo / "metrics/e2e/eval_settings.json").read_text())
+    info = json.loads((repo / "data/e2e/eval_settings.json").read_text())
     assert info["student"]["arch"] == "sharp" and info["teacher"]["kind"] == "restormer"
     assert not list((repo / ".sharpkd" / "state").rglob("*.pt"))  # resume states removed when done
     assert not list((repo / ".sharpkd" / "state").rglob("infer-*"))  # and the teacher outputs kept for a resume

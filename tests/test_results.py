@@ -305,3 +305,22 @@ def test_int8_block_is_generated_from_the_probe_json(tmp_path):
     assert "| float32 (what `auto` runs) | 90.0 | 1.00x | +2.300 dB | — | — |" in text and "old" not in text
     assert "(2 validation photos at 1920x1080)" in text
     assert "| 47.0 | 1.91x | +1.800 dB | 12 levels | at most 2 levels, on 0.028% of values |" in text
+
+
+def test_the_stage_settings_win_and_a_copy_is_kept_beside_the_metrics(tmp_path):
+    """eval_settings.json is a cached DVC output under data/<profile>/ (an uncached output would turn
+    the evaluate stage's run-cache off); --update keeps a copy in metrics/<profile>/ for fresh clones."""
+    from tools.results import keep_settings
+    from tools.results import settings as read_settings
+
+    metrics = tmp_path / "metrics" / "p"
+    metrics.mkdir(parents=True)
+    (metrics / "eval_settings.json").write_text(json.dumps(settings(val_links=["h264:23"])))
+    assert read_settings(metrics)["val_links"] == ["h264:23"]  # a fresh clone: the kept copy
+    assert keep_settings(metrics) is None  # no stage output: the kept copy stays as it is
+    stage = tmp_path / "data" / "p" / "eval_settings.json"
+    stage.parent.mkdir(parents=True)
+    stage.write_text(json.dumps(settings(val_links=["h264:28"])))
+    assert read_settings(metrics)["val_links"] == ["h264:28"]  # the stage's own file wins
+    assert keep_settings(metrics) == metrics / "eval_settings.json"
+    assert (metrics / "eval_settings.json").read_bytes() == stage.read_bytes()

@@ -45,10 +45,33 @@ ABLATION_ROWS = {
 }
 
 
+def _stage_settings(metrics_dir: Path) -> Path:
+    """Where the evaluate stage wrote the settings of ``metrics_dir``'s run: ``data/<profile>/``."""
+    return Path(metrics_dir).parent.parent / "data" / Path(metrics_dir).name / "eval_settings.json"
+
+
 def settings(metrics_dir: Path) -> dict:
-    """How the run was evaluated: ``eval_settings.json``, which the evaluate stage writes beside its
-    metrics (``metrics/<profile>/``, committed) and ``--save-run`` keeps beside a saved run."""
-    return _load(Path(metrics_dir) / "eval_settings.json") or {}
+    """How the run was evaluated: ``eval_settings.json`` of the evaluate stage (a cached DVC output
+    at ``data/<profile>/``, present after ``dvc repro`` or ``dvc pull``), else the copy kept beside
+    the metrics (``metrics/<profile>/``: written by :func:`keep_settings` and ``--save-run``), so a
+    fresh clone renders the tables as committed."""
+    metrics_dir = Path(metrics_dir)
+    return _load(_stage_settings(metrics_dir)) or _load(metrics_dir / "eval_settings.json") or {}
+
+
+def keep_settings(metrics_dir: Path) -> Path | None:
+    """Copy the evaluate stage's ``eval_settings.json`` beside the metrics of ``metrics_dir``
+    (committed with them; not a DVC output: an uncached output would turn the stage's run-cache
+    off).  None when the stage's file is absent (nothing to refresh)."""
+    metrics_dir = Path(metrics_dir)
+    source = _stage_settings(metrics_dir)
+    if not source.is_file() or not metrics_dir.is_dir():
+        return None
+    out = metrics_dir / "eval_settings.json"
+    if not out.is_file() or out.read_bytes() != source.read_bytes():
+        with atomic_path(out) as tmp:
+            tmp.write_bytes(source.read_bytes())
+    return out
 
 
 def _bench(metrics_dir: Path) -> dict:
@@ -400,6 +423,7 @@ def update(readme: str | Path, root: str | Path = ".") -> list[str]:
     def repl(m: re.Match) -> str:
         profile = m.group(1)
         done.append(profile)
+        keep_settings(Path(root) / "metrics" / profile)
         if curves(Path(root) / "metrics" / profile):
             done.append(f"{profile} (curves.png)")
         return f"<!-- results:{profile} -->\n{table(Path(root) / 'metrics' / profile)}<!-- /results:{profile} -->"
