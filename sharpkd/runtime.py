@@ -43,8 +43,8 @@ class UInt8Graph(nn.Module):
     window whose sides are multiples of its scale runs in its unshuffled layout: the uint8 frame is
     unshuffled and shuffled back as uint8, and the residual add and rounding run at the head's
     resolution, so no float32 tensor of the full frame is made.  Same function (a permutation
-    commutes with per-element ops); at 1080p it ran the float student about 15-20% faster through
-    OpenVINO and the int8 one at the same speed (README: Benchmarks)."""
+    commutes with per-element ops); what it saves at 1080p: ``tools/layout_probe.py`` (README:
+    Benchmarks)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()

@@ -35,9 +35,9 @@ def _load(path: Path) -> dict | None:
 
 
 # Runs saved under metrics/PROFILE/ablation/ that get a row of their own in the results table
-# (their student only; every run scores the same validation images).
-# saved run -> (its row's label, the bench row of its speed: None for the run's arch, "student" when
-# it is the default student's)
+# (their student only; every run scores the same validation images): run -> (the row's label, the
+# bench row of its speed, metrics/PROFILE/bench/<row>-cpu.json; None: the default student's row
+# when the run's arch is the default's, else the row named after its arch).
 ABLATION_ROWS = {
     "seed": ("the report's student (`{arch}`), same loss and budget", None),
     "gt_only": ("default student (`{arch}`), without distillation (ground truth only)", None),
