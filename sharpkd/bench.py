@@ -68,7 +68,9 @@ def benchmark(model: torch.nn.Module, height: int = 1080, width: int = 1920, *, 
 
 
 def machine(device: str) -> dict:
-    """Where a benchmark ran: CPU model and cores, GPU name on CUDA, torch version."""
+    """Where a benchmark ran: CPU model, cores and the vector kernels PyTorch picked on it
+    (``cpu_isa``: ``AVX2``, ``AVX512``...; the same model name covers both here), GPU name on
+    CUDA, torch version."""
     cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -77,7 +79,8 @@ def machine(device: str) -> dict:
                 break
     except OSError:
         pass
-    out = {"cpu": cpu, "cpu_cores": os.cpu_count(), "torch": torch.__version__}
+    out = {"cpu": cpu, "cpu_cores": os.cpu_count(), "cpu_isa": torch.backends.cpu.get_cpu_capability(),
+           "torch": torch.__version__}
     if str(device).startswith("cuda"):
         out["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return out

@@ -109,6 +109,7 @@ def test_bench_json(capsys, weights, tmp_path):
     assert result["fps"] > 0 and result["p95_ms"] >= result["median_ms"] > 0
     assert result["parameters"] > 0 and result["macs_per_frame"] > 0
     assert result["machine"]["cpu_cores"] >= 1 and result["machine"]["torch"] == torch.__version__
+    assert result["machine"]["cpu_isa"] == torch.backends.cpu.get_cpu_capability()  # AVX2 / AVX512: 3x apart here
     assert json.loads(out.read_text()) == result  # --out keeps exactly what --json prints
 
 

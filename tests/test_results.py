@@ -5,7 +5,7 @@ import json
 import pytest
 
 from sharpkd.figures import write_scores_csv
-from tools.results import ablation_table, paired, table, update
+from tools.results import ablation_table, paired, runtimes_table, table, update
 
 
 def eval_json(student_psnr=31.0):
@@ -324,3 +324,30 @@ def test_the_stage_settings_win_and_a_copy_is_kept_beside_the_metrics(tmp_path):
     assert read_settings(metrics)["val_links"] == ["h264:28"]  # the stage's own file wins
     assert keep_settings(metrics) == metrics / "eval_settings.json"
     assert (metrics / "eval_settings.json").read_bytes() == stage.read_bytes()
+
+
+def test_runtimes_block_is_generated_per_machine(tmp_path):
+    d = tmp_path / "metrics" / "p" / "bench" / "runtimes"
+    d.mkdir(parents=True)
+
+    def compare(arch, config, isa, ms):
+        return {"arch": arch, "config": config, "threads": 2, "parameters": 5804, "macs_per_frame": 2.99e9,
+                "machine": {"cpu": "AMD EPYC", "cpu_cores": 2} | ({"cpu_isa": isa} if isa else {}),
+                "runtimes": [{"runtime": r, "median_ms": m, "p95_ms": m + 1, "fps": 1000 / m}
+                             for r, m in zip(("torch", "openvino"), ms)]}
+
+    (d / "seed-avx512.json").write_text(json.dumps(compare("seed", {}, "AVX512", (600.0, 200.0))))
+    (d / "fast-avx512.json").write_text(json.dumps(compare("sharp", {"channels": 16, "blocks": 1, "int8": {"first_bits": 7}},
+                                                           "AVX512", (120.0, 14.0))))
+    (d / "default-avx2.json").write_text(json.dumps(compare("sharp", {"channels": 16, "blocks": 1}, "AVX2", (190.0, 80.0))))
+    (d / "old.json").write_text(json.dumps(compare("sharp", {"channels": 16, "blocks": 1}, None, (50.0, 100.0))))
+    lines = runtimes_table(tmp_path / "metrics" / "p").splitlines()
+    rows = [line for line in lines if line.startswith("| AMD")]
+    assert len(rows) == 8
+    # grouped by machine; sharp students before the report's; the fastest runtime of each file in bold
+    assert rows[0].startswith("| AMD EPYC, 2 cores, 2 threads | `sharp` c16b1 | **PyTorch** | 5,804 | 2.99 | 50.0 |")
+    assert rows[2].startswith("| AMD EPYC, 2 cores, AVX2 kernels, 2 threads | `sharp` c16b1 | PyTorch |")
+    assert "| **OpenVINO** |" in rows[3] and "| 80.0 | 81.0 | 12.5 |" in rows[3]
+    assert rows[5].startswith("| AMD EPYC, 2 cores, AVX512 kernels, 2 threads | `sharp` c16b1 int8 | **OpenVINO** |")
+    assert rows[6].startswith("| AMD EPYC, 2 cores, AVX512 kernels, 2 threads | `seed` (the report's) | PyTorch |")
+    assert "No runtime comparisons saved" in runtimes_table(tmp_path / "none")

@@ -203,7 +203,7 @@ def table(metrics_dir: str | Path) -> str:
         for m in sorted(machines):
             m = json.loads(m)
             threads = sorted({r[kind].get("threads") for r in bench.values() if kind in r} - {None})
-            desc = m.get("gpu") if kind == "cuda" else f"{m.get('cpu', '?')}, {m.get('cpu_cores', '?')} cores"
+            desc = m.get("gpu") if kind == "cuda" else machine_label(m)
             runtimes = sorted({f"{row} via {r[kind].get('runtime', 'torch')}" for row, r in bench.items() if kind in r})
             where.append(f"{name} fps measured on {desc} (PyTorch {m.get('torch', '?')}"
                          + (f", {'/'.join(map(str, threads))} threads" if kind == "cpu" and threads else "")
@@ -385,6 +385,40 @@ def int8_table(metrics_dir: str | Path) -> str:
                               f"threads, fastest median of {r['passes']} interleaved passes of {r['runs']} calls{tuned}.\n")
 
 
+RUNTIME_LABELS = {"torch": "PyTorch", "torch-compile": "torch.compile", "openvino": "OpenVINO",
+                  "onnxruntime": "ONNX Runtime"}
+
+
+def machine_label(m: dict) -> str:
+    """``AMD EPYC, 2 cores, AVX512 kernels`` from a bench JSON's ``machine``."""
+    isa = f", {m['cpu_isa']} kernels" if m.get("cpu_isa") else ""
+    return f"{m.get('cpu', '?')}, {m.get('cpu_cores', '?')} cores{isa}"
+
+
+def runtimes_table(metrics_dir: str | Path) -> str:
+    """Every ``sharpkd bench --compare --out metrics/PROFILE/bench/runtimes/NAME.json``: one row per
+    runtime, grouped by machine, ``sharp`` students first, then by file name."""
+    files = sorted((Path(metrics_dir) / "bench" / "runtimes").glob("*.json"))
+    runs = [(f.stem, json.loads(f.read_text())) for f in files]
+    if not runs:
+        return "No runtime comparisons saved (`sharpkd bench --compare --out ...`).\n"
+    lines = ["| machine | student | runtime | parameters | GMAC / 1080p frame | median ms | p95 ms | fps |",
+             "|---|---|---|---:|---:|---:|---:|---:|"]
+    for _, r in sorted(runs, key=lambda x: (machine_label(x[1].get("machine", {})), x[1].get("arch") != "sharp", x[0])):
+        fastest = min(r["runtimes"], key=lambda x: x["median_ms"])["runtime"]
+        cfg = r.get("config") or {}
+        what = (f"`sharp` c{cfg.get('channels')}b{cfg.get('blocks')}" + (" int8" if cfg.get("int8") else "")
+                if r.get("arch") == "sharp" else f"`{r.get('arch', '?')}`" + (" (the report's)" if r.get("arch") == "seed" else ""))
+        for x in r["runtimes"]:
+            name = RUNTIME_LABELS.get(x["runtime"], x["runtime"])
+            name = f"**{name}**" if x["runtime"] == fastest else name
+            lines.append(f"| {machine_label(r.get('machine', {}))}, {r.get('threads', '?')} threads | {what} | {name} | "
+                         f"{r.get('parameters', 0):,} | {r.get('macs_per_frame', 0) / 1e9:.2f} | "
+                         f"{x['median_ms']:.1f} | {x['p95_ms']:.1f} | {x['fps']:.1f} |")
+    return "\n".join(lines) + ("\n\nBold: the fastest runtime of each file (one `--compare` call, one process). "
+                               "A 1920x1080 uint8 frame; median and p95 of `--runs` calls after warm-up.\n")
+
+
 def video_table(folder: str | Path) -> str:
     """Markdown: one row per ``tools/video_bench.py --out`` JSON in ``folder`` (``metrics/video``)."""
     rows = []
@@ -436,7 +470,8 @@ def update(readme: str | Path, root: str | Path = ".") -> list[str]:
 
     new = re.sub(r"<!-- results:(\w+) -->.*?<!-- /results:\1 -->", repl, text, flags=re.S)
     new = re.sub(r"<!-- ablation:(\w+) -->.*?<!-- /ablation:\1 -->", repl_ablation, new, flags=re.S)
-    for kind, build in (("frontier", frontier_table), ("seeds", seeds_table), ("int8", int8_table)):
+    for kind, build in (("frontier", frontier_table), ("seeds", seeds_table), ("int8", int8_table),
+                        ("runtimes", runtimes_table)):
         def repl_other(m: re.Match, kind=kind, build=build) -> str:
             done.append(f"{m.group(1)} ({kind})")
             return f"<!-- {kind}:{m.group(1)} -->\n{build(Path(root) / 'metrics' / m.group(1))}<!-- /{kind}:{m.group(1)} -->"
