@@ -78,6 +78,23 @@ def test_table_with_report_scale_ablation_rows_and_benchmarks(root):
     assert "full size (1280x720, 1920x1080) and resized to 464x256" in text
     assert "CPU fps measured on AMD EPYC, 2 cores (PyTorch 2.14.1, 2 threads; " in text and "via torch" in text
     assert "GPU fps not measured" in text
+    # a row timed on another machine is named under that machine only
+    other = machine | {"cpu_isa": "AVX512"}
+    (d / "bench" / "teacher-cpu.json").write_text(json.dumps({"fps": 0.1, "median_ms": 1e4, "threads": 2, "machine": other}))
+    text = table(d)
+    assert "CPU fps measured on AMD EPYC, 2 cores (PyTorch 2.14.1, 2 threads; seed via torch, student via torch)" in text
+    assert "CPU fps measured on AMD EPYC, 2 cores, AVX512 kernels (PyTorch 2.14.1, 2 threads; teacher via torch)" in text
+
+
+def test_speed_plot_only_where_there_are_benchmarks(root):
+    from tools.results import speed_plot
+
+    d = root / "metrics" / "p"
+    assert speed_plot(d) is None and not (d / "speed.png").exists()
+    (d / "bench").mkdir()
+    (d / "bench" / "student-cpu.json").write_text(json.dumps({"fps": 30.0, "median_ms": 33.3, "machine": {"cpu": "x"}}))
+    out = speed_plot(d)
+    assert out == d / "speed.png" and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_update_rewrites_only_marked_blocks(root):

@@ -116,11 +116,9 @@ def _on_links(ev: dict, method: str, specs: list[str]) -> dict:
     return out
 
 
-def table(metrics_dir: str | Path) -> str:
-    """Markdown: one row per method; PSNR/SSIM at full size (and at the report's protocol size
-    when evaluated), the gain over the degraded input, parameters, MACs per 1080p frame and the
-    1080p frame rates of ``metrics_dir/bench``."""
-    metrics_dir = Path(metrics_dir)
+def _rows(metrics_dir: Path) -> tuple[dict, dict, list[str], list[tuple]]:
+    """``(eval.json, eval settings, link specs, rows)`` of a profile's results table; each row is
+    ``(label, full-size scores, report-size scores, params, macs, bench row, {link: scores})``."""
     ev = _load(metrics_dir / "eval.json")
     if ev is None:
         raise FileNotFoundError(f"{metrics_dir / 'eval.json'} not found: run `dvc repro` first")
@@ -128,9 +126,8 @@ def table(metrics_dir: str | Path) -> str:
     teacher = _load(metrics_dir / "teacher.json") or {}
     report = ev.get("report_protocol")
     rmethods = (report or {}).get("methods", {})
-    bench = _bench(metrics_dir)
     runs = _runs(metrics_dir)
-    methods, base = ev["methods"], ev["methods"]["identity"]
+    methods = ev["methods"]
     t = info.get("teacher") or {}
     adapted = "teacher_as_is" in methods
     specs = _link_order(ev, info)
@@ -164,6 +161,19 @@ def table(metrics_dir: str | Path) -> str:
     rows.append((f"**default student (`{arch}`), distilled**", methods["student"],
                  rmethods.get("student"), st["parameters"], st["macs_per_1080p_frame"], "student",
                  _on_links(ev, "student", specs)))
+
+    return ev, info, specs, rows
+
+
+def table(metrics_dir: str | Path) -> str:
+    """Markdown: one row per method; PSNR/SSIM at full size (and at the report's protocol size
+    when evaluated), the gain over the degraded input, parameters, MACs per 1080p frame and the
+    1080p frame rates of ``metrics_dir/bench``."""
+    metrics_dir = Path(metrics_dir)
+    ev, info, specs, rows = _rows(metrics_dir)
+    report = ev.get("report_protocol")
+    bench = _bench(metrics_dir)
+    base = ev["methods"]["identity"]
 
     rsize = info.get("report_protocol_size") if report else None
     head = ["method", "PSNR (dB)", "SSIM", "ΔPSNR vs input"]
@@ -202,9 +212,10 @@ def table(metrics_dir: str | Path) -> str:
         machines = {json.dumps(r[kind].get("machine", {}), sort_keys=True) for r in bench.values() if kind in r}
         for m in sorted(machines):
             m = json.loads(m)
-            threads = sorted({r[kind].get("threads") for r in bench.values() if kind in r} - {None})
+            here = {row: r[kind] for row, r in bench.items() if kind in r and r[kind].get("machine", {}) == m}
+            threads = sorted({r.get("threads") for r in here.values()} - {None})
             desc = m.get("gpu") if kind == "cuda" else machine_label(m)
-            runtimes = sorted({f"{row} via {r[kind].get('runtime', 'torch')}" for row, r in bench.items() if kind in r})
+            runtimes = sorted(f"{row} via {r.get('runtime', 'torch')}" for row, r in here.items())
             where.append(f"{name} fps measured on {desc} (PyTorch {m.get('torch', '?')}"
                          + (f", {'/'.join(map(str, threads))} threads" if kind == "cpu" and threads else "")
                          + (f"; {', '.join(runtimes)}" if runtimes else "") + ")")
@@ -214,6 +225,64 @@ def table(metrics_dir: str | Path) -> str:
         note += " " + "; ".join(where) + "; `—`: not applicable or not measured."
     lines.append(note)
     return "\n".join(lines) + "\n"
+
+
+def speed_plot(metrics_dir: str | Path) -> Path | None:
+    """``metrics_dir/speed.png``: every row of the results table that has a CPU benchmark
+    (``bench/<row>-cpu.json``) as PSNR gain over the degraded input (full size, primary set) against
+    ms per 1080p frame, log x; the rows without one (the classical baselines) as horizontal lines.
+    None when the profile has no benchmarks."""
+    metrics_dir = Path(metrics_dir)
+    bench = _bench(metrics_dir)
+    if not any("cpu" in b for b in bench.values()):
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ev, _, _, rows = _rows(metrics_dir)
+    base = ev["methods"]["identity"]["psnr"]
+    fig, ax = plt.subplots(figsize=(10, 5), dpi=100)
+    machines, placed = set(), []
+    for label, full, _small, _params, _macs, key, _links in rows:
+        gain = full["psnr"] - base
+        label = label.replace("**", "").replace("`", "")
+        cpu = bench.get(key, {}).get("cpu") if key else None
+        if cpu is None:
+            if gain > 0:
+                ax.axhline(gain, ls=":", color="tab:gray", lw=1)
+                ax.text(0.01, gain, f" {label}", fontsize=7, va="bottom", color="tab:gray", transform=ax.get_yaxis_transform())
+            continue
+        machines.add(machine_label(cpu.get("machine", {})))
+        ax.scatter(cpu["median_ms"], gain, s=36, color="tab:red" if key == "teacher" else "tab:blue", zorder=3)
+        placed.append((cpu["median_ms"], gain, f"{label} ({cpu.get('runtime', 'torch')})"))
+    texts: list[tuple[float, float]] = []  # labels top down; one within 3x in time and 0.1 dB moves down
+    for ms, gain, label in sorted(placed, key=lambda p: -p[1]):
+        y = gain
+        for m, ty in texts:
+            if 1 / 3 < m / ms < 3 and ty - y < 0.1:
+                y = ty - 0.1
+        texts.append((ms, y))
+        ax.annotate(label, (ms, gain), xytext=(ms * 1.15, y), fontsize=7, va="center",
+                    arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5} if y != gain else None)
+    ax.axhline(0.0, color="k", lw=0.8)
+    ax.axvline(1000 / 24, ls="--", color="tab:green", lw=1)
+    ax.text(1000 / 24, 0.02, " 24 fps", fontsize=7, color="tab:green", transform=ax.get_xaxis_transform())
+    ax.set_xscale("log")
+    lo, hi = ax.get_xlim()
+    ax.set_xlim(lo, hi * 40)  # room for the labels of the slowest points
+    ax.set(xlabel="ms per 1920x1080 frame (median of `sharpkd bench`)",
+           ylabel="PSNR gain over the degraded input (dB), full size",
+           title=f"{ev['n_images']} validation images; timed on " + " and ".join(sorted(machines)))
+    ax.title.set_fontsize(9)
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    out = metrics_dir / "speed.png"
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return out
 
 
 def _runs(metrics_dir: Path) -> dict[str, tuple[dict, str]]:
@@ -460,6 +529,8 @@ def update(readme: str | Path, root: str | Path = ".") -> list[str]:
         keep_settings(Path(root) / "metrics" / profile)
         if curves(Path(root) / "metrics" / profile):
             done.append(f"{profile} (curves.png)")
+        if speed_plot(Path(root) / "metrics" / profile):
+            done.append(f"{profile} (speed.png)")
         return f"<!-- results:{profile} -->\n{table(Path(root) / 'metrics' / profile)}<!-- /results:{profile} -->"
 
     def repl_ablation(m: re.Match) -> str:
