@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""What geometric self-ensemble (x8) adds to an adapted teacher, on some full-size validation photos.
+
+Issue 12 asks for a teacher at +3.8 dB over the degraded input; ``teacher.self_ensemble: true``
+would make every teacher output the mean over the 8 flips and rotations, at 8 times the cost of
+the whole teacher stage.  This measures what that buys before paying for it: the teacher of a
+pipeline run (``models/<profile>/teacher.safetensors``) on ``--images`` of its full-size
+validation photos (evenly spaced in name order), plain and x8, scored against the ground truth::
+
+    .venv/bin/python tools/ensemble_probe.py --profile photos --images 6 \\
+        --out metrics/photos/teacher_ensemble.json
+
+Same code path as the teacher stage: :func:`sharpkd.inference.run_model` (tiled as
+``--tile``/``--overlap``), :class:`sharpkd.inference.SelfEnsemble`, :func:`sharpkd.metrics.psnr`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--profile", default="photos")
+    ap.add_argument("--root", default=".", help="the checkout whose data/ and models/ hold the run")
+    ap.add_argument("--images", type=int, default=6)
+    ap.add_argument("--tile", type=int, default=2048)
+    ap.add_argument("--overlap", type=int, default=32)
+    ap.add_argument("--out", help="write the JSON here")
+    args = ap.parse_args(argv)
+
+    import torch
+    from tqdm import tqdm
+
+    from sharpkd.errors import SharpkdError
+    from sharpkd.fsutil import write_json
+    from sharpkd.inference import SelfEnsemble, prepare, run_model
+    from sharpkd.metrics import psnr
+    from sharpkd.shards import read_split
+    from sharpkd.teacher import load_teacher
+
+    root = Path(args.root)
+    data = root / "data" / args.profile
+    weights = root / "models" / args.profile / "teacher.safetensors"
+    try:
+        if not weights.is_file():
+            raise SharpkdError(f"{weights} not found: run the teacher stage of profile {args.profile} first")
+        gt = read_split(data / "slices", "val_full")
+        lq = read_split(data / "degraded", "val_full")
+        if not gt or set(gt) != set(lq):
+            raise SharpkdError(f"{data}: the val_full slices and degraded shards do not hold the same images")
+        if args.images < 1:
+            raise SharpkdError(f"--images must be >= 1, got {args.images}")
+        names = sorted(gt)
+        step = max(1, len(names) // args.images)
+        names = names[::step][: args.images]
+        teacher = prepare(load_teacher(weights))
+    except SharpkdError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    x8 = SelfEnsemble(teacher)
+    rows = []
+    for name in tqdm(names, desc="teacher plain and x8", unit="img"):
+        with torch.inference_mode():
+            plain = run_model(teacher, lq[name], tile=args.tile, overlap=args.overlap)
+            ens = run_model(x8, lq[name], tile=args.tile, overlap=args.overlap)
+        p_in, p_plain, p_x8 = psnr(lq[name], gt[name]), psnr(plain, gt[name]), psnr(ens, gt[name])
+        rows.append({"image": name, "size": f"{gt[name].shape[1]}x{gt[name].shape[0]}", "psnr_input": round(p_in, 3),
+                     "psnr_teacher": round(p_plain, 3), "psnr_teacher_x8": round(p_x8, 3)})
+        print(f"{name}: input {p_in:.3f}, teacher {p_plain:.3f} ({p_plain - p_in:+.3f}), "
+              f"x8 {p_x8:.3f} ({p_x8 - p_in:+.3f})", flush=True)
+    gain = statistics.mean(r["psnr_teacher"] - r["psnr_input"] for r in rows)
+    gain8 = statistics.mean(r["psnr_teacher_x8"] - r["psnr_input"] for r in rows)
+    diffs = [r["psnr_teacher_x8"] - r["psnr_teacher"] for r in rows]
+    result = {"profile": args.profile, "images": len(rows), "of_validation_images": len(gt),
+              "forward_passes_per_output": {"teacher": 1, "teacher_x8": 8},
+              "gain_over_input_db": {"teacher": round(gain, 3), "teacher_x8": round(gain8, 3)},
+              "x8_minus_plain_db": {"mean": round(statistics.mean(diffs), 3), "min": round(min(diffs), 3),
+                                    "max": round(max(diffs), 3)},
+              "per_image": rows}
+    print(f"{len(rows)} of {len(gt)} validation photos: teacher {gain:+.3f} dB over the input, x8 {gain8:+.3f} "
+          f"(x8 minus plain: mean {result['x8_minus_plain_db']['mean']:+.3f}, "
+          f"{result['x8_minus_plain_db']['min']:+.3f} to {result['x8_minus_plain_db']['max']:+.3f})")
+    if args.out:
+        write_json(args.out, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
