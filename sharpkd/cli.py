@@ -128,10 +128,18 @@ def _one_line_usage(parser: argparse.ArgumentParser):
 def _load_model(arch: str | None, args: argparse.Namespace):
     from .models import build_student, load_student
 
+    if getattr(args, "config", None) and (args.weights or not arch):
+        raise UsageError("--config sets the architecture of --arch; a weights file carries its own")
     if args.weights or not arch:
         model, meta = load_student(_weights(args))
         return model, meta.get("arch", "?")
-    model = build_student(arch)  # untrained weights time exactly like trained ones
+    try:
+        config = json.loads(args.config) if getattr(args, "config", None) else {}
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"--config must be a JSON object, e.g. '{{\"channels\": 32}}': {exc}") from None
+    if not isinstance(config, dict):
+        raise UsageError(f"--config must be a JSON object, e.g. '{{\"channels\": 32}}', got {args.config!r}")
+    model = build_student(arch, **config)  # untrained weights time exactly like trained ones
     if hasattr(model, "reparameterize"):
         model.reparameterize()
     return model.eval(), arch
@@ -292,6 +300,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="time one frame: median and p95 ms, fps, parameters, MACs")
     b.add_argument("--arch", help="time an untrained student of this arch (e.g. seed) instead of weights")
+    b.add_argument("--config", help="with --arch: its config as JSON (train.arch_config), "
+                                    "e.g. '{\"channels\": 32, \"blocks\": 2}'")
     _add_weights(b)
     b.add_argument("--height", type=int, default=1080)
     b.add_argument("--width", type=int, default=1920)

@@ -118,6 +118,20 @@ def test_bench_seed_arch(capsys):
     assert json.loads(capsys.readouterr().out)["arch"] == "seed"
 
 
+def test_bench_arch_config_times_another_size(capsys, weights):
+    args = ["bench", "--arch", "sharp", "--height", "32", "--width", "48", "--runs", "1", "--runtime", "torch", "--json"]
+    assert main(args + ["--config", '{"channels": 32, "blocks": 2}']) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["config"] == {"channels": 32, "blocks": 2, "unshuffle": 2} and r["parameters"] == 25452
+    for bad, says in (("[32]", "must be a JSON object"), ("{channels", "must be a JSON object"),
+                      ('{"channels": 12}', "multiple of 8")):
+        assert main(args + ["--config", bad]) != 0
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and says in err[0], err
+    assert main(["bench", "--weights", str(weights), "--config", "{}", "--runs", "1"]) != 0  # a file has its own
+    assert "weights file carries its own" in capsys.readouterr().err
+
+
 def test_export_onnx_matches_torch_on_random_sizes(tmp_path, weights):
     ort = pytest.importorskip("onnxruntime")
     path = tmp_path / "m.onnx"
