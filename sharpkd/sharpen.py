@@ -33,7 +33,8 @@ OVERLAP = 32
 
 #: The students shipped inside the package (``sharpkd/weights/``), by what they are for
 #: (``--student NAME``); each has its model card beside it (``.json``), written by ``tools/ship.py``.
-SHIPPED = {"default": "student.safetensors", "fast": "student-fast.safetensors"}
+SHIPPED = {"default": "student.safetensors", "fast": "student-fast.safetensors",
+           "quality": "student-quality.safetensors"}
 
 
 def shipped_weights(name: str = "default") -> Path:

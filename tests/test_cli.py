@@ -201,7 +201,7 @@ def test_every_shipped_student_has_its_weights_and_card_and_runs_by_name(tmp_pat
 def test_student_names_and_weights_are_one_or_the_other(tmp_path, capsys, argv, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(argv + ["--student", "no-such"]) == 2
-    assert capsys.readouterr().err.strip().splitlines() == ["error: --student must be one of default, fast, got 'no-such'"]
+    assert capsys.readouterr().err.strip().splitlines() == ["error: --student must be one of default, fast, quality, got 'no-such'"]
     with pytest.raises(SystemExit) as exit_:
         main(argv + ["--student", "default", "--weights", "w.safetensors"])
     assert exit_.value.code == 2

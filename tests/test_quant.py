@@ -176,14 +176,25 @@ def test_bench_and_sharpen_run_an_int8_student_file(tmp_path, capsys):
     assert (tmp_path / "out" / "x.png").is_file()
 
 
-def test_the_shipped_int8_student_runs_in_openvino_within_2_levels_of_its_module():
-    """`--student fast` as shipped (trained ranges, not a random student's) on a real photo."""
+def _shipped_int8() -> list[str]:
+    from sharpkd.sharpen import SHIPPED, shipped_weights
+
+    return [n for n in SHIPPED if "int8" in load_student(shipped_weights(n))[0].config]
+
+
+def test_fast_is_a_shipped_int8_student():
+    assert "fast" in _shipped_int8()
+
+
+@pytest.mark.parametrize("name", _shipped_int8())
+def test_the_shipped_int8_students_run_in_openvino_within_2_levels_of_their_module(name):
+    """Each int8 student as shipped (trained ranges, not a random student's) on a real photo."""
     from skimage import data
 
     from sharpkd.runtime import CompiledStudent, UInt8Graph
     from sharpkd.sharpen import shipped_weights
 
-    q, meta = load_student(shipped_weights("fast"))
+    q, meta = load_student(shipped_weights(name))
     assert q.config["int8"] == {"first_bits": 7}
     photo = np.ascontiguousarray(data.astronaut()[96:224, 160:352])
     with torch.no_grad():

@@ -170,6 +170,11 @@ def test_paired_compares_students_image_by_image_at_each_scale(root):
     assert text[0] == ("full size: student minus other: mean ΔPSNR +0.500 dB (sd 0.866), better on 2 of 3 images; "
                        "mean ΔSSIM +0.00000")
     assert text[1].startswith("464x256: student minus other: mean ΔPSNR +0.500 dB")
+    with pytest.raises(FileNotFoundError, match="--save-run mine"):
+        paired(d, "other", base="mine")
+    write_scores_csv(d / "ablation" / "mine-scores.csv", rows([30.0, 31.5, 31.0]))  # two saved runs
+    assert paired(d, "other", base="mine").splitlines()[0].startswith(
+        "full size: mine minus other: mean ΔPSNR +0.333 dB (sd 0.577), better on 1 of 3 images")
     write_scores_csv(d / "ablation" / "other-scores.csv", rows([30.0, 30.5]))
     with pytest.raises(ValueError, match="other images"):
         paired(d, "other")

@@ -40,8 +40,14 @@ def _load(path: Path) -> dict | None:
 # when the run's arch is the default's, else the row named after its arch).
 ABLATION_ROWS = {
     "seed": ("the report's student (`{arch}`), same loss and budget", None),
-    "gt_only": ("default student (`{arch}`), without distillation (ground truth only)", None),
-    "int8": ("default student (`{arch}`), distilled, then int8 (`--student fast`)", "fast"),
+    "gt_only": ("`{arch}` c16b1 (16 channels, 1 block), without distillation (ground truth only)", "c16b1"),
+    "c16b1": ("`{arch}` c16b1, distilled (the shipped default before c32b2)", "c16b1"),
+    "int8": ("`{arch}` c16b1, distilled, then int8 (`--student fast`)", "fast"),
+    "quality": ("`{arch}` c32b2 (32 channels, 2 blocks), distilled (`--student quality`)", "quality"),
+}
+# The label of the profile's own run (its eval.json), where it is not the embedded default's student.
+MAIN_ROWS = {
+    "photos": "**`{arch}` c32b2, distilled, then int8 (`--student default`)**",
 }
 
 
@@ -158,7 +164,8 @@ def _rows(metrics_dir: Path) -> tuple[dict, dict, list[str], list[tuple]]:
                          bench_row or ("student" if run_arch == arch else run_arch),  # same arch, same speed
                          _on_links(run, "student", specs)))
     st = ev["student"]
-    rows.append((f"**default student (`{arch}`), distilled**", methods["student"],
+    label = MAIN_ROWS.get(metrics_dir.name, "**default student (`{arch}`), distilled**").format(arch=arch)
+    rows.append((label, methods["student"],
                  rmethods.get("student"), st["parameters"], st["macs_per_1080p_frame"], "student",
                  _on_links(ev, "student", specs)))
 
@@ -595,10 +602,10 @@ def _primary_link(info: dict) -> str:
     return link_name(**{k: d[k] for k in ("codec", "jpeg_quality", "h264_crf") if k in d})
 
 
-def paired(metrics_dir: str | Path, run: str) -> str:
-    """The profile's student against saved run ``run``'s student, image by image (same validation
-    images): mean and standard deviation of the PSNR difference, the images where it is better,
-    and the mean SSIM difference, at each evaluated scale."""
+def paired(metrics_dir: str | Path, run: str, base: str | None = None) -> str:
+    """The profile's student (or saved run ``base``'s) against saved run ``run``'s student, image
+    by image (same validation images): mean and standard deviation of the PSNR difference, the
+    images where it is better, and the mean SSIM difference, at each evaluated scale."""
     from sharpkd.figures import read_scores_csv
 
     metrics_dir = Path(metrics_dir)
@@ -611,9 +618,12 @@ def paired(metrics_dir: str | Path, run: str) -> str:
         return {r["image"]: r for r in read_scores_csv(path)
                 if r["method"] == "student" and r.get("link", primary) == primary}
 
-    ours, theirs = students(metrics_dir / "eval_scores.csv"), students(other_path)
+    ours_path = metrics_dir / "ablation" / f"{base}-scores.csv" if base else metrics_dir / "eval_scores.csv"
+    if not ours_path.exists():
+        raise FileNotFoundError(f"{ours_path} not found: save the run with --save-run {base}")
+    ours, theirs = students(ours_path), students(other_path)
     if set(ours) != set(theirs):
-        raise ValueError(f"{other_path} scores other images than {metrics_dir / 'eval_scores.csv'}")
+        raise ValueError(f"{other_path} scores other images than {ours_path}")
     scales: dict[str, list[str]] = {}
     for image in sorted(ours):
         scales.setdefault(image.split("/", 1)[0] if "/" in image else "full size", []).append(image)
@@ -622,7 +632,7 @@ def paired(metrics_dir: str | Path, run: str) -> str:
         dp = np.array([ours[i]["psnr"] - theirs[i]["psnr"] for i in images])
         ds = np.array([ours[i]["ssim"] - theirs[i]["ssim"] for i in images])
         sd = float(dp.std(ddof=1)) if len(dp) > 1 else 0.0
-        lines.append(f"{scale}: student minus {run}: mean ΔPSNR {dp.mean():+.3f} dB (sd {sd:.3f}), better on "
+        lines.append(f"{scale}: {base or 'student'} minus {run}: mean ΔPSNR {dp.mean():+.3f} dB (sd {sd:.3f}), better on "
                      f"{int((dp > 0).sum())} of {len(dp)} images; mean ΔSSIM {ds.mean():+.5f}")
     return "\n".join(lines) + "\n"
 
@@ -633,10 +643,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", default="default", help="print the table of metrics/PROFILE")
     ap.add_argument("--save-run", metavar="NAME", help="keep metrics/PROFILE's current run as ablation run NAME")
     ap.add_argument("--paired", metavar="NAME", help="compare metrics/PROFILE's student with saved run NAME per image")
+    ap.add_argument("--base", metavar="NAME", help="with --paired: compare saved run NAME's student instead")
     args = ap.parse_args(argv)
     try:
         if args.paired:
-            print(paired(Path("metrics") / args.profile, args.paired), end="")
+            print(paired(Path("metrics") / args.profile, args.paired, args.base), end="")
         elif args.save_run:
             for path in save_run(args.save_run, Path("metrics") / args.profile):
                 print("wrote", path)
