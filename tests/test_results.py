@@ -61,7 +61,8 @@ def test_table_with_report_scale_ablation_rows_and_benchmarks(root):
     (d / "eval.json").write_text(json.dumps(ev))
     (d / "bench").mkdir()
     machine = {"cpu": "AMD EPYC", "cpu_cores": 2, "torch": "2.14.1"}
-    for row, fps, macs in (("student", 10.3, 2.99e9), ("seed", 0.65, 25.68e9), ("teacher", 0.048, 1.378e12)):
+    for row, fps, macs in (("student", 10.3, 2.99e9), ("c16b1", 10.3, 2.99e9), ("seed", 0.65, 25.68e9),
+                           ("teacher", 0.048, 1.378e12)):
         (d / "bench" / f"{row}-cpu.json").write_text(json.dumps({"fps": fps, "macs_per_frame": macs, "threads": 2,
                                                                 "machine": machine}))
     text = table(d)
@@ -73,7 +74,7 @@ def test_table_with_report_scale_ablation_rows_and_benchmarks(root):
         "| 30.200 | 0.9310 | +0.200 | 31.200 | 0.9400 | 664,704 | 1,378.00 | 0.048 | — |")
     assert body["teacher VDSR, adapted"].endswith("| 32.000 | 0.9600 | +2.000 | 33.000 | 0.9700 | 664,704 | 1,378.00 | 0.048 | — |")
     assert body["the report's student (`seed`), same loss and budget"].endswith("| 25.000 | 0.9500 | -5.000 | 26.000 | 0.9500 | 5,804 | 2.99 | 0.65 | — |")
-    assert body["default student (`sharp`), without distillation (ground truth only)"].endswith("| 30.900 | 0.9500 | +0.900 | 31.900 | 0.9500 | 5,804 | 2.99 | 10.3 | — |")
+    assert body["`sharp` c16b1 (16 channels, 1 block), without distillation (ground truth only)"].endswith("| 30.900 | 0.9500 | +0.900 | 31.900 | 0.9500 | 5,804 | 2.99 | 10.3 | — |")
     assert list(body)[-1] == "**default student (`sharp`), distilled**"
     assert "full size (1280x720, 1920x1080) and resized to 464x256" in text
     assert "CPU fps measured on AMD EPYC, 2 cores (PyTorch 2.14.1, 2 threads; " in text and "via torch" in text
@@ -82,7 +83,7 @@ def test_table_with_report_scale_ablation_rows_and_benchmarks(root):
     other = machine | {"cpu_isa": "AVX512"}
     (d / "bench" / "teacher-cpu.json").write_text(json.dumps({"fps": 0.1, "median_ms": 1e4, "threads": 2, "machine": other}))
     text = table(d)
-    assert "CPU fps measured on AMD EPYC, 2 cores (PyTorch 2.14.1, 2 threads; seed via torch, student via torch)" in text
+    assert "CPU fps measured on AMD EPYC, 2 cores (PyTorch 2.14.1, 2 threads; c16b1 via torch, seed via torch, student via torch)" in text
     assert "CPU fps measured on AMD EPYC, 2 cores, AVX512 kernels (PyTorch 2.14.1, 2 threads; teacher via torch)" in text
 
 

@@ -109,6 +109,9 @@ def run(args: argparse.Namespace) -> dict:
 
     torch.set_num_threads(args.threads)
     model, _ = load_student(args.student)
+    if "int8" in getattr(model, "config", {}):
+        raise SystemExit(f"error: {args.student} is int8 already: the probe quantizes a float student "
+                         "(e.g. --student sharpkd/weights/student-quality.safetensors)")
     split = json.loads((ROOT / "metrics/photos/split.json").read_text())
     calib = frames(args.photos, split["train"], args.calib)
     val = frames(args.photos, split["val"])
@@ -186,7 +189,8 @@ def run(args: argparse.Namespace) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--student", type=Path, default=ROOT / "sharpkd/weights/student.safetensors")
+    ap.add_argument("--student", type=Path, default=ROOT / "sharpkd/weights/student-quality.safetensors",
+                    help="a float student (the committed int8.json: c16b1, the default before c32b2)")
     ap.add_argument("--photos", type=Path, default=ROOT.parent / "shared/data/photos")
     ap.add_argument("--calib", type=int, default=32, help="calibration frames (1920x1080 training photos)")
     ap.add_argument("--threads", type=int, default=2)
