@@ -47,9 +47,11 @@ def time_calls(fn: Callable[[], object], runs: int, warmup: int, sync: Callable[
 
 def benchmark(model: torch.nn.Module, height: int = 1080, width: int = 1920, *, runs: int = 20, warmup: int = 3,
               device: str | torch.device = "cpu", tile: int = DEFAULT_TILE, overlap: int = 32,
-              runtime: str = "torch") -> dict[str, float]:
+              runtime: str = "torch") -> dict:
     """Time :func:`run_model` on one random ``height x width`` uint8 frame (``tile`` as in sharpen)
-    with the student compiled for ``runtime`` (:mod:`sharpkd.runtime`; compiling is not timed).
+    with the student compiled for ``runtime`` (:mod:`sharpkd.runtime`; compiling is not timed):
+    ``{"median_ms", "p95_ms", "fps"}``, and for OpenVINO ``kernels``, the oneDNN kernel of each
+    convolution and how many (:func:`sharpkd.runtime.convolution_kernels`).
 
     The model is :func:`prepare`-d for ``device`` (in place); re-parameterize a student first to
     time its inference form (:func:`sharpkd.models.load_student` already returns it so).
@@ -64,23 +66,34 @@ def benchmark(model: torch.nn.Module, height: int = 1080, width: int = 1920, *, 
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    return time_calls(lambda: run_model(model, frame, tile=tile, overlap=overlap, device=device), runs, warmup, sync)
+    timing = time_calls(lambda: run_model(model, frame, tile=tile, overlap=overlap, device=device), runs, warmup, sync)
+    kernels = getattr(model, "kernels", None)  # OpenVINO: which convolution kernels ran (AMX int8, AVX-512 f32...)
+    return timing | ({"kernels": kernels} if kernels else {})
+
+
+# The /proc/cpuinfo flags that decide int8 / bf16 speed (VNNI: int8 dot products in one instruction;
+# AMX: tile matrix multiplies), in the order they are reported.
+CPU_FEATURES = ("avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
 
 
 def machine(device: str) -> dict:
-    """Where a benchmark ran: CPU model, cores and the vector kernels PyTorch picked on it
-    (``cpu_isa``: ``AVX2``, ``AVX512``...; the same model name covers both here), GPU name on
-    CUDA, torch version."""
+    """Where a benchmark ran: CPU model, cores, the vector kernels PyTorch picked on it
+    (``cpu_isa``: ``AVX2``, ``AVX512``...; the same model name covers both here), the CPU's
+    matrix and dot-product extensions that int8 and bf16 kernels use (``cpu_features``, from
+    ``/proc/cpuinfo`` where there is one: AVX-512 VNNI, AVX-VNNI, AMX), GPU name on CUDA, torch
+    version."""
     cpu = platform.processor() or platform.machine()
+    flags: set[str] = set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith("model name") and cpu == (platform.processor() or platform.machine()):
                 cpu = line.split(":", 1)[1].strip()
-                break
+            elif line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
     out = {"cpu": cpu, "cpu_cores": os.cpu_count(), "cpu_isa": torch.backends.cpu.get_cpu_capability(),
-           "torch": torch.__version__}
+           "cpu_features": [f for f in CPU_FEATURES if f in flags], "torch": torch.__version__}
     if str(device).startswith("cuda"):
         out["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return out

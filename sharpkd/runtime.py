@@ -128,6 +128,18 @@ def available(runtime: str) -> bool:
     return True
 
 
+def convolution_kernels(compiled) -> dict[str, int]:
+    """``{primitive type: count}`` over the convolutions of an OpenVINO compiled model (its runtime
+    graph names the oneDNN kernel it picked: ``brgconv_avx512_f32``, ``brgconv_avx512_amx_I8``...)."""
+    kernels: dict[str, int] = {}
+    for op in compiled.get_runtime_model().get_ops():
+        info = op.get_rt_info()
+        if "layerType" in info and "Convolution" in info["layerType"].astype(str):
+            kind = info["primitiveType"].astype(str)
+            kernels[kind] = kernels.get(kind, 0) + 1
+    return dict(sorted(kernels.items()))
+
+
 class CompiledStudent:
     """A student compiled for ``runtime`` (``openvino`` | ``onnxruntime``): :meth:`run_uint8`
     maps an ``H x W x 3`` uint8 window to the restored uint8 window.
@@ -148,6 +160,9 @@ class CompiledStudent:
         self.model = model.eval().cpu()
         self.runtime = runtime
         self.threads = int(threads or torch.get_num_threads())
+        # OpenVINO: the kernel each convolution of the last compiled graph runs, and how many
+        # (e.g. {"brgconv_avx512_amx_I8": 4}: int8 on AMX tiles); empty for onnxruntime.
+        self.kernels: dict[str, int] = {}
         self._compiled: dict[tuple[int, int], Callable[[np.ndarray], np.ndarray]] = {}
 
     def _compile(self, height: int, width: int) -> Callable[[np.ndarray], np.ndarray]:
@@ -160,6 +175,7 @@ class CompiledStudent:
                 "INFERENCE_NUM_THREADS": self.threads, "PERFORMANCE_HINT": "LATENCY",
                 "INFERENCE_PRECISION_HINT": "f32"})
             request = compiled.create_infer_request()
+            self.kernels = convolution_kernels(compiled)
 
             def run(x: np.ndarray) -> np.ndarray:
                 return request.infer({0: x})[0]

@@ -1,6 +1,7 @@
 """The `sharpkd` command: images, folders, videos, strength, bad inputs, bench, ONNX export."""
 
 import json
+from pathlib import Path
 from fractions import Fraction
 
 import cv2
@@ -110,6 +111,11 @@ def test_bench_json(capsys, weights, tmp_path):
     assert result["parameters"] > 0 and result["macs_per_frame"] > 0
     assert result["machine"]["cpu_cores"] >= 1 and result["machine"]["torch"] == torch.__version__
     assert result["machine"]["cpu_isa"] == torch.backends.cpu.get_cpu_capability()  # AVX2 / AVX512: 3x apart here
+    from sharpkd.bench import CPU_FEATURES
+
+    flags = next((set(line.split(":", 1)[1].split()) for line in Path("/proc/cpuinfo").read_text().splitlines()
+                  if line.startswith("flags")), set()) if Path("/proc/cpuinfo").exists() else set()
+    assert result["machine"]["cpu_features"] == [f for f in CPU_FEATURES if f in flags]  # VNNI, AMX: int8 speed
     assert json.loads(out.read_text()) == result  # --out keeps exactly what --json prints
 
 

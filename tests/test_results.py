@@ -364,9 +364,14 @@ def test_runtimes_block_is_generated_per_machine(tmp_path):
                                                            "AVX512", (120.0, 14.0))))
     (d / "default-avx2.json").write_text(json.dumps(compare("sharp", {"channels": 16, "blocks": 1}, "AVX2", (190.0, 80.0))))
     (d / "old.json").write_text(json.dumps(compare("sharp", {"channels": 16, "blocks": 1}, None, (50.0, 100.0))))
+    amx = compare("sharp", {"channels": 32, "blocks": 2, "int8": {"first_bits": 7}}, "AVX512", (400.0, 25.0))
+    amx["machine"] |= {"cpu": "Intel(R) Xeon(R)", "cpu_features": ["avx512_vnni", "amx_int8"]}
+    (d / "default-amx.json").write_text(json.dumps(amx))
     lines = runtimes_table(tmp_path / "metrics" / "p").splitlines()
     rows = [line for line in lines if line.startswith("| AMD")]
     assert len(rows) == 8
+    assert [line for line in lines if line.startswith("| Intel")][1].startswith(
+        "| Intel Xeon, 2 cores, AVX512 kernels, AMX, 2 threads | `sharp` c32b2 int8 | **OpenVINO** | ")
     # grouped by machine; sharp students before the report's; the fastest runtime of each file in bold
     assert rows[0].startswith("| AMD EPYC, 2 cores, 2 threads | `sharp` c16b1 | **PyTorch** | 5,804 | 2.99 | 50.0 |")
     assert rows[2].startswith("| AMD EPYC, 2 cores, AVX2 kernels, 2 threads | `sharp` c16b1 | PyTorch |")

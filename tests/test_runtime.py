@@ -92,6 +92,11 @@ def test_bench_compare_times_every_installed_runtime(capsys, weights):
     names = [r["runtime"] for r in result["runtimes"]]
     assert names[0] == "torch" and set(COMPILED) <= set(names)
     assert all(r["median_ms"] > 0 for r in result["runtimes"])
+    # OpenVINO names the kernel of every convolution it runs (a float student: f32 kernels only)
+    ov = [r for r in result["runtimes"] if r["runtime"] == "openvino"]
+    if available("openvino"):
+        assert sum(ov[0]["kernels"].values()) >= 2 and all("f32" in k or "F32" in k for k in ov[0]["kernels"])
+        assert not any("kernels" in r for r in result["runtimes"] if r["runtime"] != "openvino")
 
 
 @pytest.mark.parametrize("runtime", COMPILED)

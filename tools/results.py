@@ -466,9 +466,12 @@ RUNTIME_LABELS = {"torch": "PyTorch", "torch-compile": "torch.compile", "openvin
 
 
 def machine_label(m: dict) -> str:
-    """``AMD EPYC, 2 cores, AVX512 kernels`` from a bench JSON's ``machine``."""
+    """``AMD EPYC, 2 cores, AVX512 kernels`` from a bench JSON's ``machine`` (``, AMX`` added where
+    the CPU has AMX int8 tiles)."""
     isa = f", {m['cpu_isa']} kernels" if m.get("cpu_isa") else ""
-    return f"{m.get('cpu', '?')}, {m.get('cpu_cores', '?')} cores{isa}"
+    amx = ", AMX" if "amx_int8" in (m.get("cpu_features") or []) else ""
+    cpu = re.sub(r"\((R|TM)\)", "", m.get("cpu", "?"))  # Intel(R) Xeon(R) Processor -> Intel Xeon Processor
+    return f"{cpu}, {m.get('cpu_cores', '?')} cores{isa}{amx}"
 
 
 def runtimes_table(metrics_dir: str | Path) -> str:
