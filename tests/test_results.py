@@ -261,6 +261,18 @@ def test_frontier_and_seeds_blocks_are_generated(tmp_path):
     readme.write_text("a\n<!-- frontier:p -->\nold\n<!-- /frontier:p -->\n<!-- seeds:p -->\n<!-- /seeds:p -->\n")
     update(readme, tmp_path)
     assert "| fast |" in readme.read_text() and "ahead on 3 of 4" in readme.read_text()
+    # a named seeds file (tools/seeds.py --out metrics/p/seeds-big.json) has a block of its own
+    (d / "seeds-big.json").write_text(json.dumps(json.loads((d / "seeds.json").read_text()) | {
+        "train": {"arch": "sharp", "arch_config": {"channels": 32, "blocks": 2, "unshuffle": 2}, "epochs": 10,
+                  "steps_per_epoch": 0, "batch": 16, "patch": 64, "lr": 0.001}, "val_images": 4,
+        "image_paired": {"mean": 0.1, "ci95_low": 0.0, "ci95_high": 0.2, "ahead": 1, "images": 4}}))
+    readme.write_text("<!-- seeds:p -->\n<!-- /seeds:p -->\n<!-- seeds:p:big -->\nold\n<!-- /seeds:p:big -->\n")
+    assert "p (seeds:big)" in update(readme, tmp_path)
+    plain, big = readme.read_text().split("<!-- seeds:p:big -->")
+    assert "ahead on 3 of 4" in plain and "Every run" not in plain
+    assert "ahead on 1 of 4" in big and big.endswith("<!-- /seeds:p:big -->\n") and "old" not in big
+    assert ("Every run: `sharp` c32b2, float32, 10 epochs, each one pass over the training crops' pixels, batches of 16 patches of 64x64, "
+            "learning rate 0.001, scored on 4 full-size validation images at its best epoch.") in big
 
 
 def test_video_table_from_video_bench_json(tmp_path):

@@ -404,12 +404,14 @@ def frontier_table(metrics_dir: str | Path) -> str:
     return text
 
 
-def seeds_table(metrics_dir: str | Path) -> str:
-    """``metrics_dir/seeds.json`` (``tools/seeds.py``): each arm's validation PSNR per seed, mean
-    and sd, and the paired differences with their 95% intervals."""
-    r = _load(Path(metrics_dir) / "seeds.json")
+def seeds_table(metrics_dir: str | Path, name: str = "") -> str:
+    """``metrics_dir/seeds.json`` (``metrics_dir/seeds-NAME.json`` with ``name``; ``tools/seeds.py
+    --out``): each arm's validation PSNR per seed, mean and sd, the paired differences with their
+    95% intervals, and which student and budget they trained."""
+    file = f"seeds-{name}.json" if name else "seeds.json"
+    r = _load(Path(metrics_dir) / file)
     if not r:
-        return "(no seeds.json)\n"
+        return f"(no {file})\n"
     labels = {"gt_only": "ground truth only", "distilled": "distilled",
               "zoom": f"distilled + l2_teacher_zoom (weight {r.get('zoom_weight', '?')})"}
     rows = ["| arm | PSNR per seed (dB) | mean | sd |", "|---|---|---:|---:|"]
@@ -426,6 +428,23 @@ def seeds_table(metrics_dir: str | Path) -> str:
                  f"seeds (95% t-interval {s['ci95_low']:+.3f} to {s['ci95_high']:+.3f}); per validation image, "
                  f"averaged over the seeds, {i['mean']:+.3f} dB (95% t-interval {i['ci95_low']:+.3f} to "
                  f"{i['ci95_high']:+.3f}, over {i['images']} images), ahead on {i['ahead']} of {i['images']}.\n")
+    train = r.get("train")
+    if train:  # the student and budget every run of this file shares (tools/seeds.py settings)
+        cfg = train.get("arch_config") or {}
+        if train.get("arch") == "sharp":  # the size as the tables name it, SharpNet's defaults filled in
+            import inspect
+
+            from sharpkd.models import SharpNet
+            defaults = {k: v.default for k, v in inspect.signature(SharpNet).parameters.items()}
+            cfg = {"channels": defaults["channels"], "blocks": defaults["blocks"]} | cfg
+        size = (f" c{cfg['channels']}b{cfg['blocks']}" if {"channels", "blocks"} <= set(cfg) else
+                f" {json.dumps(cfg, sort_keys=True)}" if cfg else "")
+        steps = train.get("steps_per_epoch")
+        per_epoch = f" of {steps:,} steps" if steps else ", each one pass over the training crops' pixels"
+        text += (f"\nEvery run: `{train.get('arch')}`{size}, float32, {train.get('epochs')} epochs{per_epoch}, "
+                 f"batches of {train.get('batch')} patches of {train.get('patch')}x{train.get('patch')}, "
+                 f"learning rate {train.get('lr')}, scored on {r.get('val_images', '?')} full-size validation "
+                 f"images at its best epoch.\n")
     return text
 INT8_FORMS = {"fp32": "float32 (what `auto` runs)", "int8": "int8, NNCF defaults",
               "int8-minmax": "int8, activation ranges min/max",
@@ -551,7 +570,12 @@ def update(readme: str | Path, root: str | Path = ".") -> list[str]:
 
     new = re.sub(r"<!-- results:(\w+) -->.*?<!-- /results:\1 -->", repl, text, flags=re.S)
     new = re.sub(r"<!-- ablation:(\w+) -->.*?<!-- /ablation:\1 -->", repl_ablation, new, flags=re.S)
-    for kind, build in (("frontier", frontier_table), ("seeds", seeds_table), ("int8", int8_table),
+    def repl_seeds(m: re.Match) -> str:  # <!-- seeds:PROFILE --> or <!-- seeds:PROFILE:NAME --> (seeds-NAME.json)
+        done.append(f"{m.group(1)} (seeds{':' + m.group(2) if m.group(2) else ''})")
+        return f"{m.group(0).split(chr(10))[0]}\n{seeds_table(Path(root) / 'metrics' / m.group(1), m.group(2) or '')}{m.group(3)}"
+
+    new = re.sub(r"<!-- seeds:(\w+)(?::(\w+))? -->\n.*?(<!-- /seeds:\1(?(2):\2) -->)", repl_seeds, new, flags=re.S)
+    for kind, build in (("frontier", frontier_table), ("int8", int8_table),
                         ("runtimes", runtimes_table)):
         def repl_other(m: re.Match, kind=kind, build=build) -> str:
             done.append(f"{m.group(1)} ({kind})")
