@@ -82,16 +82,15 @@ def machine(device: str) -> dict:
     matrix and dot-product extensions that int8 and bf16 kernels use (``cpu_features``, from
     ``/proc/cpuinfo`` where there is one: AVX-512 VNNI, AVX-VNNI, AMX), GPU name on CUDA, torch
     version."""
-    cpu = platform.processor() or platform.machine()
-    flags: set[str] = set()
+    fields: dict[str, str] = {}  # the first CPU's /proc/cpuinfo entries
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and cpu == (platform.processor() or platform.machine()):
-                cpu = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
+    cpu = fields.get("model name") or platform.processor() or platform.machine()
+    flags = set(fields.get("flags", "").split())
     out = {"cpu": cpu, "cpu_cores": os.cpu_count(), "cpu_isa": torch.backends.cpu.get_cpu_capability(),
            "cpu_features": [f for f in CPU_FEATURES if f in flags], "torch": torch.__version__}
     if str(device).startswith("cuda"):

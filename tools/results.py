@@ -430,13 +430,9 @@ def seeds_table(metrics_dir: str | Path, name: str = "") -> str:
                  f"{i['ci95_high']:+.3f}, over {i['images']} images), ahead on {i['ahead']} of {i['images']}.\n")
     train = r.get("train")
     if train:  # the student and budget every run of this file shares (tools/seeds.py settings)
-        cfg = train.get("arch_config") or {}
-        if train.get("arch") == "sharp":  # the size as the tables name it, SharpNet's defaults filled in
-            import inspect
+        from sharpkd.models import build_student
 
-            from sharpkd.models import SharpNet
-            defaults = {k: v.default for k, v in inspect.signature(SharpNet).parameters.items()}
-            cfg = {"channels": defaults["channels"], "blocks": defaults["blocks"]} | cfg
+        cfg = build_student(train["arch"], **(train.get("arch_config") or {})).config  # defaults filled in
         size = (f" c{cfg['channels']}b{cfg['blocks']}" if {"channels", "blocks"} <= set(cfg) else
                 f" {json.dumps(cfg, sort_keys=True)}" if cfg else "")
         steps = train.get("steps_per_epoch")
@@ -570,11 +566,14 @@ def update(readme: str | Path, root: str | Path = ".") -> list[str]:
 
     new = re.sub(r"<!-- results:(\w+) -->.*?<!-- /results:\1 -->", repl, text, flags=re.S)
     new = re.sub(r"<!-- ablation:(\w+) -->.*?<!-- /ablation:\1 -->", repl_ablation, new, flags=re.S)
-    def repl_seeds(m: re.Match) -> str:  # <!-- seeds:PROFILE --> or <!-- seeds:PROFILE:NAME --> (seeds-NAME.json)
-        done.append(f"{m.group(1)} (seeds{':' + m.group(2) if m.group(2) else ''})")
-        return f"{m.group(0).split(chr(10))[0]}\n{seeds_table(Path(root) / 'metrics' / m.group(1), m.group(2) or '')}{m.group(3)}"
 
-    new = re.sub(r"<!-- seeds:(\w+)(?::(\w+))? -->\n.*?(<!-- /seeds:\1(?(2):\2) -->)", repl_seeds, new, flags=re.S)
+    def repl_seeds(m: re.Match) -> str:  # <!-- seeds:PROFILE --> or <!-- seeds:PROFILE:NAME --> (seeds-NAME.json)
+        profile, name = m.group("profile"), m.group("name") or ""
+        done.append(f"{profile} (seeds{':' + name if name else ''})")
+        return f"{m.group('open')}\n{seeds_table(Path(root) / 'metrics' / profile, name)}{m.group('close')}"
+
+    new = re.sub(r"(?P<open><!-- seeds:(?P<profile>\w+)(?::(?P<name>\w+))? -->)\n.*?"
+                 r"(?P<close><!-- /seeds:(?P=profile)(?(name):(?P=name)) -->)", repl_seeds, new, flags=re.S)
     for kind, build in (("frontier", frontier_table), ("int8", int8_table),
                         ("runtimes", runtimes_table)):
         def repl_other(m: re.Match, kind=kind, build=build) -> str:
