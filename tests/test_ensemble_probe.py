@@ -44,3 +44,15 @@ def test_probe_without_a_teacher_is_one_line_and_exit_1(tmp_path, capsys):
     assert main(["--root", str(tmp_path), "--profile", "p"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and "teacher.safetensors not found" in err[0]
+
+
+def test_probe_reads_the_teacher_given(tmp_path):
+    _run(tmp_path)
+    other = tmp_path / "other.safetensors"
+    (tmp_path / "models" / "p" / "teacher.safetensors").rename(other)
+    out = tmp_path / "x8.json"
+    args = ["--root", str(tmp_path), "--profile", "p", "--images", "3", "--tile", "64", "--out", str(out)]
+    assert main(args) == 1  # the run's own teacher is gone
+    assert main([*args, "--teacher", str(other)]) == 0
+    r = json.loads(out.read_text())
+    assert r["teacher"] == "other.safetensors" and r["images"] == 3 == len(r["per_image"])

@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--profile", default="photos")
     ap.add_argument("--root", default=".", help="the checkout whose data/ and models/ hold the run")
+    ap.add_argument("--teacher", help="teacher weights (default: models/<profile>/teacher.safetensors of --root)")
     ap.add_argument("--images", type=int, default=6)
     ap.add_argument("--tile", type=int, default=2048)
     ap.add_argument("--overlap", type=int, default=32)
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
 
     root = Path(args.root)
     data = root / "data" / args.profile
-    weights = root / "models" / args.profile / "teacher.safetensors"
+    weights = Path(args.teacher) if args.teacher else root / "models" / args.profile / "teacher.safetensors"
     try:
         if not weights.is_file():
             raise SharpkdError(f"{weights} not found: run the teacher stage of profile {args.profile} first")
@@ -65,6 +66,17 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     x8 = SelfEnsemble(teacher)
     rows = []
+
+    def summary(rows: list[dict]) -> dict:
+        diffs = [r["psnr_teacher_x8"] - r["psnr_teacher"] for r in rows]
+        return {"profile": args.profile, "teacher": weights.name, "images": len(rows), "of_validation_images": len(gt),
+                "forward_passes_per_output": {"teacher": 1, "teacher_x8": 8},
+                "gain_over_input_db": {k: round(statistics.mean(r[f"psnr_{k}"] - r["psnr_input"] for r in rows), 3)
+                                       for k in ("teacher", "teacher_x8")},
+                "x8_minus_plain_db": {"mean": round(statistics.mean(diffs), 3), "min": round(min(diffs), 3),
+                                      "max": round(max(diffs), 3)},
+                "per_image": rows}
+
     for name in tqdm(names, desc="teacher plain and x8", unit="img"):
         with torch.inference_mode():
             plain = run_model(teacher, lq[name], tile=args.tile, overlap=args.overlap)
@@ -74,20 +86,13 @@ def main(argv: list[str] | None = None) -> int:
                      "psnr_teacher": round(p_plain, 3), "psnr_teacher_x8": round(p_x8, 3)})
         print(f"{name}: input {p_in:.3f}, teacher {p_plain:.3f} ({p_plain - p_in:+.3f}), "
               f"x8 {p_x8:.3f} ({p_x8 - p_in:+.3f})", flush=True)
-    gain = statistics.mean(r["psnr_teacher"] - r["psnr_input"] for r in rows)
-    gain8 = statistics.mean(r["psnr_teacher_x8"] - r["psnr_input"] for r in rows)
-    diffs = [r["psnr_teacher_x8"] - r["psnr_teacher"] for r in rows]
-    result = {"profile": args.profile, "images": len(rows), "of_validation_images": len(gt),
-              "forward_passes_per_output": {"teacher": 1, "teacher_x8": 8},
-              "gain_over_input_db": {"teacher": round(gain, 3), "teacher_x8": round(gain8, 3)},
-              "x8_minus_plain_db": {"mean": round(statistics.mean(diffs), 3), "min": round(min(diffs), 3),
-                                    "max": round(max(diffs), 3)},
-              "per_image": rows}
-    print(f"{len(rows)} of {len(gt)} validation photos: teacher {gain:+.3f} dB over the input, x8 {gain8:+.3f} "
+        result = summary(rows)  # rewritten after every photo: a stopped run keeps what it measured
+        if args.out:
+            write_json(args.out, result)
+    print(f"{len(rows)} of {len(gt)} validation photos: teacher {result['gain_over_input_db']['teacher']:+.3f} dB "
+          f"over the input, x8 {result['gain_over_input_db']['teacher_x8']:+.3f} "
           f"(x8 minus plain: mean {result['x8_minus_plain_db']['mean']:+.3f}, "
           f"{result['x8_minus_plain_db']['min']:+.3f} to {result['x8_minus_plain_db']['max']:+.3f})")
-    if args.out:
-        write_json(args.out, result)
     return 0
 
 
