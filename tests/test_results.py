@@ -288,11 +288,13 @@ def test_video_table_from_video_bench_json(tmp_path):
            "speed": {"pipeline_fps": {"best": 1.99, "median": 1.47}, "bench_fps": {"best": 2.69, "median": 1.85},
                      "pipeline_over_bench": {"median": 0.757},
                      "per_frame_ms": [{"decode": 7, "to_rgb": 9, "to_yuv": 8, "encode": 48},
-                                      {"decode": 6, "to_rgb": 9, "to_yuv": 7, "encode": 43}]}}
+                                      {"decode": 6, "to_rgb": 9, "to_yuv": 7, "encode": 43}],
+                     "bench": {"arch": "sharp", "config": {"channels": 32, "blocks": 2, "int8": {"first_bits": 7}}}},
+           "machine": {"cpu": "Intel(R) Xeon(R) Processor", "cpu_cores": 2, "cpu_isa": "AVX512", "cpu_features": ["amx_int8"]}}
     (d / "a.json").write_text(json.dumps(run))
     table = video_table(d)
     assert table.count("\n") == 3
-    assert ("| 70 frames 1920x1080 (7 photos, 10-frame pan per photo) | 23 | 37.63 / 0.9626 | 37.63 / 0.9541 "
+    assert ("| Intel Xeon Processor, 2 cores, AVX512 kernels, AMX | `sharp` c32b2 int8 | 70 frames 1920x1080 (7 photos, 10-frame pan per photo) | 23 | 37.63 / 0.9626 | 37.63 / 0.9541 "
             "| 70 / 70 | bit-identical | veryfast crf 18 | 1.99 / 1.47 | 2.69 / 1.85 | 76% | 15 / 50 |") in table
     readme = tmp_path / "README.md"
     readme.write_text("a\n<!-- video -->\nold\n<!-- /video -->\nb\n")

@@ -489,6 +489,14 @@ def machine_label(m: dict) -> str:
     return f"{cpu}, {m.get('cpu_cores', '?')} cores{isa}{amx}"
 
 
+def student_label(arch: str | None, config: dict | None) -> str:
+    """```sharp` c32b2 int8`` from a bench JSON's ``arch`` and ``config`` (``seed``: the report's)."""
+    cfg = config or {}
+    if arch == "sharp":
+        return f"`sharp` c{cfg.get('channels')}b{cfg.get('blocks')}" + (" int8" if cfg.get("int8") else "")
+    return f"`{arch or '?'}`" + (" (the report's)" if arch == "seed" else "")
+
+
 def runtimes_table(metrics_dir: str | Path) -> str:
     """Every ``sharpkd bench --compare --out metrics/PROFILE/bench/runtimes/NAME.json``: one row per
     runtime, grouped by machine, ``sharp`` students first, then by file name."""
@@ -500,9 +508,7 @@ def runtimes_table(metrics_dir: str | Path) -> str:
              "|---|---|---|---:|---:|---:|---:|---:|"]
     for _, r in sorted(runs, key=lambda x: (machine_label(x[1].get("machine", {})), x[1].get("arch") != "sharp", x[0])):
         fastest = min(r["runtimes"], key=lambda x: x["median_ms"])["runtime"]
-        cfg = r.get("config") or {}
-        what = (f"`sharp` c{cfg.get('channels')}b{cfg.get('blocks')}" + (" int8" if cfg.get("int8") else "")
-                if r.get("arch") == "sharp" else f"`{r.get('arch', '?')}`" + (" (the report's)" if r.get("arch") == "seed" else ""))
+        what = student_label(r.get("arch"), r.get("config"))
         for x in r["runtimes"]:
             name = RUNTIME_LABELS.get(x["runtime"], x["runtime"])
             name = f"**{name}**" if x["runtime"] == fastest else name
@@ -525,7 +531,9 @@ def video_table(folder: str | Path) -> str:
                   if per else "—")
         audio = "bit-identical" if r["audio"]["bit_identical"] else ("copied" if r["audio"]["survived"] else "lost")
         ratio = sp.get("pipeline_over_bench") or {}
+        bench = sp.get("bench") or {}
         rows.append(
+            f"| {machine_label(r.get('machine', {}))} | {student_label(bench.get('arch'), bench.get('config'))} "
             f"| {f['ground_truth']} frames {c['size'][0]}x{c['size'][1]} ({c['photos_used']} photos, {cut}) "
             f"| {c['link_crf']} | {r['received']['psnr']:.2f} / {r['received']['ssim']:.4f} "
             f"| {r['sharpened']['psnr']:.2f} / {r['sharpened']['ssim']:.4f} | {f['received']} / {f['sharpened']}"
@@ -535,10 +543,10 @@ def video_table(folder: str | Path) -> str:
             f"| {sp['pipeline_fps']['best']:.2f} / {sp['pipeline_fps']['median']:.2f} "
             f"| {sp['bench_fps']['best']:.2f} / {sp['bench_fps']['median']:.2f} "
             f"| {_num(ratio.get('median'), '.0%')} | {stages} |")
-    head = ("| clip | link crf | received PSNR / SSIM | sharpened PSNR / SSIM | frames in / out | audio "
+    head = ("| machine | student | clip | link crf | received PSNR / SSIM | sharpened PSNR / SSIM | frames in / out | audio "
             "| sharpen preset | pipeline fps best / median | `sharpkd bench` fps best / median "
             "| pipeline / bench (median) | decode+RGB / YUV+encode CPU ms per frame |\n"
-            "|---|---:|---:|---:|---:|---|---|---:|---:|---:|---:|\n")
+            "|---|---|---|---:|---:|---:|---:|---|---|---:|---:|---:|---:|\n")
     return head + "".join(row + "\n" for row in rows)
 
 

@@ -257,7 +257,8 @@ def run(args: argparse.Namespace) -> int:
                   "command_wall_s": _summary([r["wall_s"] for r in runs]),
                   "end_to_end_fps": _summary([n / r["wall_s"] for r in runs]),
                   "per_frame_ms": [r["per_frame_ms"] for r in runs],
-                  "bench": {k: benches[0][k] for k in ("arch", "height", "width", "threads", "runtime")},
+                  "bench": {k: benches[0][k] for k in ("arch", "config", "height", "width", "threads", "runtime")
+                            if k in benches[0]},
                   "note": "pipeline_fps: sharpkd sharpen's own frames/s (open the file to the output closed: "
                           "decode, model and encode overlapped); end_to_end_fps also counts starting Python, "
                           "torch and the model; bench_fps: sharpkd bench (the model alone, same size and tile); "
