@@ -56,3 +56,19 @@ def test_probe_reads_the_teacher_given(tmp_path):
     assert main([*args, "--teacher", str(other)]) == 0
     r = json.loads(out.read_text())
     assert r["teacher"] == "other.safetensors" and r["images"] == 3 == len(r["per_image"])
+
+
+def test_probe_no_x8_scores_plain_only(tmp_path, capsys):
+    from sharpkd.metrics import psnr
+
+    gt, lq = _run(tmp_path)
+    out = tmp_path / "plain.json"
+    assert main(["--root", str(tmp_path), "--profile", "p", "--images", "3", "--tile", "64", "--no-x8",
+                 "--out", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert list(r["gain_over_input_db"]) == ["teacher"] and "x8_minus_plain_db" not in r
+    assert all("psnr_teacher_x8" not in row for row in r["per_image"])
+    mean = np.mean([row["psnr_teacher"] - row["psnr_input"] for row in r["per_image"]])
+    assert abs(r["gain_over_input_db"]["teacher"] - mean) < 1e-3
+    assert r["per_image"][0]["psnr_input"] == round(psnr(lq["a"], gt["a"]), 3)
+    assert "x8" not in capsys.readouterr().out.splitlines()[-1]
