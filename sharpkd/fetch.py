@@ -22,8 +22,8 @@ from typing import BinaryIO
 
 from tqdm import tqdm
 
-from . import __version__
-from .errors import DownloadError, one_line
+from sharpkd import __version__
+from sharpkd.errors import DownloadError, one_line
 
 CHUNK_SIZE = 1 << 20
 TIMEOUT_S = 60.0

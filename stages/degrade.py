@@ -9,10 +9,10 @@ import argparse
 from collections import Counter
 
 from sharpkd import stage
-from sharpkd.data import degrade_all
-from sharpkd.degrade import degrade, link_list, link_name, link_params, link_split, parse_link, train_assignment, val_links
-from sharpkd.fsutil import atomic_dir, write_json
-from sharpkd.shards import read_split, split_names, write_split
+from sharpkd.data.degrade import degrade_all
+from sharpkd.data.degrade import degrade, link_list, link_name, link_params, link_split, parse_link, train_assignment, val_links
+from sharpkd.files import atomic_dir, write_json
+from sharpkd.data.shards import read_split, split_names, write_split
 
 
 def run() -> None:

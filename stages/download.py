@@ -3,8 +3,8 @@
 import argparse
 
 from sharpkd import stage
-from sharpkd.download import ArchiveLimits, collect
-from sharpkd.fsutil import write_json
+from sharpkd.data.sources import ArchiveLimits, collect
+from sharpkd.files import write_json
 
 
 def run() -> None:

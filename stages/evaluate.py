@@ -5,15 +5,15 @@ size and (when the slice stage wrote them) at the report's protocol size, throug
 import argparse
 
 from sharpkd import stage
-from sharpkd.classical import tune_unsharp
-from sharpkd.evaluate import evaluate, grid, settings, summary, write_outputs
-from sharpkd.figures import format_scores_table, save_grid, write_scores_csv
-from sharpkd.fsutil import atomic_dir, safetensors_metadata, write_json
-from sharpkd.inference import prepare, run_many
-from sharpkd.cost import model_cost
-from sharpkd.degrade import link_list, link_name, link_params, link_split, parse_link, val_links
-from sharpkd.models import load_student
-from sharpkd.shards import read_split, split_names
+from sharpkd.evaluation.classical import tune_unsharp
+from sharpkd.evaluation.evaluate import evaluate, grid, settings, summary, write_outputs
+from sharpkd.evaluation.figures import format_scores_table, save_grid, write_scores_csv
+from sharpkd.files import atomic_dir, safetensors_metadata, write_json
+from sharpkd.inference.tiled import prepare, run_many
+from sharpkd.nets.cost import model_cost
+from sharpkd.data.degrade import link_list, link_name, link_params, link_split, parse_link, val_links
+from sharpkd.nets.students import load_student
+from sharpkd.data.shards import read_split, split_names
 
 
 def run() -> None:

@@ -5,10 +5,10 @@ import argparse
 from tqdm import tqdm
 
 from sharpkd import stage
-from sharpkd.data import resize_image
-from sharpkd.fsutil import atomic_dir
-from sharpkd.imageio import iter_image_files, load_rgb
-from sharpkd.shards import write_split
+from sharpkd.data.prepare import resize_image
+from sharpkd.files import atomic_dir
+from sharpkd.images import iter_image_files, load_rgb
+from sharpkd.data.shards import write_split
 
 
 def run() -> None:

@@ -5,10 +5,10 @@ protocol)."""
 import argparse
 
 from sharpkd import stage
-from sharpkd.data import report_size, resize_image, slice_image, split_sources
+from sharpkd.data.prepare import report_size, resize_image, slice_image, split_sources
 from sharpkd.errors import SharpkdError
-from sharpkd.fsutil import atomic_dir, write_json
-from sharpkd.shards import read_split, write_split
+from sharpkd.files import atomic_dir, write_json
+from sharpkd.data.shards import read_split, write_split
 
 
 def run() -> None:

@@ -7,11 +7,11 @@ import shutil
 from pathlib import Path
 
 from sharpkd import stage
-from sharpkd.fsutil import atomic_dir, write_json
-from sharpkd.gate import teacher_gain
-from sharpkd.inference import SelfEnsemble, prepare, resume_key, run_many
-from sharpkd.shards import read_split, split_names, write_split
-from sharpkd.teacher import adapt, build_teacher, describe, save_teacher
+from sharpkd.files import atomic_dir, write_json
+from sharpkd.training.gate import teacher_gain
+from sharpkd.inference.tiled import SelfEnsemble, prepare, resume_key, run_many
+from sharpkd.data.shards import read_split, split_names, write_split
+from sharpkd.training.teacher import adapt, build_teacher, describe, save_teacher
 
 # Validation scales: full size (the gate) and, when the slice stage wrote it, the report's
 # protocol (validation images resized to slice.report_size).

@@ -1,18 +1,18 @@
-"""Stage distill-train: train the student on (degraded -> ground truth) with the teacher's outputs."""
+"""Stage train: train the student on (degraded -> ground truth) with the teacher's outputs."""
 
 import argparse
 import json
 from pathlib import Path
 
 from sharpkd import stage
-from sharpkd.card import student_card
-from sharpkd.distill import TrainData, steps_per_epoch, train_student
-from sharpkd.distributed import distributed
-from sharpkd.fsutil import write_json
-from sharpkd.losses import needs_teacher_model
-from sharpkd.models import save_student
-from sharpkd.shards import read_split
-from sharpkd.teacher import load_teacher
+from sharpkd.nets.card import student_card
+from sharpkd.training.distill import TrainData, steps_per_epoch, train_student
+from sharpkd.training.distributed import distributed
+from sharpkd.files import write_json
+from sharpkd.training.losses import needs_teacher_model
+from sharpkd.nets.students import save_student
+from sharpkd.data.shards import read_split
+from sharpkd.training.teacher import load_teacher
 
 
 def run() -> None:

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from sharpkd.models import build_student, save_student
+from sharpkd.nets.students import build_student, save_student
 
 
 @pytest.fixture(autouse=True)

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from sharpkd.classical import BASELINES, baseline_outputs, tune_unsharp, unsharp_grid_scores, unsharp_mask
-from sharpkd.degrade import degrade
+from sharpkd.evaluation.classical import BASELINES, baseline_outputs, tune_unsharp, unsharp_grid_scores, unsharp_mask
+from sharpkd.data.degrade import degrade
 from sharpkd.errors import SharpkdError
-from sharpkd.metrics import psnr
+from sharpkd.evaluation.metrics import psnr
 
 
 def _random(h, w, seed=0):

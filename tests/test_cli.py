@@ -10,11 +10,11 @@ import pytest
 import torch
 from PIL import Image
 
-from sharpkd.cli import main
-from sharpkd.imageio import load_image
-from sharpkd.convert import img2tensor, tensor2img
-from sharpkd.inference import run_model
-from sharpkd.sharpen import Sharpener
+from sharpkd.app.cli import main
+from sharpkd.images import load_image
+from sharpkd.tensors import img2tensor, tensor2img
+from sharpkd.inference.tiled import run_model
+from sharpkd.app.sharpen import Sharpener
 
 
 def write(path, arr, mode=None):
@@ -111,7 +111,7 @@ def test_bench_json(capsys, weights, tmp_path):
     assert result["parameters"] > 0 and result["macs_per_frame"] > 0
     assert result["machine"]["cpu_cores"] >= 1 and result["machine"]["torch"] == torch.__version__
     assert result["machine"]["cpu_isa"] == torch.backends.cpu.get_cpu_capability()  # AVX2 / AVX512: 3x apart here
-    from sharpkd.bench import CPU_FEATURES
+    from sharpkd.inference.bench import CPU_FEATURES
 
     flags = next((set(line.split(":", 1)[1].split()) for line in Path("/proc/cpuinfo").read_text().splitlines()
                   if line.startswith("flags")), set()) if Path("/proc/cpuinfo").exists() else set()
@@ -153,8 +153,8 @@ def test_export_onnx_matches_torch_on_random_sizes(tmp_path, weights):
 
 def test_sharpen_writes_what_the_evaluate_stage_scores(tmp_path, weights):
     """eval.json's student rows come from run_model on the loaded student: the same pixels as the CLI's."""
-    from sharpkd.inference import prepare, run_many
-    from sharpkd.models import load_student
+    from sharpkd.inference.tiled import prepare, run_many
+    from sharpkd.nets.students import load_student
 
     imgs = [rand(45, 61, seed=1), rand(1080 // 8, 1920 // 8, seed=2)]
     for i, img in enumerate(imgs):
@@ -171,12 +171,12 @@ def test_sharpen_writes_what_the_evaluate_stage_scores(tmp_path, weights):
 def test_shipped_student_loads_and_sharpens_offline(tmp_path):
     import json as _json
 
-    from sharpkd.sharpen import shipped_weights
+    from sharpkd.app.shipped import shipped_weights
 
-    from sharpkd.cost import model_cost
-    from sharpkd.models import load_student
+    from sharpkd.nets.cost import model_cost
+    from sharpkd.nets.students import load_student
 
-    card = _json.loads((shipped_weights().parent / "student.json").read_text())
+    card = _json.loads((shipped_weights().parent / "student-balanced.json").read_text())
     model, meta = load_student(shipped_weights())
     assert card["arch"] == meta["arch"] and model_cost(model)["parameters"] == card["parameters"]
     assert card["validation"]["psnr"] > card["evaluation"]["methods"]["identity"]["psnr"]
@@ -187,12 +187,12 @@ def test_shipped_student_loads_and_sharpens_offline(tmp_path):
     assert out.shape == img.shape and not np.array_equal(out, img)
 
 
-@pytest.mark.parametrize("name", sorted(__import__("sharpkd.sharpen", fromlist=["SHIPPED"]).SHIPPED))
+@pytest.mark.parametrize("name", sorted(__import__("sharpkd.app.shipped", fromlist=["SHIPPED"]).SHIPPED))
 def test_every_shipped_student_has_its_weights_and_card_and_runs_by_name(tmp_path, name, capsys):
     import json as _json
 
-    from sharpkd.models import load_student
-    from sharpkd.sharpen import shipped_weights
+    from sharpkd.nets.students import load_student
+    from sharpkd.app.shipped import shipped_weights
 
     path = shipped_weights(name)
     card = _json.loads(path.with_suffix(".json").read_text())
@@ -207,9 +207,9 @@ def test_every_shipped_student_has_its_weights_and_card_and_runs_by_name(tmp_pat
 def test_student_names_and_weights_are_one_or_the_other(tmp_path, capsys, argv, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(argv + ["--student", "no-such"]) == 2
-    assert capsys.readouterr().err.strip().splitlines() == ["error: --student must be one of default, fast, quality, got 'no-such'"]
+    assert capsys.readouterr().err.strip().splitlines() == ["error: --student must be one of balanced, fast, quality, got 'no-such'"]
     with pytest.raises(SystemExit) as exit_:
-        main(argv + ["--student", "default", "--weights", "w.safetensors"])
+        main(argv + ["--student", "balanced", "--weights", "w.safetensors"])
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not allowed with argument" in err[0]
@@ -228,7 +228,7 @@ def test_bench_reports_temporal_stability_on_frames(tmp_path, weights, capsys):
 
 
 def test_bench_teacher(tmp_path, capsys):
-    from sharpkd.teacher import build_teacher, save_teacher
+    from sharpkd.training.teacher import build_teacher, save_teacher
 
     params = {"kind": "restormer", "restormer": {"dim": 8, "num_blocks": [1, 1, 1, 1], "num_refinement_blocks": 1,
                                                  "heads": [1, 1, 1, 1], "ffn_expansion_factor": 2.0},
@@ -243,9 +243,10 @@ def test_bench_teacher(tmp_path, capsys):
 
 def test_the_cli_default_tile_and_runtimes_are_the_library_ones():
     """cli.py repeats the constants so that `--help` does not import torch; they must agree."""
-    from sharpkd import cli, inference
+    from sharpkd.app import cli
+    from sharpkd.inference import tiled as inference
 
     assert cli.DEFAULT_TILE == inference.DEFAULT_TILE
-    from sharpkd import runtime
+    from sharpkd.inference import runtimes as runtime
 
     assert cli.RUNTIMES == runtime.RUNTIMES

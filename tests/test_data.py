@@ -5,11 +5,11 @@ import hashlib
 import numpy as np
 import pytest
 
-from sharpkd.data import (grid_boxes, group_of, report_size, resize_image, slice_image, spaced_boxes,
+from sharpkd.data.prepare import (grid_boxes, group_of, report_size, resize_image, slice_image, spaced_boxes,
                           split_sources)
-from sharpkd.degrade import degrade, low_size
+from sharpkd.data.degrade import degrade, low_size
 from sharpkd.errors import SharpkdError
-from sharpkd.shards import read_split, write_split
+from sharpkd.data.shards import read_split, write_split
 
 
 def rand_img(h, w, seed=0):
@@ -147,7 +147,7 @@ def test_shards_round_trip_and_same_bytes(tmp_path):
 
 
 def test_split_names_lists_the_splits_with_shards(tmp_path):
-    from sharpkd.shards import split_names, write_split
+    from sharpkd.data.shards import split_names, write_split
 
     assert split_names(tmp_path) == []
     write_split(tmp_path, "val_report", {"a": rand_img(4, 4)})

@@ -1,4 +1,4 @@
-"""Tests for sharpkd.download: verified fetch over a loopback HTTP server, archive safety, collect()."""
+"""Tests for sharpkd.data.sources: verified fetch over a loopback HTTP server, archive safety, collect()."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 
 from sharpkd import fetch as fetch_module
-from sharpkd.download import SAMPLE_FILES, collect, extract_archive
+from sharpkd.data.sources import SAMPLE_FILES, collect, extract_archive
 from sharpkd.fetch import fetch, sha256_file
 from sharpkd.errors import ArchiveError, DownloadError, SharpkdError
 

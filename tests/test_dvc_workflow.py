@@ -2,10 +2,10 @@
 
 * `ci/pipeline.sh` on main runs every stage and pushes outputs and run-cache;
 * a fresh clone + `dvc pull` is up to date and `dvc repro` runs nothing;
-* a branch that changes `train.epochs` reruns only distill-train and evaluate, and the script's
+* a branch that changes `train.epochs` reruns only train and evaluate, and the script's
   Markdown report shows the param and metric deltas; switching branches and back runs nothing;
 * `dvc exp run -S train.lr=X` then `-S train.lr=<original>` restores the original results from
-  the run-cache without running distill-train or evaluate, and never reruns the teacher;
+  the run-cache without running train or evaluate, and never reruns the teacher;
 * a forced rerun of a stage leaves `dvc.lock` byte-identical.
 """
 
@@ -17,7 +17,7 @@ import yaml
 from tests.e2e import BIN, GIT_ID, make_repo, ran_stages, run, set_param
 
 DVC = str(BIN / "dvc")
-STAGES = ["download", "resize", "slice", "degrade", "teacher", "distill-train", "evaluate"]
+STAGES = ["download", "resize", "slice", "degrade", "teacher", "train", "evaluate"]
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +58,9 @@ def test_a_branch_reruns_only_what_it_changed_and_reports_the_diff(origin):
     set_param(clone, "train", "epochs", 3)
     run(["git", *GIT_ID, "commit", "-qam", "3 epochs"], clone, check=True)
     ci = run(["bash", "ci/pipeline.sh", "main"], clone, check=True)
-    assert ran_stages(ci.stdout) == ["distill-train", "evaluate"]
+    assert ran_stages(ci.stdout) == ["train", "evaluate"]
     report = (clone / "report.md").read_text()
-    assert "| distill-train | ran |" in report and "| teacher | unchanged |" in report
+    assert "| train | ran |" in report and "| teacher | unchanged |" in report
     assert "train.epochs" in report and "| 2 " in report and "| 3 " in report  # params diff: old and new
     assert "eval.json" in report and "methods.student.psnr" in report  # metrics diff
 
@@ -80,16 +80,16 @@ def test_a_param_changed_and_back_restores_from_the_run_cache(origin):
     lock = (repo / "dvc.lock").read_bytes()
     lr = yaml.safe_load((repo / "params.yaml").read_text())["train"]["lr"]
     other = run([DVC, "exp", "run", "-S", f"train.lr={lr * 2}"], repo, check=True)
-    assert ran_stages(other.stdout) == ["distill-train", "evaluate"]
+    assert ran_stages(other.stdout) == ["train", "evaluate"]
     back = run([DVC, "exp", "run", "-S", f"train.lr={lr}"], repo, check=True)
     assert ran_stages(back.stdout) == []
-    assert "Stage 'distill-train' is cached - skipping run" in back.stdout
+    assert "Stage 'train' is cached - skipping run" in back.stdout
     assert "Stage 'evaluate' is cached - skipping run" in back.stdout
     assert (repo / "dvc.lock").read_bytes() == lock
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage", ["teacher", "distill-train"])
+@pytest.mark.parametrize("stage", ["teacher", "train"])
 def test_a_forced_rerun_leaves_dvc_lock_byte_identical(origin, stage):
     _, repo = origin
     before = (repo / "dvc.lock").read_bytes()
@@ -104,12 +104,12 @@ def test_a_forced_rerun_leaves_dvc_lock_byte_identical(origin, stage):
 def test_an_int8_student_comes_out_of_the_pipeline_and_back_to_float_from_the_run_cache(origin):
     import json
 
-    from sharpkd.models import load_student
+    from sharpkd.nets.students import load_student
 
     _, repo = origin
     lock = (repo / "dvc.lock").read_bytes()
     q = run([DVC, "exp", "run", "-S", "train.int8.steps=3"], repo, check=True)
-    assert ran_stages(q.stdout) == ["distill-train", "evaluate"]  # the teacher's outputs are reused
+    assert ran_stages(q.stdout) == ["train", "evaluate"]  # the teacher's outputs are reused
     model, meta = load_student(repo / "models/e2e/student.safetensors")
     assert model.int8 == {"first_bits": 7} and float(model.act_max[0]) == 1.0
     card = json.loads(meta["card"])

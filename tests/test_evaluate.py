@@ -1,11 +1,11 @@
-"""sharpkd.evaluate: every method row from one place, numbers in eval.json, settings beside it."""
+"""sharpkd.evaluation.evaluate: every method row from one place, numbers in eval.json, settings beside it."""
 
 import numpy as np
 import pytest
 
-from sharpkd.classical import baseline_outputs
-from sharpkd.degrade import degrade
-from sharpkd.evaluate import METHOD_ORDER, evaluate, settings, summary
+from sharpkd.evaluation.classical import baseline_outputs
+from sharpkd.data.degrade import degrade
+from sharpkd.evaluation.evaluate import METHOD_ORDER, evaluate, settings, summary
 
 
 def images(n=2, seed=0):

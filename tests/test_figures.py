@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sharpkd.figures import (
+from sharpkd.evaluation.figures import (
     comparison_grid,
     format_scores_table,
     pick_zoom,

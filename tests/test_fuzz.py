@@ -22,11 +22,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from sharpkd.cli import main
-from sharpkd.download import ArchiveLimits, extract_archive
+from sharpkd.app.cli import main
+from sharpkd.data.sources import ArchiveLimits, extract_archive
 from sharpkd.errors import ArchiveError, ImageDecodeError
-from sharpkd.imageio import load_image, load_rgb
-from sharpkd.models import build_student, save_student
+from sharpkd.images import load_image, load_rgb
+from sharpkd.nets.students import build_student, save_student
 
 FUZZ = settings(max_examples=300, deadline=None, database=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

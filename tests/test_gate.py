@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from sharpkd.degrade import degrade
+from sharpkd.data.degrade import degrade
 from sharpkd.errors import SharpkdError
-from sharpkd.gate import teacher_gain
+from sharpkd.training.gate import teacher_gain
 
 
 def images(n=2, seed=0):

@@ -22,14 +22,18 @@ import pytest
 import torch
 from PIL import Image
 
-from sharpkd import download, sharpen, stage
-from sharpkd.cli import main
-from sharpkd.download import ArchiveLimits, collect, extract_archive
+from sharpkd.data import sources as download
+
+from sharpkd.app import sharpen
+
+from sharpkd import stage
+from sharpkd.app.cli import main
+from sharpkd.data.sources import ArchiveLimits, collect, extract_archive
 from sharpkd.fetch import fetch
 from sharpkd.errors import ArchiveError, DownloadError, SharpkdError, one_line, state_dict_mismatch
-from sharpkd.fsutil import clean_stale_temps
-from sharpkd.imageio import load_image
-from sharpkd.models import FORMAT, build_student, load_student
+from sharpkd.files import clean_stale_temps
+from sharpkd.images import load_image
+from sharpkd.nets.students import FORMAT, build_student, load_student
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -208,7 +212,7 @@ def test_state_dict_mismatch_is_one_line(tmp_path, capsys):
 
 
 def test_teacher_state_dict_mismatch_is_one_line():
-    from sharpkd.teacher import VDSRRGB, _vdsr_from_state_dict
+    from sharpkd.training.teacher import VDSRRGB, _vdsr_from_state_dict
 
     sd = VDSRRGB(depth=1, width=4).state_dict()
     sd["junk"] = torch.zeros(1)
@@ -475,7 +479,7 @@ def test_sigterm_swallowed_by_a_library_still_stops(tmp_path, weights, capsys, m
 def test_an_error_a_library_makes_of_sigterm_is_still_the_interrupt():
     """safetensors turns the KeyboardInterrupt of a SIGTERM during a model load into ValueError:
     out of sigterm_as_interrupt it comes as the interrupt (exit 130), other errors as themselves."""
-    from sharpkd.stage import interrupt_requested, sigterm_as_interrupt
+    from sharpkd.process import interrupt_requested, sigterm_as_interrupt
 
     with pytest.raises(KeyboardInterrupt) as info:
         with sigterm_as_interrupt():
@@ -495,7 +499,7 @@ def test_sigterm_subprocess_exit_130(tmp_path, weights):
     big = tmp_path / "big.png"
     Image.fromarray(rand(1500, 1500)).save(big)
     out = tmp_path / "o"
-    proc = subprocess.Popen([sys.executable, "-m", "sharpkd.cli", "sharpen", str(big), "-o", str(out),
+    proc = subprocess.Popen([sys.executable, "-m", "sharpkd.app.cli", "sharpen", str(big), "-o", str(out),
                              "--weights", str(weights), "-q", "--tile", "64"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
     while not out.exists() and proc.poll() is None:  # started: the output folder was checked
@@ -598,7 +602,7 @@ def test_sigterm_during_model_load_turned_into_another_error_is_still_an_interru
                                                                                   monkeypatch):
     """safetensors turns the KeyboardInterrupt of a SIGTERM during the load into a ValueError: the
     recorded signal still gives "interrupted" and exit 130, not a traceback (seen in CI)."""
-    import sharpkd.sharpen as sharpen_mod
+    import sharpkd.app.sharpen as sharpen_mod
 
     Image.fromarray(rand(9, 9)).save(tmp_path / "a.png")
 

@@ -1,4 +1,4 @@
-"""Tests for sharpkd.imageio: decoding rules, error handling, saving round trips."""
+"""Tests for sharpkd.images: decoding rules, error handling, saving round trips."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sharpkd import imageio
+from sharpkd import images as imageio
 from sharpkd.errors import ImageDecodeError, SharpkdError
-from sharpkd.imageio import LoadedImage, iter_image_files, load_image, load_rgb, save_image, save_png
+from sharpkd.images import LoadedImage, iter_image_files, load_image, load_rgb, save_image, save_png
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Tests for sharpkd.inference.run_model: whole-image path, exact tiling for local networks,
+"""Tests for sharpkd.inference.tiled.run_model: whole-image path, exact tiling for local networks,
 windows, uint16, strength, and that `sharpkd sharpen` and the evaluate stage share it."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sharpkd.convert import img2tensor, tensor2img
+from sharpkd.tensors import img2tensor, tensor2img
 from sharpkd.errors import SharpkdError
-from sharpkd.inference import prepare, resume_key, run_many, run_model, window_cores, windows
+from sharpkd.inference.tiled import prepare, resume_key, run_many, run_model, window_cores, windows
 
 
 class LocalNet(torch.nn.Module):
@@ -135,7 +135,7 @@ def test_prepare_puts_weights_channels_last_in_eval_mode():
 
 
 def test_self_ensemble_of_an_equivariant_model_is_the_model():
-    from sharpkd.inference import SelfEnsemble
+    from sharpkd.inference.tiled import SelfEnsemble
 
     blur = torch.nn.Conv2d(3, 3, 3, padding=1, bias=False, groups=3)
     with torch.no_grad():
@@ -146,7 +146,7 @@ def test_self_ensemble_of_an_equivariant_model_is_the_model():
 
 
 def test_self_ensemble_averages_the_eight_transforms():
-    from sharpkd.inference import SelfEnsemble
+    from sharpkd.inference.tiled import SelfEnsemble
 
     shift = lambda x: torch.roll(x, 1, dims=-1)  # noqa: E731 - not equivariant to flips or rotations
     x = torch.rand(1, 3, 6, 6)

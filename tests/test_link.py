@@ -4,10 +4,10 @@ deterministic, and the baselines see the same received frame as the networks."""
 import numpy as np
 import pytest
 
-from sharpkd.classical import baseline_outputs
-from sharpkd.degrade import CODECS, compress, degrade, downscale, link_params, transmitted
+from sharpkd.evaluation.classical import baseline_outputs
+from sharpkd.data.degrade import CODECS, compress, degrade, downscale, link_params, transmitted
 from sharpkd.errors import SharpkdError
-from sharpkd.metrics import psnr
+from sharpkd.evaluation.metrics import psnr
 
 
 def photo(h=61, w=83, seed=0):
@@ -64,7 +64,7 @@ from collections import Counter  # noqa: E402
 
 import yaml  # noqa: E402
 
-from sharpkd.degrade import (draw_link, link_list, link_name, link_slug, link_split, parse_link,  # noqa: E402
+from sharpkd.data.degrade import (draw_link, link_list, link_name, link_slug, link_split, parse_link,  # noqa: E402
                              train_assignment, val_links)
 from sharpkd.errors import one_line  # noqa: E402
 
@@ -139,7 +139,7 @@ def _run_degrade_stage(tmp_path, monkeypatch, degrade_params, name):
     """The degrade stage on tiny slices, in ``tmp_path/name`` (its own params.yaml)."""
     import stages.degrade
 
-    from sharpkd.shards import write_split
+    from sharpkd.data.shards import write_split
 
     slices = tmp_path / "slices"
     if not slices.exists():
@@ -160,8 +160,8 @@ BASE = {"scale": 0.6, "codec": "jpeg", "jpeg_quality": 60, "h264_crf": 23}
 
 
 def test_degrade_stage_without_links_writes_todays_bytes(tmp_path, monkeypatch):
-    from sharpkd.data import degrade_all
-    from sharpkd.shards import read_split, shard_paths, write_split
+    from sharpkd.data.degrade import degrade_all
+    from sharpkd.data.shards import read_split, shard_paths, write_split
 
     work = _run_degrade_stage(tmp_path, monkeypatch, BASE | {"train_links": [], "val_links": [], "seed": 0}, "now")
     before = tmp_path / "before"  # what the stage wrote before links existed: every split through `codec`
@@ -177,7 +177,7 @@ def test_degrade_stage_without_links_writes_todays_bytes(tmp_path, monkeypatch):
 
 
 def test_degrade_stage_mixture_and_extra_validation_sets(tmp_path, monkeypatch):
-    from sharpkd.shards import read_split, split_names
+    from sharpkd.data.shards import read_split, split_names
 
     p = BASE | {"train_links": ["none", "h264:28"], "val_links": ["h264:23", "none"], "seed": 0}
     work = _run_degrade_stage(tmp_path, monkeypatch, p, "mix")

@@ -5,10 +5,10 @@ import pytest
 import torch
 from pytorch_msssim import ssim as msssim_ssim
 
-import sharpkd.losses as losses
+import sharpkd.training.losses as losses
 from sharpkd.errors import SharpkdError
-from sharpkd.losses import ONLINE_TEACHER_TERMS, TERMS, DistillLoss, ZoomDistillation, build_loss, needs_teacher, needs_vgg, ssim_loss
-from sharpkd.vgg import VGGFeatures
+from sharpkd.training.losses import ONLINE_TEACHER_TERMS, TERMS, DistillLoss, ZoomDistillation, build_loss, needs_teacher, needs_vgg, ssim_loss
+from sharpkd.nets.vgg import VGGFeatures
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 VGG19_PATH = SHARED / "weights" / "vgg19_relu3_1.safetensors"
@@ -189,8 +189,8 @@ class Halve(torch.nn.Module):
 
 def test_zoom_inputs_are_shrunk_ground_truth_degraded_as_the_pipeline_does():
     import numpy as np
-    from sharpkd.convert import tensor2img
-    from sharpkd.degrade import degrade, downscale
+    from sharpkd.tensors import tensor2img
+    from sharpkd.data.degrade import degrade, downscale
 
     g = images(4, (3, 3, 20, 30))[0]
     z = ZoomDistillation(Halve(), zoom=0.5, scale=0.6)

@@ -5,7 +5,7 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
-from sharpkd.metrics import (
+from sharpkd.evaluation.metrics import (
     PSNR_CAP,
     SSIM_SETTINGS,
     psnr,

@@ -5,10 +5,10 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from sharpkd.bench import benchmark
-from sharpkd.cost import count_macs, count_params, model_cost
+from sharpkd.inference.bench import benchmark
+from sharpkd.nets.cost import count_macs, count_params, model_cost
 from sharpkd.errors import SharpkdError
-from sharpkd.models import (
+from sharpkd.nets.students import (
     DEFAULT_STUDENT,
     STUDENTS,
     RepConv,
@@ -81,7 +81,7 @@ def test_rejects_non_rgb_input(arch):
 @pytest.mark.parametrize("arch", ARCHS)
 def test_export_path_matches_eager(arch, monkeypatch):
     """The branch-free path taken under torch.export/compile computes the same function."""
-    import sharpkd.models as models
+    import sharpkd.nets.students as models
 
     model = randomised(build_student(arch), std=0.1).reparameterize().eval()
     xs = [torch.rand(s) for s in [(1, 3, 37, 53), (2, 3, 16, 24), (1, 3, 2, 3)]]

@@ -1,14 +1,15 @@
-"""Int8 students (sharpkd.quant): the rounding, calibration, file round trip, OpenVINO against the
+"""Int8 students (sharpkd.nets.quant): the rounding, calibration, file round trip, OpenVINO against the
 PyTorch module, and the pipeline's quantization-aware fine-tuning (train.int8)."""
 
 import numpy as np
 import pytest
 import torch
 
-from sharpkd.cost import model_cost
+from sharpkd.nets.cost import model_cost
 from sharpkd.errors import SharpkdError
-from sharpkd.models import build_student, load_student, save_student
-from sharpkd.quant import calibrate, fake_quant_activation, fake_quant_weight, to_int8
+from sharpkd.nets.students import build_student, load_student, save_student
+from sharpkd.nets.int8 import to_int8
+from sharpkd.nets.quant import calibrate, fake_quant_activation, fake_quant_weight
 
 HEADS = [{}, {"head": "patch", "unshuffle": 4}]
 
@@ -101,7 +102,7 @@ def test_int8_student_round_trips_through_its_file_and_costs_what_the_float_one_
 
 @pytest.mark.parametrize("config", HEADS)
 def test_openvino_runs_the_int8_student_as_int8_within_2_levels_of_its_module(config):
-    from sharpkd.runtime import CompiledStudent, UInt8Graph, _export, _openvino_core
+    from sharpkd.inference.runtimes import CompiledStudent, UInt8Graph, _export, _openvino_core
 
     q = to_int8(student(**config), frames())
     graph = _openvino_core().read_model(_export(q, 48, 64), b"")
@@ -116,7 +117,7 @@ def test_openvino_runs_the_int8_student_as_int8_within_2_levels_of_its_module(co
 @pytest.mark.parametrize("config", HEADS)
 def test_onnxruntime_runs_the_int8_student_within_2_levels_of_its_module(config):
     pytest.importorskip("onnxruntime")
-    from sharpkd.runtime import CompiledStudent, UInt8Graph
+    from sharpkd.inference.runtimes import CompiledStudent, UInt8Graph
 
     q = to_int8(student(**config), frames())
     compiled = CompiledStudent(q, "onnxruntime")
@@ -143,7 +144,7 @@ def test_what_cannot_be_int8_says_so():
 def test_pipeline_fine_tunes_the_int8_student_deterministically_as_one_more_epoch(tmp_path):
     from tests.test_train import make_data
 
-    from sharpkd.distill import train_student
+    from sharpkd.training.distill import train_student
 
     params = {"arch": "sharp", "arch_config": {}, "epochs": 2, "steps_per_epoch": 3, "batch": 4, "patch": 24,
               "lr": 0.003, "seed": 0, "loss": {"l2_gt": 1.0, "l2_teacher": 1.0}, "vgg": {},
@@ -164,7 +165,7 @@ def test_pipeline_fine_tunes_the_int8_student_deterministically_as_one_more_epoc
 def test_bench_and_sharpen_run_an_int8_student_file(tmp_path, capsys):
     from PIL import Image
 
-    from sharpkd.cli import main
+    from sharpkd.app.cli import main
 
     save_student(to_int8(student(), frames()), tmp_path / "q.safetensors")
     assert main(["bench", "--weights", str(tmp_path / "q.safetensors"), "--height", "64", "--width", "96",
@@ -177,7 +178,7 @@ def test_bench_and_sharpen_run_an_int8_student_file(tmp_path, capsys):
 
 
 def _shipped_int8() -> list[str]:
-    from sharpkd.sharpen import SHIPPED, shipped_weights
+    from sharpkd.app.shipped import SHIPPED, shipped_weights
 
     return [n for n in SHIPPED if "int8" in load_student(shipped_weights(n))[0].config]
 
@@ -191,8 +192,8 @@ def test_the_shipped_int8_students_run_in_openvino_within_2_levels_of_their_modu
     """Each int8 student as shipped (trained ranges, not a random student's) on a real photo."""
     from skimage import data
 
-    from sharpkd.runtime import CompiledStudent, UInt8Graph
-    from sharpkd.sharpen import shipped_weights
+    from sharpkd.inference.runtimes import CompiledStudent, UInt8Graph
+    from sharpkd.app.shipped import shipped_weights
 
     q, meta = load_student(shipped_weights(name))
     assert q.config["int8"] == {"first_bits": 7}

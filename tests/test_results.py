@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from sharpkd.figures import write_scores_csv
+from sharpkd.evaluation.figures import write_scores_csv
 from tools.results import ablation_table, paired, runtimes_table, table, update
 
 

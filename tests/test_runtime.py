@@ -1,4 +1,4 @@
-"""The runtimes of sharpkd/runtime.py against the PyTorch reference (run_model on the module)."""
+"""The runtimes of sharpkd/inference/runtimes.py against the PyTorch reference (run_model on the module)."""
 
 from pathlib import Path
 
@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from sharpkd.cli import main
-from sharpkd.inference import prepare, run_model
-from sharpkd.models import build_student
-from sharpkd.runtime import CompiledStudent, available, compile_for, resolve
+from sharpkd.app.cli import main
+from sharpkd.inference.tiled import prepare, run_model
+from sharpkd.nets.students import build_student
+from sharpkd.inference.runtimes import CompiledStudent, available, compile_for, resolve
 from sharpkd.errors import SharpkdError
-from sharpkd.sharpen import Sharpener
+from sharpkd.app.sharpen import Sharpener
 
 COMPILED = [r for r in ("openvino", "onnxruntime") if available(r)]
 
@@ -135,8 +135,8 @@ def test_openvino_is_imported_with_its_telemetry_off(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys, numpy as np; from sharpkd.runtime import CompiledStudent, available; "
-            "from sharpkd.models import build_student; assert available('openvino'); "
+    code = ("import sys, numpy as np; from sharpkd.inference.runtimes import CompiledStudent, available; "
+            "from sharpkd.nets.students import build_student; assert available('openvino'); "
             "CompiledStudent(build_student('sharp').reparameterize().eval(), 'openvino').run_uint8("
             "np.zeros((8, 8, 3), np.uint8)); import openvino.tools.ovc.convert_impl as c; "
             "print(c.tm.__name__, 'openvino_telemetry' in sys.modules)")
@@ -154,8 +154,8 @@ def test_the_uint8_graph_runs_the_unshuffled_layout_where_it_can_with_the_same_o
     """UInt8Graph (un)shuffles the uint8 frame itself when the student and window allow it; the
     output is the module's, up to float summation order (a level, rarely; two through int8's
     re-rounding of every layer's input)."""
-    from sharpkd.quant import to_int8
-    from sharpkd.runtime import UInt8Graph
+    from sharpkd.nets.int8 import to_int8
+    from sharpkd.inference.runtimes import UInt8Graph
 
     model = student()
     if int8:

@@ -7,9 +7,9 @@ import pytest
 import torch
 import yaml
 
-from sharpkd.card import shipped_card, student_card
+from sharpkd.nets.card import shipped_card, student_card
 from sharpkd.errors import SharpkdError
-from sharpkd.models import build_student
+from sharpkd.nets.students import build_student
 from tools.ship import main, ship
 
 
@@ -23,7 +23,7 @@ def run(tmp_path):
     (tmp_path / "metrics" / "p" / "eval.json").write_text(json.dumps({
         "methods": {"student": {"psnr": 39.4, "ssim": 0.96}}, "n_images": 31}))
     (tmp_path / "metrics" / "p" / "eval_settings.json").write_text(json.dumps({"sizes": ["1920x1080"]}))
-    lock = {"stages": {"distill-train": {"params": {"params.yaml": {"train.epochs": 10}}, "outs": [
+    lock = {"stages": {"train": {"params": {"params.yaml": {"train.epochs": 10}}, "outs": [
         {"path": "models/p/student.safetensors", "md5": hashlib.md5(b"weights").hexdigest()}]}}}
     (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
     return tmp_path
@@ -32,7 +32,7 @@ def run(tmp_path):
 def test_ship_copies_weights_and_writes_the_card(run):
     out = ship("p", root=run, dest=run / "shipped")
     assert out.read_bytes() == b"weights"
-    card = json.loads((run / "shipped" / "student.json").read_text())
+    card = json.loads((run / "shipped" / "student-balanced.json").read_text())
     assert card["arch"] == "sharp" and card["parameters"] == 5804
     assert card["evaluation"]["methods"]["student"]["psnr"] == 39.4
     assert card["evaluation"]["settings"] == {"sizes": ["1920x1080"]}
@@ -41,11 +41,11 @@ def test_ship_copies_weights_and_writes_the_card(run):
 
 
 def test_ship_writes_a_named_student_to_its_own_file(run, monkeypatch):
-    monkeypatch.setitem(__import__("sharpkd.sharpen", fromlist=["SHIPPED"]).SHIPPED, "fast", "student-fast.safetensors")
+    monkeypatch.setitem(__import__("sharpkd.app.shipped", fromlist=["SHIPPED"]).SHIPPED, "fast", ("student-fast.safetensors", "int8"))
     out = ship("p", root=run, dest=run / "shipped", name="fast")
     assert out == run / "shipped" / "student-fast.safetensors" and out.read_bytes() == b"weights"
     assert json.loads((run / "shipped" / "student-fast.json").read_text())["arch"] == "sharp"
-    assert not (run / "shipped" / "student.safetensors").exists()  # the default is left alone
+    assert not (run / "shipped" / "student-balanced.safetensors").exists()  # the balanced one is left alone
     with pytest.raises(SharpkdError, match="no shipped student is named 'nope'"):
         ship("p", root=run, dest=run / "shipped", name="nope")
 
@@ -83,5 +83,5 @@ def test_student_card_counts_the_folded_model():
 
 def test_shipped_card_needs_the_distill_train_stage(tmp_path):
     (tmp_path / "w").write_bytes(b"x")
-    with pytest.raises(SharpkdError, match="no distill-train stage"):
+    with pytest.raises(SharpkdError, match="no train stage"):
         shipped_card({}, {}, {}, {"stages": {}}, tmp_path / "w", profile="p", revision="r")

@@ -1,4 +1,4 @@
-"""``sharpkd stream``: raw frames on stdin, sharpened raw frames on stdout (sharpkd/video.py
+"""``sharpkd stream``: raw frames on stdin, sharpened raw frames on stdout (sharpkd/video/codec.py
 :func:`stream`).  Bytes in and out through subprocess; no ffmpeg binary needed."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import sys
 import numpy as np
 import pytest
 
-from sharpkd.cli import main
-from sharpkd.sharpen import Sharpener
-from sharpkd.video import stream
+from sharpkd.app.cli import main
+from sharpkd.app.sharpen import Sharpener
+from sharpkd.video.codec import stream
 
 W, H = 40, 24
 FRAME = W * H * 3
@@ -26,7 +26,7 @@ def frames(n: int, dtype=np.uint8) -> np.ndarray:
 
 
 def run_cli(weights, data: bytes, *args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "sharpkd.cli", "stream", "--size", f"{W}x{H}", "--weights", str(weights), *args]
+    cmd = [sys.executable, "-m", "sharpkd.app.cli", "stream", "--size", f"{W}x{H}", "--weights", str(weights), *args]
     return subprocess.run(cmd, input=data, capture_output=True, timeout=300,
                           env=os.environ | {"OMP_NUM_THREADS": "1"})
 
@@ -66,7 +66,7 @@ def test_short_final_frame_is_one_line_and_exit_1(weights):
 
 
 def test_broken_pipe_on_stdout_is_quiet(weights):
-    cmd = [sys.executable, "-m", "sharpkd.cli", "stream", "--size", f"{W}x{H}", "--weights", str(weights)]
+    cmd = [sys.executable, "-m", "sharpkd.app.cli", "stream", "--size", f"{W}x{H}", "--weights", str(weights)]
     p = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                          env=os.environ | {"OMP_NUM_THREADS": "1"})
     one = frames(1).tobytes()

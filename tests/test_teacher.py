@@ -1,4 +1,4 @@
-"""Tests for sharpkd.teacher: building, safe checkpoint loading, VDSR, adaptation, inference."""
+"""Tests for sharpkd.training.teacher: building, safe checkpoint loading, VDSR, adaptation, inference."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from sharpkd import teacher as T
-from sharpkd.degrade import degrade
+from sharpkd.training import teacher as T
+from sharpkd.data.degrade import degrade
 from sharpkd.errors import DownloadError, SharpkdError
-from sharpkd.inference import prepare, run_many, run_model
+from sharpkd.inference.tiled import prepare, run_many, run_model
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 VDSR = SHARED / "weights" / "vdsr_y.safetensors"

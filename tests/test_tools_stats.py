@@ -31,7 +31,7 @@ def _seeds_root(tmp_path, lr=0.001):
     import numpy as np
     import yaml
 
-    from sharpkd.shards import write_split
+    from sharpkd.data.shards import write_split
 
     rng = np.random.default_rng(0)
     gt = {f"t{i}": rng.integers(0, 256, (24, 24, 3), dtype=np.uint8) for i in range(3)}
@@ -48,7 +48,7 @@ def _seeds_root(tmp_path, lr=0.001):
 
 
 def test_seeds_runs_every_seed_and_arm_once_and_resumes_only_under_the_same_settings(tmp_path, monkeypatch):
-    import sharpkd.distill
+    import sharpkd.training.distill
     from tools.seeds import run
 
     root, out = _seeds_root(tmp_path), tmp_path / "seeds.json"
@@ -59,7 +59,7 @@ def test_seeds_runs_every_seed_and_arm_once_and_resumes_only_under_the_same_sett
     def no_training(*a, **k):
         raise AssertionError("trained again")
 
-    monkeypatch.setattr(sharpkd.distill, "train_student", no_training)
+    monkeypatch.setattr(sharpkd.training.distill, "train_student", no_training)
     again = run("p", 2, root=root, out=out)  # everything is in out already
     assert again["per_image"] == {a: {int(s): v for s, v in r.items()} for a, r in first["per_image"].items()}
     _seeds_root(tmp_path, lr=0.002)  # other settings: the saved runs are not reused

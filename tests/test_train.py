@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-from sharpkd.degrade import degrade
+from sharpkd.data.degrade import degrade
 from sharpkd.errors import SharpkdError
-from sharpkd.distill import TrainData, steps_per_epoch, train_student as train
-from sharpkd.train import sample_batch
+from sharpkd.training.distill import TrainData, steps_per_epoch, train_student as train
+from sharpkd.training.loop import sample_batch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -116,9 +116,9 @@ def test_teacher_terms_without_teacher_outputs_fail_clearly():
 DDP_SCRIPT = r"""
 import json, sys, torch, torch.distributed as dist
 sys.path.insert(0, {root!r})
-from sharpkd.distributed import distributed
+from sharpkd.training.distributed import distributed
 from tests.test_train import PARAMS, make_data
-from sharpkd.distill import train_student as train
+from sharpkd.training.distill import train_student as train
 with distributed() as (rank, world, device):
     model, best, hist = train(PARAMS | {{"epochs": 2}}, make_data(), device=device or "cpu")
     if rank == 0:

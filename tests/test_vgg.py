@@ -5,9 +5,9 @@ import pytest
 import torch
 from torchvision.models.vgg import cfgs, make_layers
 
-import sharpkd.vgg
+import sharpkd.nets.vgg
 from sharpkd.errors import SharpkdError
-from sharpkd.vgg import IMAGENET_MEAN, IMAGENET_STD, VGG16_SHA256, VGG16_URL, VGGFeatures
+from sharpkd.nets.vgg import IMAGENET_MEAN, IMAGENET_STD, VGG16_SHA256, VGG16_URL, VGGFeatures
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 VGG19_PATH = SHARED / "weights" / "vgg19_relu3_1.safetensors"
@@ -131,7 +131,7 @@ def test_vgg16_default_download_is_pinned(vgg16_file, monkeypatch):
         calls.append((url, sha256))
         return path
 
-    monkeypatch.setattr(sharpkd.vgg, "fetch", fake_fetch)
+    monkeypatch.setattr(sharpkd.nets.vgg, "fetch", fake_fetch)
     vgg = VGGFeatures("vgg16", layers=["relu1_2"], progress=False)
     assert calls == [(VGG16_URL, VGG16_SHA256)]
     assert len(vgg.net) == 4

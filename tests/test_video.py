@@ -1,4 +1,4 @@
-"""Video through FFmpeg (sharpkd/video.py): H.264 out, audio copied bit for bit, timestamps,
+"""Video through FFmpeg (sharpkd/video/codec.py): H.264 out, audio copied bit for bit, timestamps,
 rotation, colour tags and frame count kept; truncated or damaged inputs and failed writes never
 leave a half-written file and never pass silently.  Clips are tiny (64x48, about 10 frames)."""
 
@@ -16,9 +16,9 @@ import av
 import numpy as np
 import pytest
 
-from sharpkd import video
-from sharpkd.cli import main
-from sharpkd.metrics import psnr
+from sharpkd.video import codec as video
+from sharpkd.app.cli import main
+from sharpkd.evaluation.metrics import psnr
 
 W, H = 64, 48
 
@@ -219,7 +219,7 @@ def test_real_file_size_limit_fails_the_file(tmp_path, weights):
     out.mkdir()
     code = (
         "import resource, signal, sys\n"
-        "from sharpkd.cli import main\n"
+        "from sharpkd.app.cli import main\n"
         "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
         "resource.setrlimit(resource.RLIMIT_FSIZE, (3000, resource.RLIM_INFINITY))\n"
         f"sys.exit(main(['sharpen', {str(src)!r}, '-o', {str(out)!r}, '--weights', {str(weights)!r}, '-q']))\n"
@@ -359,7 +359,7 @@ def test_done_when_audio_h264_frames_and_timestamps(tmp_path):
         make_clip(src, n=25, vfr=True)
     finally:
         W, H = size
-    r = subprocess.run([sys.executable, "-m", "sharpkd.cli", "sharpen", str(src), "-o", str(tmp_path / "o"), "-q"],
+    r = subprocess.run([sys.executable, "-m", "sharpkd.app.cli", "sharpen", str(src), "-o", str(tmp_path / "o"), "-q"],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     a, b = probe(src), probe(tmp_path / "o" / "call.mp4")

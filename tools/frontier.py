@@ -2,7 +2,7 @@
 """Quality per millisecond of candidate students on the photo pool, outside the pipeline.
 
 The issue's protocol for choosing a student before a full pipeline run: train one student
-(:func:`sharpkd.train.fit`, the pipeline's loop; loss ``mean (S - G)^2``, no teacher) on random
+(:func:`sharpkd.training.loop.fit`, the pipeline's loop; loss ``mean (S - G)^2``, no teacher) on random
 64x64 patches of the photo pool's *training* photos (``metrics/photos/split.json``), degraded
 as the link does -- through one link per photo drawn from ``--links`` (seeded by the photo's
 name), so ``--links none`` is the report's degradation and ``none,h264:18,h264:23,h264:28`` a
@@ -33,14 +33,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sharpkd.degrade import degrade, draw_link, parse_link  # noqa: E402
+from sharpkd.data.degrade import degrade, draw_link, parse_link  # noqa: E402
 
 
 def load_set(photos: Path, names: list[str], links: list[str], seed: int, cache: Path, desc: str):
     """``(degraded, gt)`` lists: each photo through its drawn link (cached as .npy per photo and link)."""
     from tqdm import tqdm
 
-    from sharpkd.imageio import load_rgb
+    from sharpkd.images import load_rgb
 
     cache.mkdir(parents=True, exist_ok=True)
     deg, gts = [], []
@@ -61,7 +61,7 @@ def load_set(photos: Path, names: list[str], links: list[str], seed: int, cache:
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    from sharpkd.metrics import psnr as _psnr
+    from sharpkd.evaluation.metrics import psnr as _psnr
 
     return float(_psnr(a, b))
 
@@ -69,13 +69,13 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 def run(args: argparse.Namespace) -> dict:
     import torch
 
-    from sharpkd.bench import benchmark
-    from sharpkd.cost import model_cost
-    from sharpkd.distill import inference_copy
-    from sharpkd.inference import run_model
-    from sharpkd.models import build_student, save_student
-    from sharpkd.runtime import compile_for
-    from sharpkd.train import Pairs, fit
+    from sharpkd.inference.bench import benchmark
+    from sharpkd.nets.cost import model_cost
+    from sharpkd.training.distill import inference_copy
+    from sharpkd.inference.tiled import run_model
+    from sharpkd.nets.students import build_student, save_student
+    from sharpkd.inference.runtimes import compile_for
+    from sharpkd.training.loop import Pairs, fit
 
     torch.set_num_threads(args.threads)
     split = json.loads((ROOT / "metrics/photos/split.json").read_text())
@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> dict:
 
     weights = ROOT / ".sharpkd/frontier" / f"{args.name}.safetensors"  # git-ignored: the JSON is the result
     if args.score:  # score weights this tool saved before (same arguments), without training again
-        from sharpkd.models import load_student
+        from sharpkd.nets.students import load_student
 
         model, _ = load_student(weights)
         best, history, train_s = {}, [], None
@@ -122,7 +122,7 @@ def run(args: argparse.Namespace) -> dict:
               "curve": [{"step": r["step"], "val_psnr": r["val_psnr"]} for r in history],
               "best_epoch": best.get("epoch"), "ms_per_1080p": timing["median_ms"], "fps_1080p": timing["fps"],
               "train_threads": args.threads, "train_seconds": train_s} | model_cost(folded)
-    from sharpkd.fsutil import write_json
+    from sharpkd.files import write_json
 
     write_json(out / f"{args.name}.json", result)
     return result
@@ -132,9 +132,9 @@ def retime(folder: Path, runs: int, passes: int = 3) -> None:
     """Time every saved run's weights again (``ms_per_1080p``, ``fps_1080p``) in ``passes``
     interleaved passes over all runs, keeping each run's fastest median: on a VM whose speed drifts
     within minutes, interleaving spreads the drift over every run alike."""
-    from sharpkd.bench import benchmark
-    from sharpkd.fsutil import write_json
-    from sharpkd.models import load_student
+    from sharpkd.inference.bench import benchmark
+    from sharpkd.files import write_json
+    from sharpkd.nets.students import load_student
 
     paths = sorted(folder.glob("*.json"))
     models = {p: load_student(ROOT / ".sharpkd/frontier" / f"{json.loads(p.read_text())['name']}.safetensors")[0]

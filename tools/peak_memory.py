@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, (w, h) in parse_sizes(args.sizes).items():
             src = Path(tmp) / f"{name}.jpg"
             synthetic_photo(w, h).save(src, quality=92)
-            cmd = [sys.executable, "-m", "sharpkd.cli", "sharpen", str(src), "-o", str(Path(tmp) / f"out-{name}"),
+            cmd = [sys.executable, "-m", "sharpkd.app.cli", "sharpen", str(src), "-o", str(Path(tmp) / f"out-{name}"),
                    "-q", "--overwrite", "--device", args.device]
             if args.tile:
                 cmd += ["--tile", str(args.tile)]

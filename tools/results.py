@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sharpkd.fsutil import atomic_path
+from sharpkd.files import atomic_path
 
 LABELS = {
     "identity": "degraded input (identity)",
@@ -430,7 +430,7 @@ def seeds_table(metrics_dir: str | Path, name: str = "") -> str:
                  f"{i['ci95_high']:+.3f}, over {i['images']} images), ahead on {i['ahead']} of {i['images']}.\n")
     train = r.get("train")
     if train:  # the student and budget every run of this file shares (tools/seeds.py settings)
-        from sharpkd.models import build_student
+        from sharpkd.nets.students import build_student
 
         cfg = build_student(train["arch"], **(train.get("arch_config") or {})).config  # defaults filled in
         size = (f" c{cfg['channels']}b{cfg['blocks']}" if {"channels", "blocks"} <= set(cfg) else
@@ -630,7 +630,7 @@ def save_run(name: str, metrics_dir: str | Path) -> list[Path]:
 
 def _primary_link(info: dict) -> str:
     """The link of the primary validation set, from ``eval_settings.json`` (``none`` when not recorded)."""
-    from sharpkd.degrade import link_name
+    from sharpkd.data.degrade import link_name
 
     d = info.get("degradation") or {}
     return link_name(**{k: d[k] for k in ("codec", "jpeg_quality", "h264_crf") if k in d})
@@ -640,7 +640,7 @@ def paired(metrics_dir: str | Path, run: str, base: str | None = None) -> str:
     """The profile's student (or saved run ``base``'s) against saved run ``run``'s student, image
     by image (same validation images): mean and standard deviation of the PSNR difference, the
     images where it is better, and the mean SSIM difference, at each evaluated scale."""
-    from sharpkd.figures import read_scores_csv
+    from sharpkd.evaluation.figures import read_scores_csv
 
     metrics_dir = Path(metrics_dir)
     other_path = metrics_dir / "ablation" / f"{run}-scores.csv"

@@ -4,10 +4,10 @@
 Reads what the pipeline made for ``--profile`` (``data/<profile>/slices``, ``degraded`` and
 ``teacher`` shards: run ``dvc repro`` or ``dvc pull`` first) and the ``train`` section of
 ``params.yaml``, then trains the student ``--seeds`` times per arm with
-:func:`sharpkd.distill.train_student` (the pipeline's own training): arm ``gt_only`` with
+:func:`sharpkd.training.distill.train_student` (the pipeline's own training): arm ``gt_only`` with
 ``loss.l2_teacher = 0``, arm ``distilled`` with the params as they are (seed ``s`` gives both
 arms the same initial weights and the same batches).  Each run's best epoch is scored on the
-full-size validation images with :func:`sharpkd.inference.run_model` (RGB PSNR, data range 255).
+full-size validation images with :func:`sharpkd.inference.tiled.run_model` (RGB PSNR, data range 255).
 
 Reported in ``metrics/<profile>/seeds.json`` (``tools/results.py --update README.md`` renders it):
 
@@ -17,14 +17,14 @@ Reported in ``metrics/<profile>/seeds.json`` (``tools/results.py --update README
   mean and the 95% t-interval over images, and on how many images distillation is ahead.
 
 With ``--zoom W`` a third arm ``zoom`` adds the DUKD-style term ``loss.l2_teacher_zoom = W``
-(:class:`sharpkd.losses.ZoomDistillation`: the adapted teacher of ``models/<profile>`` labels
+(:class:`sharpkd.training.losses.ZoomDistillation`: the adapted teacher of ``models/<profile>`` labels
 down-zoomed patches online) to the distilled arm, and ``comparisons`` holds the same two paired
 reports for every pair of arms (``zoom-gt_only``, ``zoom-distilled``, ...).
 
 Each finished run is written to the output at once, and a later call with the same settings
 trains only the runs that are missing (``--seeds 5`` after ``--seeds 3`` adds seeds 3 and 4).
 The per-epoch validation leaves SSIM out (the best epoch is chosen by PSNR either way), so a run
-costs about a third of the ``distill-train`` stage's time.  ``--root`` reads params, data and
+costs about a third of the ``train`` stage's time.  ``--root`` reads params, data and
 models from another checkout (one that ran the photo pool, say).
 
     .venv/bin/python tools/seeds.py --profile default --seeds 3 --zoom 1
@@ -89,12 +89,12 @@ def settings(params: dict, profile: str, zoom: float, val_images: int) -> dict:
 def run(profile: str, seeds: int, zoom: float = 0.0, root: Path = ROOT, out: Path | None = None) -> dict:
     """Train every (seed, arm) not already in ``out`` (same settings), writing ``out`` after each run."""
     from sharpkd import stage
-    from sharpkd.distill import TrainData, inference_copy, train_student
-    from sharpkd.fsutil import write_json
-    from sharpkd.inference import run_model
-    from sharpkd.metrics import psnr
-    from sharpkd.shards import read_split
-    from sharpkd.teacher import load_teacher
+    from sharpkd.training.distill import TrainData, inference_copy, train_student
+    from sharpkd.files import write_json
+    from sharpkd.inference.tiled import run_model
+    from sharpkd.evaluation.metrics import psnr
+    from sharpkd.data.shards import read_split
+    from sharpkd.training.teacher import load_teacher
 
     params = stage.load_params("train", root / "params.yaml")
     data_dir = root / "data" / profile
@@ -153,7 +153,7 @@ def main() -> None:
     args = ap.parse_args()
     if args.seeds < 2:
         ap.error("--seeds must be at least 2 (a spread needs two runs)")
-    from sharpkd.fsutil import write_json
+    from sharpkd.files import write_json
 
     out = args.out or ROOT / "metrics" / args.profile / "seeds.json"
     report = run(args.profile, args.seeds, args.zoom, args.root.resolve(), out)

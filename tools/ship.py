@@ -1,10 +1,10 @@
 """Make a pipeline-trained student the one shipped inside the package (a repository tool).
 
-``python tools/ship.py --profile photos [--name default]`` copies ``models/<profile>/student.safetensors``
-to the file of the shipped student ``name`` (:data:`sharpkd.sharpen.SHIPPED`; ``default`` is
-``sharpkd/weights/student.safetensors``) and writes its card beside it (``.json``): the model
+``python tools/ship.py --profile photos [--name balanced]`` copies ``models/<profile>/student.safetensors``
+to the file of the shipped student ``name`` (:data:`sharpkd.app.shipped.SHIPPED`; ``balanced`` is
+``sharpkd/weights/student-balanced.safetensors``) and writes its card beside it (``.json``): the model
 card of the training stage plus the run's evaluation and what identifies the run
-(:func:`sharpkd.card.shipped_card`).  It refuses weights that are not the output ``dvc.lock``
+(:func:`sharpkd.nets.card.shipped_card`).  It refuses weights that are not the output ``dvc.lock``
 records.
 """
 
@@ -19,9 +19,9 @@ from pathlib import Path
 
 import yaml
 
-from sharpkd.card import shipped_card
+from sharpkd.nets.card import shipped_card
 from sharpkd.errors import SharpkdError
-from sharpkd.fsutil import atomic_path, write_json
+from sharpkd.files import atomic_path, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -40,18 +40,18 @@ def _read(path: Path, loader=json.loads):
     return loader(path.read_text())
 
 
-def ship(profile: str, root: str | Path = ROOT, dest: str | Path | None = None, name: str = "default",
+def ship(profile: str, root: str | Path = ROOT, dest: str | Path | None = None, name: str = "balanced",
          revision: str | None = None) -> Path:
     """Ship ``root``'s run of ``profile`` as student ``name``; ``revision`` (default: ``root``'s git
     HEAD) is the code revision the run used, recorded in the card."""
-    from sharpkd.sharpen import SHIPPED
+    from sharpkd.app.shipped import SHIPPED
 
     if name not in SHIPPED:
-        raise SharpkdError(f"no shipped student is named {name!r}: add it to sharpkd.sharpen.SHIPPED first "
+        raise SharpkdError(f"no shipped student is named {name!r}: add it to sharpkd.app.shipped.SHIPPED first "
                            f"(now: {', '.join(SHIPPED)})")
     root = Path(root)
     dest = Path(dest) if dest is not None else root / "sharpkd" / "weights"
-    target = dest / SHIPPED[name]
+    target = dest / SHIPPED[name][0]
     weights = root / "models" / profile / "student.safetensors"
     card = shipped_card(_read(root / "models" / profile / "student.json"),
                         _read(root / "metrics" / profile / "eval.json"),
@@ -68,7 +68,7 @@ def ship(profile: str, root: str | Path = ROOT, dest: str | Path | None = None, 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="photos")
-    ap.add_argument("--name", default="default", help="which shipped student it becomes (sharpkd.sharpen.SHIPPED)")
+    ap.add_argument("--name", default="balanced", help="which shipped student it becomes (sharpkd.app.shipped.SHIPPED)")
     args = ap.parse_args(argv)
     try:
         print("shipped", ship(args.profile, name=args.name))

@@ -6,13 +6,13 @@ does, run ``sharpkd sharpen`` on it, and score what came out.
    ``--frames``), each held for ``--hold`` frames of a slow pan across it (a crop of 90% of the
    photo moving from its left edge to its right, so consecutive frames are related the way a
    video's are; ``--hold 1``: each photo once, whole), resized to ``--size`` (default 1920x1080);
-2. the link: every frame degraded by :func:`sharpkd.degrade.degrade` (bilinear to 60% and back
+2. the link: every frame degraded by :func:`sharpkd.data.degrade.degrade` (bilinear to 60% and back
    up), encoded H.264 at ``--link-crf`` (default 23; BT.709, yuv420p) at ``--fps``, with an AAC
    tone: the *received* video;
 3. ``sharpkd sharpen received.mp4`` in its own process, as a user runs it, and ``sharpkd bench``
    at the same frame size and tile in its own process, alternating ``--repeat`` times so both
    see the same machine state; best and median of each;
-4. PSNR/SSIM (:mod:`sharpkd.metrics`) of the received and the sharpened video against the
+4. PSNR/SSIM (:mod:`sharpkd.evaluation.metrics`) of the received and the sharpened video against the
    ground truth (``--score`` frames evenly spaced), frame counts, timestamps, whether the audio
    survived bit for bit, and the frame rates.
 
@@ -42,7 +42,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from sharpkd.video import _SWS_FLAGS  # noqa: E402 - the conversions sharpkd sharpen itself uses
+from sharpkd.video.codec import _SWS_FLAGS  # noqa: E402 - the conversions sharpkd sharpen itself uses
 
 
 def load_frames(folder: Path, pattern: str, count: int | None, size: tuple[int, int],
@@ -125,7 +125,7 @@ def decode(path: Path, keep: set[int] | None = None) -> tuple[dict[int, np.ndarr
 
 
 def score(frames: dict[int, np.ndarray], truth: list[np.ndarray]) -> dict:
-    from sharpkd.metrics import psnr, ssim
+    from sharpkd.evaluation.metrics import psnr, ssim
 
     idx = sorted(i for i in frames if i < len(truth))
     p = [psnr(frames[i], truth[i]) for i in idx]
@@ -134,7 +134,7 @@ def score(frames: dict[int, np.ndarray], truth: list[np.ndarray]) -> dict:
 
 
 def _sharpen(args, received: Path, out_dir: Path) -> dict:
-    cmd = [sys.executable, "-m", "sharpkd.cli", "sharpen", str(received), "-o", str(out_dir), "--overwrite",
+    cmd = [sys.executable, "-m", "sharpkd.app.cli", "sharpen", str(received), "-o", str(out_dir), "--overwrite",
            "-q", "--device", args.device, "--codec", args.codec, "--crf", str(args.crf), "--preset", args.preset]
     if args.weights:
         cmd += ["--weights", args.weights]
@@ -154,7 +154,7 @@ def _sharpen(args, received: Path, out_dir: Path) -> dict:
 
 def _bench(args, w: int, h: int) -> dict:
     """``sharpkd bench`` in its own process at the size and tile ``sharpkd sharpen`` runs."""
-    cmd = [sys.executable, "-m", "sharpkd.cli", "bench", "--json", "--height", str(h), "--width", str(w),
+    cmd = [sys.executable, "-m", "sharpkd.app.cli", "bench", "--json", "--height", str(h), "--width", str(w),
            "--runs", str(args.bench_runs), "--device", "cpu" if args.device == "auto" else args.device]
     if args.weights:
         cmd += ["--weights", args.weights]
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="video frames per photo, a slow pan across it (default 10; 1 = each photo once, whole)")
     ap.add_argument("--size", default="1920x1080", help="frame size WxH every photo is resized to")
     ap.add_argument("--fps", type=int, default=25)
-    ap.add_argument("--scale", type=float, default=0.6, help="the link's downscale (sharpkd.degrade.degrade)")
+    ap.add_argument("--scale", type=float, default=0.6, help="the link's downscale (sharpkd.data.degrade.degrade)")
     ap.add_argument("--link-crf", type=int, default=23, help="H.264 quality of the link's encode (default 23)")
     ap.add_argument("--link-preset", default="medium")
     ap.add_argument("--weights", help="student .safetensors (default: the shipped student)")
@@ -205,11 +205,11 @@ def _summary(values: list[float]) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from sharpkd.bench import machine
-    from sharpkd.degrade import degrade
+    from sharpkd.inference.bench import machine
+    from sharpkd.data.degrade import degrade
     from sharpkd.errors import SharpkdError
-    from sharpkd.models import load_student
-    from sharpkd.sharpen import shipped_weights
+    from sharpkd.nets.students import load_student
+    from sharpkd.app.shipped import shipped_weights
 
     try:
         w, h = (int(x) for x in args.size.lower().split("x"))

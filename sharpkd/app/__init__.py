@@ -1,0 +1,1 @@
+"""The ``sharpkd`` command and the library behind ``sharpkd sharpen``."""

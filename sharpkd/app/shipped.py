@@ -1,0 +1,53 @@
+"""The students shipped inside the package (``sharpkd/weights/``): their names, files and cards.
+
+Each has its model card beside its weights (``.json``, written by ``tools/ship.py``): what it
+is, what it was trained on and how it scored.  Nothing here imports torch, so ``--help`` stays
+fast.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+
+from sharpkd.errors import SharpkdError, UsageError
+
+#: name -> (weights file, what it is for).  ``balanced`` is what ``sharpkd`` runs without ``--student``.
+SHIPPED = {
+    "balanced": ("student-balanced.safetensors", "int8, the balance of quality and speed"),
+    "fast": ("student-fast.safetensors", "int8, a smaller network for slower CPUs and higher frame rates"),
+    "quality": ("student-quality.safetensors", "float, the balanced network unrounded: a little sharper, slower"),
+}
+DEFAULT_STUDENT = "balanced"
+
+
+def shipped_weights(name: str = DEFAULT_STUDENT) -> Path:
+    """Path of the shipped student ``name`` (:data:`SHIPPED`) inside the installed package."""
+    if name not in SHIPPED:
+        raise UsageError(f"--student must be one of {', '.join(SHIPPED)}, got {name!r}")
+    path = Path(str(resources.files("sharpkd") / "weights" / SHIPPED[name][0]))
+    if not path.is_file():
+        raise SharpkdError(f"the shipped student weights are missing from the installation ({path}); "
+                           "pass --weights PATH or reinstall sharpkd")
+    return path
+
+
+def shipped_card(name: str) -> dict:
+    """The model card of the shipped student ``name`` (``{}`` when it is missing or unreadable)."""
+    try:
+        return json.loads(shipped_weights(name).with_suffix(".json").read_text())
+    except (SharpkdError, OSError, ValueError):
+        return {}
+
+
+def describe(name: str) -> str:
+    """One line: the student's network and what the card says it gains over the received frame."""
+    card = shipped_card(name)
+    cfg = card.get("arch_config") or {}
+    net = f"{card.get('arch', '?')} c{cfg.get('channels', '?')}b{cfg.get('blocks', '?')}" if card else "?"
+    gain = ""
+    g = ((card.get("evaluation") or {}).get("student_gain_over_input") or {}).get("psnr_db")
+    if isinstance(g, (int, float)):
+        gain = f", {g:+.2f} dB over the degraded input on the photo pool"
+    return f"{name}: {SHIPPED[name][1]} ({net}{gain})"

@@ -1,0 +1,1 @@
+"""Evaluation: metrics with stated settings, classical baselines, the scoring of every method, figures."""

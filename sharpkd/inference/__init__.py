@@ -1,0 +1,1 @@
+"""Inference: tiled model runs, the CPU runtimes (OpenVINO, ONNX Runtime, PyTorch), export and benchmarks."""

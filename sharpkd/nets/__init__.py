@@ -1,0 +1,1 @@
+"""Networks: the students and their registry, int8 quantization, cost counting, model cards, VGG features."""

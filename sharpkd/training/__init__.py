@@ -1,0 +1,1 @@
+"""Training: the one training loop, teacher adaptation and its gate, student distillation and its loss."""

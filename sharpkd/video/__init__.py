@@ -1,0 +1,1 @@
+"""Video: decode, sharpen and encode through FFmpeg (PyAV), raw frame streams, temporal stability."""
