@@ -34,12 +34,42 @@ def test_sharpen_images_and_folders_keep_names_sizes_and_alpha(tmp_path, weights
     single = write(tmp_path / "single.png", rand(16, 16))
     out = tmp_path / "out"
     assert main(["sharpen", str(src), str(single), "-o", str(out), "--weights", str(weights), "-q"]) == 0
-    a = load_image(out / "in" / "a.png")
-    assert a.rgb.shape == (37, 53, 3)
+    a = load_image(out / "in" / "a.jpg")  # each image keeps its own format
+    assert a.rgb.shape == (37, 53, 3) and not (out / "in" / "a.png").exists()
     b = load_image(out / "in" / "sub" / "b.png")
     assert b.alpha is not None and np.array_equal(b.alpha, rand(20, 31, 4)[..., 3])
     assert (out / "single.png").exists()
     assert not list(out.rglob(".*tmp*"))
+
+
+def test_format_names_one_format_for_every_image(tmp_path, weights, capsys):
+    write(tmp_path / "a.jpg", rand(20, 24))
+    write(tmp_path / "b.bmp", rand(20, 24))
+    out = tmp_path / "o"
+    args = ["sharpen", str(tmp_path / "a.jpg"), str(tmp_path / "b.bmp"), "-o", str(out), "--weights", str(weights), "-q"]
+    assert main(args + ["--format", "png"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a.png", "b.png"]
+    assert main(args + ["--format", "same"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a.jpg", "a.png", "b.bmp", "b.png"]
+    assert main(args + ["--format", "gif"]) == 2
+    assert "--format 'gif'" in capsys.readouterr().err
+
+
+def test_help_shows_every_default_and_the_shipped_students(capsys):
+    from sharpkd.app.shipped import SHIPPED
+
+    for cmd in ("sharpen", "stream", "bench", "export-onnx"):
+        with pytest.raises(SystemExit):
+            main([cmd, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert all(f"{name}:" in text for name in SHIPPED), cmd
+        assert "(default: balanced)" in text or "default: balanced" in text, cmd
+    with pytest.raises(SystemExit):
+        main(["sharpen", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for shown in ("(default: 1.0)", "(default: same)", "(default: libx264)", "(default: 18)", "(default: veryfast)",
+                  "(default: auto)", "(default: 2048)"):
+        assert shown in text, shown
 
 
 def test_sixteen_bit_stays_sixteen_bit(tmp_path, weights):

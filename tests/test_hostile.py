@@ -354,7 +354,7 @@ def test_hard_link_to_an_input_is_not_overwritten(tmp_path, weights):
     (tmp_path / "o").mkdir()
     os.link(src, tmp_path / "o" / "b.png")
     (tmp_path / "b.jpg").write_bytes(src.read_bytes())  # decodes (Pillow sniffs), output o/b.png
-    jobs, failed = sharpen.plan([src, tmp_path / "b.jpg"], tmp_path / "o")
+    jobs, failed = sharpen.plan([src, tmp_path / "b.jpg"], tmp_path / "o", "png")
     assert [j.src.name for j in jobs] == ["a.png"] and "replace an input" in failed[0][1]
 
 
@@ -543,7 +543,7 @@ def test_png_with_a_jpeg_name_is_still_an_image(tmp_path, weights):
     img = rand(11, 13)
     Image.fromarray(img).save(tmp_path / "really_png.jpg", format="PNG")
     assert sharpen_cli(weights, tmp_path / "really_png.jpg", "-o", tmp_path / "o") == 0
-    assert load_image(tmp_path / "o" / "really_png.png").rgb.shape == img.shape
+    assert load_image(tmp_path / "o" / "really_png.jpg").rgb.shape == img.shape  # its name keeps its format
 
 
 # ------------------------------------------------------------------------------------------

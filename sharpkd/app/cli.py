@@ -257,67 +257,78 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="sharpkd", description="Restore the sharpness lost to downscale/upscale.")
     sub = ap.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("sharpen", help="sharpen images, folders (recursive) and videos")
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+    s = sub.add_parser("sharpen", help="sharpen images, folders (recursive) and videos", formatter_class=fmt,
+                       description="Sharpen images, folders (recursively) and videos into an output folder.  "
+                                   "A file named on the command line goes to OUTPUT/<name>; a file found in a "
+                                   "folder keeps its path below that folder.  Images keep their format unless "
+                                   "--format says otherwise; videos keep their container.  Existing outputs are "
+                                   "kept unless --overwrite.  Exit 0 when every file was sharpened, 1 when some "
+                                   "failed (each named on one error line), 2 for an unusable command line.")
     s.add_argument("inputs", nargs="+", help="image files, folders, video files (mp4, avi, mov, mkv)")
     s.add_argument("-o", "--output", required=True,
                    help="output folder (created; must not be an input folder or inside one)")
     _add_weights(s)
     s.add_argument("--strength", type=float, default=1.0,
                    help="0 = input, 1 = model output, up to 2 = stronger (extrapolated) sharpening")
-    s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: cuda when a GPU is visible")
     s.add_argument("--tile", type=int, default=DEFAULT_TILE, help="largest window in pixels (bounds memory)")
-    s.add_argument("--format", default="png", help="output image format (png, jpg, webp, tif, bmp)")
+    s.add_argument("--format", default="same",
+                   help="output image format: same (the input's own: png, jpg, webp, tif or bmp; other inputs "
+                        "become png), or one of png, jpg, webp, tif, bmp for every image")
     s.add_argument("--overwrite", action="store_true",
-                   help="replace outputs that already exist (default: keep them and say how many)")
+                   help="replace outputs that already exist (without it they are kept, and counted)")
     s.add_argument("--codec", default="libx264",
-                   help="video encoder: libx264/h264 (default), libx265/h265, libsvtav1/av1, libaom-av1")
+                   help="video encoder: libx264/h264, libx265/h265, libsvtav1/av1, libaom-av1")
     s.add_argument("--crf", type=int, default=18,
-                   help="video quality, constant rate factor (lower = better and bigger; default 18, "
+                   help="video quality, constant rate factor (lower = better and bigger; 18 is "
                         "near-transparent; 0-51 for H.264/H.265, 0-63 for AV1)")
     s.add_argument("--preset", default="veryfast",
-                   help="encoder speed/size trade-off: ultrafast ... veryfast (default: keeps up with the model "
+                   help="encoder speed/size trade-off: ultrafast ... veryfast (keeps up with the model "
                         "on a CPU) ... medium ... veryslow (AV1: also the encoder's speed number)")
     _add_runtime(s, " on 8-bit input")
     s.add_argument("--keep-partial", action="store_true",
-                   help="keep what decoded of a truncated or damaged video (default: skip the file, exit 1)")
+                   help="keep what decoded of a truncated or damaged video (without it: skip the file, exit 1)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     s.set_defaults(fn=cmd_sharpen)
     s.error = _one_line_usage(s)  # type: ignore[method-assign]
 
     r = sub.add_parser("stream", help="raw frames in on stdin, sharpened raw frames out on stdout (for pipes)",
+                       formatter_class=fmt,
                        description="Sharpen raw video frames from stdin to stdout, e.g. ffmpeg -i in.mp4 -f rawvideo "
                                    "-pix_fmt rgb24 - | sharpkd stream --size 1920x1080 | ffmpeg -f rawvideo "
                                    "-pix_fmt rgb24 -s 1920x1080 -r 30 -i - out.mp4.  Exit 0 at the end of the "
                                    "input, 1 when it ends inside a frame (after writing the whole frames), 2 for "
                                    "an unusable command line, 141 when the reader of stdout stops.")
     r.add_argument("--size", required=True, help="frame size WIDTHxHEIGHT, as the sender's -s (e.g. 1920x1080)")
-    r.add_argument("--pix-fmt", default="rgb24", help="rgb24 (default) or rgb48le (16 bits per channel)")
+    r.add_argument("--pix-fmt", default="rgb24", help="rgb24 or rgb48le (16 bits per channel)")
     _add_weights(r)
     r.add_argument("--strength", type=float, default=1.0,
                    help="0 = input, 1 = model output, up to 2 = stronger (extrapolated) sharpening")
-    r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: cuda when a GPU is visible")
     r.add_argument("--tile", type=int, default=DEFAULT_TILE, help="largest window in pixels (bounds memory)")
     _add_runtime(r, " on 8-bit input")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary line on stderr")
     r.set_defaults(fn=cmd_stream)
     r.error = _one_line_usage(r)  # type: ignore[method-assign]
 
-    b = sub.add_parser("bench", help="time one frame: median and p95 ms, fps, parameters, MACs")
-    b.add_argument("--arch", help="time an untrained student of this arch (e.g. seed) instead of weights")
+    b = sub.add_parser("bench", help="time one frame: median and p95 ms, fps, parameters, MACs", formatter_class=fmt)
+    b.add_argument("--arch", help="time an untrained student of this arch (sharp, or seed: the report's network) "
+                                  "instead of weights")
     b.add_argument("--config", help="with --arch: its config as JSON (train.arch_config), "
                                     "e.g. '{\"channels\": 32, \"blocks\": 2}'")
     _add_weights(b)
-    b.add_argument("--height", type=int, default=1080)
-    b.add_argument("--width", type=int, default=1920)
-    b.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    b.add_argument("--height", type=int, default=1080, help="frame height in pixels")
+    b.add_argument("--width", type=int, default=1920, help="frame width in pixels")
+    b.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="where the model runs")
     _add_runtime(b, "")
     b.add_argument("--compare", action="store_true", help="time every installed runtime side by side in one run")
-    b.add_argument("--runs", type=int, default=20)
-    b.add_argument("--warmup", type=int, default=3)
-    b.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    b.add_argument("--runs", type=int, default=20, help="timed calls")
+    b.add_argument("--warmup", type=int, default=3, help="untimed calls first")
+    b.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's choice)")
     b.add_argument("--json", action="store_true", help="print one JSON object")
     b.add_argument("--out", help="also write the JSON to this file (metrics/<profile>/bench/<row>-<cpu|cuda>.json "
-                                 "feeds the README table)")
+                                 "feeds the generated benchmark tables)")
     b.add_argument("--teacher", help="time a saved teacher (.safetensors from the teacher stage) instead of a student")
     b.add_argument("--tile", type=int, default=512, help="window size for --teacher (the pipeline's teacher.tile)")
     b.add_argument("--frames", help="folder of consecutive video frames: also report temporal stability")
@@ -326,7 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.set_defaults(fn=cmd_bench)
     b.error = _one_line_usage(b)  # type: ignore[method-assign]
 
-    e = sub.add_parser("export-onnx", help="export the student to ONNX with dynamic height and width")
+    e = sub.add_parser("export-onnx", help="export the student to ONNX with dynamic height and width",
+                       formatter_class=fmt)
     _add_weights(e)
     e.add_argument("-o", "--output", required=True, help="model.onnx to write")
     e.set_defaults(fn=cmd_export_onnx)

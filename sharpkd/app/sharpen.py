@@ -27,6 +27,7 @@ from sharpkd.inference.tiled import DEFAULT_TILE, prepare, run_model
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv")
 STRENGTH_RANGE = (0.0, 2.0)
 OVERLAP = 32
+SAME_FORMAT = "same"  # --format: each image keeps its own format
 """Tile overlap of ``sharpkd sharpen`` (pixels); ``--tile`` must be at least twice this."""
 
 
@@ -135,10 +136,19 @@ def check_options(*, tile: int, strength: float, fmt: str) -> str:
         raise UsageError(f"--tile must be at least {2 * OVERLAP} pixels (twice the {OVERLAP}-pixel tile overlap), "
                          f"got {tile}")
     fmt = fmt.lower().lstrip(".")
-    if "." + fmt not in IMAGE_EXTENSIONS:
-        raise UsageError(f"--format {fmt!r} is not an image format sharpkd writes; use one of "
+    if fmt != SAME_FORMAT and "." + fmt not in IMAGE_EXTENSIONS:
+        raise UsageError(f"--format {fmt!r} is not an image format sharpkd writes; use {SAME_FORMAT} or one of "
                          f"{', '.join(sorted(e.lstrip('.') for e in IMAGE_EXTENSIONS))}")
     return fmt
+
+
+def output_suffix(src: Path, fmt: str) -> str:
+    """The suffix of an image's output: its own with ``fmt`` ``same`` (PNG for a format sharpkd
+    does not write), else ``.<fmt>``."""
+    if fmt == SAME_FORMAT:
+        own = src.suffix.lower()
+        return src.suffix if own in IMAGE_EXTENSIONS else ".png"
+    return "." + fmt
 
 
 def _probe_writable(folder: Path) -> None:
@@ -188,10 +198,10 @@ def _file_id(path: Path) -> tuple[int, int] | None:
     return (st.st_dev, st.st_ino)
 
 
-def plan(inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLike, fmt: str = "png") -> tuple[list[Job], list[tuple[Path, str]]]:
+def plan(inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLike, fmt: str = "same") -> tuple[list[Job], list[tuple[Path, str]]]:
     """Expand files and folders (recursive) into jobs; unusable inputs are returned as failures.
 
-    Files given directly go to ``out_dir/<stem>.<fmt>``; files found in a folder keep their path
+    Files given directly go to ``out_dir/<stem><suffix>`` (:func:`output_suffix`); files found in a folder keep their path
     relative to that folder under ``out_dir/<folder name>/``.  Videos keep their container, and
     are taken as videos only when their content is a video container
     (:func:`video_content_problem`).  The output folder is never walked as an input, and a job
@@ -200,7 +210,7 @@ def plan(inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLike, fmt: s
     out_dir = Path(out_dir)
     jobs, failed = [], []
     fmt = fmt.lower().lstrip(".")
-    if "." + fmt not in IMAGE_EXTENSIONS:
+    if fmt != SAME_FORMAT and "." + fmt not in IMAGE_EXTENSIONS:
         raise UsageError(f"--format {fmt!r} is not an image format sharpkd writes ({sorted(IMAGE_EXTENSIONS)})")
     out_root = out_dir.resolve()
 
@@ -212,7 +222,7 @@ def plan(inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLike, fmt: s
         if kind == "video" and (why := video_content_problem(src)) is not None:
             failed.append((src, why))
             return
-        dst = out_dir / (rel.with_suffix("." + fmt) if kind == "image" else rel)
+        dst = out_dir / (rel.with_suffix(output_suffix(src, fmt)) if kind == "image" else rel)
         jobs.append(Job(src, dst, kind))
 
     for item in map(Path, inputs):
