@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What geometric self-ensemble (x8) adds to an adapted teacher, on some full-size validation photos.
 
-Issue 12 asks for a teacher at +3.8 dB over the degraded input; ``teacher.self_ensemble: true``
+``teacher.self_ensemble: true``
 would make every teacher output the mean over the 8 flips and rotations, at 8 times the cost of
 the whole teacher stage.  This measures what that buys before paying for it: the teacher of a
 pipeline run (``models/<profile>/teacher.safetensors``) on ``--images`` of its full-size
