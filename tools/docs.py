@@ -415,15 +415,14 @@ What it shows:
   and {rp['identity']['ssim']:.4f} at the report's size: above the report's student
   ({REPORT_SSIM['student']}) before any network runs. Every gain here is over the degraded input.
 * **The students.** `balanced` (c32b2 int8) gains {s_gain:+.3f} dB at full size,
-  {s_gain - _gain(ev, 'lanczos'):+.3f} dB over Lanczos and {s_gain - t_gain:+.3f} dB from its teacher, with
-  1/{teacher['parameters'] / ev['student']['parameters']:.0f} of its parameters and
-  1/{teacher['macs_per_1080p_frame'] / ev['student']['macs_per_1080p_frame']:.0f} of its MACs; int8 costs it
-  {s_gain - q_gain:+.3f} dB against the float `quality` ({q_gain:+.3f}). `fast` (c16b1 int8) gains {f_gain:+.3f} dB,
-  {f_gain - c_gain:+.3f} dB against its float form ({c_gain:+.3f}).
+  {s_gain - _gain(ev, 'lanczos'):+.3f} dB over Lanczos and {t_gain - s_gain:.3f} dB below its teacher, with
+  1/{teacher['parameters'] / ev['student']['parameters']:.0f} of its parameters and 1/{teacher['macs_per_1080p_frame'] / ev['student']['macs_per_1080p_frame']:.0f} of its MACs;
+  int8 costs it {q_gain - s_gain:.3f} dB against the float `quality` ({q_gain:+.3f}). `fast` (c16b1 int8)
+  gains {f_gain:+.3f} dB, {c_gain - f_gain:.3f} dB below its float form ({c_gain:+.3f}).
 * **The teacher.** VDSR as downloaded gains {_gain(ev, 'teacher_as_is'):+.3f} dB (Lanczos: {_gain(ev, 'lanczos'):+.3f});
   adapted on the training pairs, {t_gain:+.3f} dB.
 * **Compressed links** (the H.264 columns): every method gains far less over what it received.
-  {'; '.join(f"at {link_label(s)} the student {lk[s]['student']:+.3f} dB, the teacher {lk[s]['teacher']:+.3f}, Lanczos {lk[s]['lanczos']:+.3f}" for s in links)}.
+  {'; '.join(f"At {link_label(s)} the student {lk[s]['student']:+.3f} dB, the teacher {lk[s]['teacher']:+.3f}, Lanczos {lk[s]['lanczos']:+.3f}" for s in links)}.
   The shipped students were trained on clean pairs; a tiny per-frame student does not undo the
   codec's loss (students trained on a mixture of links: the frontier below).
 * **The report's student** (`report`, run `seed`), with this project's loss and budget, gains
@@ -487,9 +486,9 @@ a teacher below its student teaches it the teacher's errors. `l2_teacher_zoom` s
 
 ## The teacher, adapted longer
 
-Outside the pipeline, `tools/adapt_probe.py` runs the teacher stage's adaptation for more steps
-and scores it on {len(adapt['images'])} of the {adapt['of_validation_images']} validation photos; `tools/ensemble_probe.py` scores a
-saved teacher, plain and as its x8 self-ensemble (the mean over the 8 flips and rotations).
+Measured outside the pipeline: the teacher stage's own adaptation run for more steps, scored on
+{len(adapt['images'])} of the {adapt['of_validation_images']} validation photos along the way, and saved teachers scored plain and as their
+x8 self-ensemble (the mean over the 8 flips and rotations; `teacher.self_ensemble`).
 
 | teacher | photos scored | gain over the input (dB) | x8 self-ensemble (dB) |
 |---|---:|---:|---:|
@@ -502,9 +501,8 @@ Gain along the adaptation ({len(adapt['images'])} photos), step: dB: {curve}.
 Neither longer teacher is a pipeline run yet; whether distillation helps from a teacher that far
 above the student is not measured.
 
-{sources([(photos / 'teacher_ensemble.json', 'python tools/ensemble_probe.py --profile photos --images 4'),
-          (photos / 'teacher_adapt.json', 'python tools/adapt_probe.py --profile photos --steps 4000 --eval-every 500 --images 8 --x8'),
-          (photos / 'teacher_adapt4000.json', 'python tools/ensemble_probe.py --profile photos --teacher FILE --images 31')], root)}
+{sources([(photos / 'teacher_ensemble.json', None), (photos / 'teacher_adapt.json', None),
+          (photos / 'teacher_adapt4000.json', None)], root)}
 ## The embedded default
 
 `dvc repro` on the colour photographs inside scikit-image, resized to 464x256 as in the report.
@@ -601,15 +599,14 @@ frame, every layer at full resolution) takes {teacher['median_ms'] / student['me
 {sources([(p, 'sharpkd bench --out FILE') for p in sorted((photos / 'bench').glob('*-cpu.json'))], root)}
 ## int8 forms
 
-`tools/int8_probe.py` measured int8 forms of a c16b1 student side by side: NNCF's post-training
-quantization with several range settings, and the plain-PyTorch fake quantization that became
-the pipeline's `train.int8` (7-bit first layer, residual add in float), with and without
-quantization-aware fine-tuning.
+int8 forms of a c16b1 student side by side: NNCF's post-training quantization with several range
+settings, and the plain-PyTorch fake quantization of the pipeline's `train.int8` (7-bit first
+layer, residual add in float), with and without quantization-aware fine-tuning.
 
 <!-- int8:photos -->
 {results.int8_table(photos)}<!-- /int8:photos -->
 
-{sources([(int8, 'python tools/int8_probe.py --passes 5 --runs 20 --out metrics/photos/bench/int8.json')], root)}
+{sources([(int8, None)], root)}
 ## Video
 
 `tools/video_bench.py` rebuilds the link end to end (photos held as a slow pan, degraded, coded

@@ -459,7 +459,7 @@ def int8_table(metrics_dir: str | Path) -> str:
     r = _load(Path(metrics_dir) / "bench" / "int8.json")
     if not r:
         return "(no bench/int8.json)\n"
-    rows = [f"| form of the shipped student | ms / 1080p | speed-up | gain over the input "
+    rows = [f"| form of the student | ms / 1080p | speed-up | gain over the input "
             f"({r['validation_frames']} validation photos at 1920x1080) | largest difference from float32 "
             f"| OpenVINO against its PyTorch fake-quant module |",
             "|---|---:|---:|---:|---:|---:|"]
