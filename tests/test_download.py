@@ -482,7 +482,7 @@ def test_collect_url_wrong_hash(server, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------
-# issue 13: one-line messages, bounded downloads
+# one-line messages, bounded downloads
 
 
 @pytest.mark.parametrize("kind, needle", [("ok", "not the expected one"), ("truncated", "truncated")])

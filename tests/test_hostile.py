@@ -1,4 +1,4 @@
-"""Hostile input and failing machines (issue 13): bounded archives, outputs that never clobber
+"""Hostile input and failing machines: bounded archives, outputs that never clobber
 inputs, one clear line for every error.  README's "Bad input" table points at these tests."""
 
 from __future__ import annotations

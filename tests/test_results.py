@@ -1,4 +1,4 @@
-"""README tables are generated from metrics JSON, never typed by hand."""
+"""Results tables are generated from metrics JSON, never typed by hand."""
 
 import json
 
@@ -212,14 +212,15 @@ def test_a_saved_run_without_links_gets_dashes_in_the_link_columns(root):
 
 
 @pytest.mark.parametrize("profile, has_links", [("default", True), ("photos", True), ("photos_464", False)])
-def test_committed_runs_render_as_in_the_readme(profile, has_links):
-    """The README tables are what tools/results.py makes of the committed metrics alone (a fresh
-    clone has no data/ or models/), old schema (metrics/photos_464 predates the link sets) and new alike."""
+def test_committed_runs_render_as_in_the_docs(profile, has_links):
+    """The results tables of docs/results.md are what tools/results.py makes of the committed metrics
+    alone (a fresh clone has no data/ or models/), old schema (metrics/photos_464 predates the link
+    sets) and new alike."""
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    readme = (root / "README.md").read_text()
-    block = readme.split(f"<!-- results:{profile} -->\n", 1)[1].split(f"<!-- /results:{profile} -->", 1)[0]
+    page = (root / "docs" / "results.md").read_text()
+    block = page.split(f"<!-- results:{profile} -->\n", 1)[1].split(f"<!-- /results:{profile} -->", 1)[0]
     assert ("links" in json.loads((root / "metrics" / profile / "eval.json").read_text())) == has_links
     assert table(root / "metrics" / profile) == block
 

@@ -348,7 +348,7 @@ def test_subtitle_stream_copied_unchanged(tmp_path, weights, capsys):
 
 @pytest.mark.slow
 def test_done_when_audio_h264_frames_and_timestamps(tmp_path):
-    """Issue 11's check, as a user runs it (``sharpkd sharpen`` in its own process, the shipped
+    """As a user runs it (``sharpkd sharpen`` in its own process, the shipped
     student, default options): a short clip with audio comes out as H.264 with the audio packets
     bit-identical, the same number of frames and every frame's timestamp."""
     src = tmp_path / "call.mp4"

@@ -41,13 +41,13 @@ def _load(path: Path) -> dict | None:
 ABLATION_ROWS = {
     "seed": ("the report's student (`{arch}`), same loss and budget", None),
     "gt_only": ("`{arch}` c16b1 (16 channels, 1 block), without distillation (ground truth only)", "c16b1"),
-    "c16b1": ("`{arch}` c16b1, distilled (the shipped default before c32b2)", "c16b1"),
+    "c16b1": ("`{arch}` c16b1, distilled (float)", "c16b1"),
     "int8": ("`{arch}` c16b1, distilled, then int8 (`--student fast`)", "fast"),
     "quality": ("`{arch}` c32b2 (32 channels, 2 blocks), distilled (`--student quality`)", "quality"),
 }
 # The label of the profile's own run (its eval.json), where it is not the embedded default's student.
 MAIN_ROWS = {
-    "photos": "**`{arch}` c32b2, distilled, then int8 (`--student default`)**",
+    "photos": "**`{arch}` c32b2, distilled, then int8 (`--student balanced`)**",
 }
 
 
@@ -227,7 +227,7 @@ def table(metrics_dir: str | Path) -> str:
                          + (f", {'/'.join(map(str, threads))} threads" if kind == "cpu" and threads else "")
                          + (f"; {', '.join(runtimes)}" if runtimes else "") + ")")
     if bench and not any("cuda" in r for r in bench.values()):
-        where.append("GPU fps not measured (no GPU was lent to the sessions that ran this)")
+        where.append("GPU fps not measured")
     if where:
         note += " " + "; ".join(where) + "; `—`: not applicable or not measured."
     lines.append(note)
@@ -459,7 +459,7 @@ def int8_table(metrics_dir: str | Path) -> str:
     r = _load(Path(metrics_dir) / "bench" / "int8.json")
     if not r:
         return "(no bench/int8.json)\n"
-    rows = [f"| form of the shipped student | ms / 1080p | speed-up | gain over the input "
+    rows = [f"| form of the student | ms / 1080p | speed-up | gain over the input "
             f"({r['validation_frames']} validation photos at 1920x1080) | largest difference from float32 "
             f"| OpenVINO against its PyTorch fake-quant module |",
             "|---|---:|---:|---:|---:|---:|"]

@@ -183,10 +183,10 @@ class CompiledStudent:
 
             options = ort.SessionOptions()
             options.intra_op_num_threads = self.threads
-            session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
+            ort_session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
 
             def run(x: np.ndarray) -> np.ndarray:
-                return session.run(None, {"input": x})[0]
+                return ort_session.run(None, {"input": x})[0]
         return run
 
     def run_uint8(self, window: np.ndarray) -> np.ndarray:

@@ -1,0 +1,119 @@
+"""The documentation is generated from the committed metrics, and speaks of the project as it is."""
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tools import docs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_generated_docs_match_the_committed_metrics():
+    """`python tools/docs.py` on the committed metrics changes nothing: stale docs fail here."""
+    stale = [str(p.relative_to(ROOT)) for p, text in docs.render(ROOT).items() if p.read_text() != text]
+    assert not stale, f"stale: {', '.join(stale)}; run `python tools/docs.py`"
+
+
+def fresh_clone(tmp_path: Path) -> Path:
+    """What a fresh clone has of the inputs: metrics/, the model cards, params.yaml, the docs."""
+    root = tmp_path / "clone"
+    shutil.copytree(ROOT / "metrics", root / "metrics", ignore=shutil.ignore_patterns("*.png", "*.csv", "*.tsv"))
+    (root / "sharpkd" / "weights").mkdir(parents=True)
+    for card in (ROOT / "sharpkd" / "weights").glob("*.json"):
+        shutil.copy(card, root / "sharpkd" / "weights" / card.name)
+    shutil.copy(ROOT / "params.yaml", root / "params.yaml")
+    shutil.copy(ROOT / "README.md", root / "README.md")
+    shutil.copytree(ROOT / "docs", root / "docs")
+    return root
+
+
+def test_generator_is_deterministic_and_needs_no_data_folder(tmp_path):
+    """Two runs in a checkout without data/, models/ or DVC give the same bytes as the committed files."""
+    root = fresh_clone(tmp_path)
+    (root / "metrics" / "photos" / "eval_scores.csv").write_bytes((ROOT / "metrics" / "photos" / "eval_scores.csv").read_bytes())
+    for f in (ROOT / "metrics" / "photos" / "ablation").glob("*-scores.csv"):  # --paired reads these
+        (root / "metrics" / "photos" / "ablation" / f.name).write_bytes(f.read_bytes())
+    assert not (root / "data").exists()
+    assert docs.main(["--root", str(root)]) == 0
+    first = {p: p.read_bytes() for p in sorted(root.rglob("*.md"))}
+    assert docs.main(["--root", str(root), "--check"]) == 0
+    assert {p: p.read_bytes() for p in sorted(root.rglob("*.md"))} == first
+    for rel in ("README.md", "docs/results.md", "docs/benchmarks.md", "docs/cli.md", "docs/pipeline.md"):
+        assert first[root / rel] == (ROOT / rel).read_bytes(), rel
+
+
+def test_check_names_a_stale_file_and_writing_fixes_it(tmp_path, capsys):
+    root = fresh_clone(tmp_path)
+    for f in (ROOT / "metrics" / "photos").glob("**/*.csv"):
+        target = root / f.relative_to(ROOT)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(f.read_bytes())
+    readme = root / "README.md"
+    readme.write_text(readme.read_text().replace("| clean (downscale only) | 36.932 |", "| clean (downscale only) | 99.999 |"))
+    assert docs.main(["--root", str(root), "--check"]) == 1
+    assert "README.md" in capsys.readouterr().err
+    assert docs.main(["--root", str(root)]) == 0
+    assert readme.read_bytes() == (ROOT / "README.md").read_bytes()
+
+
+def test_unknown_block_is_an_error():
+    with pytest.raises(ValueError, match="docs:nonsense"):
+        docs.fill_blocks("<!-- docs:nonsense -->\n<!-- /docs:nonsense -->", ROOT)
+
+
+def test_readme_is_a_front_page():
+    text = (ROOT / "README.md").read_text()
+    assert len(text.encode()) <= 15_000
+    # the two set-up commands; .ci/run depends on the test command
+    assert "python3 -m venv .venv && . .venv/bin/activate && pip install -e '.[dev]' && dvc repro" in text
+    assert ".venv/bin/python -m pytest" in text and ".venv/bin/python -m pytest" in (ROOT / ".ci" / "run").read_text()
+    for install in ("pip install .", "pip install -e '.[pipeline]'", "pip install -e '.[dev]'"):
+        assert install in text
+    for block in ("students", "links", "realtime"):
+        assert f"<!-- docs:{block} -->" in text
+    for page in ("method", "pipeline", "cli", "results", "benchmarks", "development"):
+        assert f"(docs/{page}.md)" in text and (ROOT / "docs" / f"{page}.md").exists()
+    picture = re.search(r"!\[[^\]]*\]\(([^)]+\.png)\)", text).group(1)
+    assert (ROOT / picture).is_file()
+
+
+def test_every_cli_option_and_params_key_is_documented():
+    cli, pipeline = (ROOT / "docs" / "cli.md").read_text(), (ROOT / "docs" / "pipeline.md").read_text()
+    for flag in ("--student", "--weights", "--strength", "--tile", "--runtime", "--keep-partial", "--compare", "--pix-fmt"):
+        assert f"`{flag}`" in cli
+    for key in ("profile", "degrade.val_links", "train.int8.first_bits", "train.loss.l2_teacher_zoom", "evaluate.device"):
+        assert f"| `{key}` |" in pipeline
+
+
+def test_links_block_shows_the_codec_limits_the_gain():
+    """README's claim, from the JSON: the student gains far more on a clean link than through H.264."""
+    import json
+
+    ev = json.loads((ROOT / "metrics" / "photos" / "eval.json").read_text())
+
+    def gain(methods):
+        return methods["student"]["psnr"] - methods["identity"]["psnr"]
+
+    clean = gain(ev["methods"])
+    assert all(gain(link["methods"]) < clean / 2 for link in ev["links"].values())
+    assert f"| {clean:+.3f} |" in (ROOT / "README.md").read_text()
+
+
+HISTORY = [re.compile(p, re.I) for p in (r"\bsession\b", r"\bissues? #?\d+", r"\blent\b")]
+
+
+def test_no_history_in_docs_and_code():
+    """README, docs/ and the code describe the project as it is: no sessions, issue numbers or lent machines."""
+    files = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    for folder in ("sharpkd", "stages", "tools"):
+        files += sorted((ROOT / folder).rglob("*.py"))
+    hits = []
+    for path in files:
+        rel = path.relative_to(ROOT).as_posix()
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if any(p.search(line) for p in HISTORY):
+                hits.append(f"{rel}:{n}: {line.strip()}")
+    assert not hits, "\n".join(hits)
