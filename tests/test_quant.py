@@ -187,18 +187,96 @@ def test_fast_is_a_shipped_int8_student():
     assert "fast" in _shipped_int8()
 
 
-@pytest.mark.parametrize("name", _shipped_int8())
-def test_the_shipped_int8_students_run_in_openvino_within_2_levels_of_their_module(name):
-    """Each int8 student as shipped (trained ranges, not a random student's) on a real photo."""
+def _shipped_int8_diffs(names, route=None) -> dict:
+    """``{name: (max |OpenVINO - module| in levels, fraction of values off, route, kernels)}`` of
+    shipped int8 students on a real photo, OpenVINO run by ``route`` (default: int8_route())."""
     from skimage import data
 
     from sharpkd.inference.runtimes import CompiledStudent, UInt8Graph
     from sharpkd.app.shipped import shipped_weights
 
-    q, meta = load_student(shipped_weights(name))
-    assert q.config["int8"] == {"first_bits": 7}
     photo = np.ascontiguousarray(data.astronaut()[96:224, 160:352])
-    with torch.no_grad():
-        ref = UInt8Graph(q.eval())(torch.from_numpy(photo[None]))[0].numpy().astype(int)
-    diff = np.abs(CompiledStudent(q, "openvino").run_uint8(photo).astype(int) - ref)
-    assert diff.max() <= 2 and (diff > 0).mean() < 0.2 and not np.array_equal(ref, photo)
+    out = {}
+    for name in names:
+        q, _ = load_student(shipped_weights(name))
+        assert q.config["int8"] == {"first_bits": 7}
+        with torch.no_grad():
+            ref = UInt8Graph(q.eval())(torch.from_numpy(photo[None]))[0].numpy().astype(int)
+        assert not np.array_equal(ref, photo)
+        compiled = CompiledStudent(q, "openvino", route=route)
+        diff = np.abs(compiled.run_uint8(photo).astype(int) - ref)
+        out[name] = (int(diff.max()), float((diff > 0).mean()), compiled.route, compiled.kernels)
+    return out
+
+
+@pytest.mark.parametrize("name", _shipped_int8())
+def test_the_shipped_int8_students_run_in_openvino_within_2_levels_of_their_module(name):
+    """Each int8 student as shipped (trained ranges, not a random student's) on a real photo, by the
+    route and kernels this machine runs it with (int8 convolutions only where they sum exactly)."""
+    from sharpkd.inference.runtimes import int8_route
+
+    worst, off, route, kernels = _shipped_int8_diffs([name])[name]
+    assert route == int8_route()
+    int8_kernels = [k for k in kernels if "I8" in k.upper()]
+    assert (len(int8_kernels) == len(kernels)) if route == "int8" else not int8_kernels, kernels
+    assert worst <= 2 and off < 0.2, (worst, off, route, kernels)
+
+
+_FORCED_AVX2 = """
+import json, sys
+sys.path.insert(0, {tests!r})
+from test_quant import _shipped_int8, _shipped_int8_diffs
+names = _shipped_int8()
+print(json.dumps({{"auto": _shipped_int8_diffs(names), "int8": _shipped_int8_diffs(names, route="int8")}}))
+"""
+
+
+def test_the_shipped_int8_students_stay_within_2_levels_on_oneDNNs_avx2_kernels(tmp_path):
+    """The same check with oneDNN capped at AVX2 (``ONEDNN_MAX_CPU_ISA``, read once per process: a
+    subprocess), the kernels of a CPU without VNNI, whose int8 convolutions saturate 16-bit pair
+    sums: the int8 route must not be taken there.  Skipped where the cap does not give AVX2 int8
+    kernels (no AVX2, or an OpenVINO that ignores the variable)."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from sharpkd.inference.runtimes import available, cpu_flags
+
+    if not available("openvino") or "avx2" not in cpu_flags():
+        pytest.skip("needs OpenVINO on an x86 CPU with AVX2")
+    env = dict(os.environ, ONEDNN_MAX_CPU_ISA="AVX2", DNNL_MAX_CPU_ISA="AVX2", HOME=str(tmp_path))
+    r = subprocess.run([sys.executable, "-c", _FORCED_AVX2.format(tests=str(Path(__file__).parent))],
+                       capture_output=True, text=True, timeout=300, env=env, cwd=Path(__file__).resolve().parents[1])
+    assert r.returncode == 0, r.stderr[-3000:]
+    result = json.loads(r.stdout.strip().splitlines()[-1])
+    def avx2(kernels):  # jit_avx2_I8, brgconv_avx2_f32...: AVX2 kernels and no AVX-512 ones
+        return bool(kernels) and all("avx2" in k.lower() and "512" not in k for k in kernels)
+
+    forced = {k for _, _, _, kernels in result["int8"].values() for k in kernels}
+    if not avx2(forced) or not all("I8" in k.upper() for k in forced):
+        pytest.skip(f"ONEDNN_MAX_CPU_ISA=AVX2 did not give AVX2 int8 kernels here: {sorted(forced)}")
+    for name, (worst, off, route, kernels) in result["auto"].items():
+        assert avx2(kernels), kernels  # the cap held for the route taken too
+        assert worst <= 2 and off < 0.2, (name, worst, off, route, kernels)
+
+
+def test_the_int8_route_is_int8_only_where_the_kernels_sum_exactly():
+    from sharpkd.inference.runtimes import int8_route, onednn_isa_cap
+
+    vnni, zen1 = {"avx2", "avx512f", "avx512_vnni"}, {"avx2", "fma"}
+    assert int8_route(vnni, None) == "int8" and int8_route({"avx2", "avx_vnni"}, None) == "int8"
+    assert int8_route({"avx512f", "avx512_vnni", "amx_int8"}, "AVX512_CORE_AMX") == "int8"
+    assert int8_route(zen1, None) == "f32-fakequant"  # AVX2 without VNNI
+    assert int8_route({"avx2", "avx512f", "avx512bw"}, None) == "f32-fakequant"  # AVX-512 without VNNI
+    for cap in ("AVX2", "AVX512_CORE", "AVX2_VNNI", "SSE41", "SOMETHING_NEW"):  # caps that hide AVX-512 VNNI
+        assert int8_route(vnni, cap) == "f32-fakequant", cap
+    assert int8_route(vnni, "AVX512_CORE_BF16") == "int8"
+    assert onednn_isa_cap({"ONEDNN_MAX_CPU_ISA": "avx2"}) == "AVX2"
+    assert onednn_isa_cap({"DNNL_MAX_CPU_ISA": "AVX512_CORE"}) == "AVX512_CORE"
+    assert onednn_isa_cap({"ONEDNN_MAX_CPU_ISA": "ALL"}) is None and onednn_isa_cap({}) is None
+    with pytest.raises(SharpkdError, match="int8 route"):
+        from sharpkd.inference.runtimes import CompiledStudent
+
+        CompiledStudent(to_int8(student(), frames()), "openvino", route="int4")

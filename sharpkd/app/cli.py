@@ -178,8 +178,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     _emit_bench(args, result)
     if not args.json:
         form = " int8" if getattr(model, "int8", None) else ""  # sharpkd.nets.quant: int8 convolutions in the runtimes
+        route = f" ({result['int8_route']})" if "int8_route" in result else ""  # runtime.int8_route
         print(f"{arch}{form} ({result['parameters']:,} parameters, {result['macs_per_frame'] / 1e9:.2f} GMAC per "
-              f"{args.width}x{args.height} frame) on {device} via {runtime}: median {result['median_ms']:.1f} ms, "
+              f"{args.width}x{args.height} frame) on {device} via {runtime}{route}: median {result['median_ms']:.1f} ms, "
               f"p95 {result['p95_ms']:.1f} ms, {result['fps']:.1f} fps")
         if args.frames:
             t = result["temporal"]

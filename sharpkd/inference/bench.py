@@ -51,7 +51,9 @@ def benchmark(model: torch.nn.Module, height: int = 1080, width: int = 1920, *, 
     """Time :func:`run_model` on one random ``height x width`` uint8 frame (``tile`` as in sharpen)
     with the student compiled for ``runtime`` (:mod:`sharpkd.inference.runtimes`; compiling is not timed):
     ``{"median_ms", "p95_ms", "fps"}``, and for OpenVINO ``kernels``, the oneDNN kernel of each
-    convolution and how many (:func:`sharpkd.inference.runtimes.convolution_kernels`).
+    convolution and how many (:func:`sharpkd.inference.runtimes.convolution_kernels`), and for an int8
+    student ``int8_route``, how OpenVINO ran it (``int8`` or ``f32-fakequant``:
+    :func:`sharpkd.inference.runtimes.int8_route`).
 
     The model is :func:`prepare`-d for ``device`` (in place); re-parameterize a student first to
     time its inference form (:func:`sharpkd.nets.students.load_student` already returns it so).
@@ -68,7 +70,8 @@ def benchmark(model: torch.nn.Module, height: int = 1080, width: int = 1920, *, 
 
     timing = time_calls(lambda: run_model(model, frame, tile=tile, overlap=overlap, device=device), runs, warmup, sync)
     kernels = getattr(model, "kernels", None)  # OpenVINO: which convolution kernels ran (AMX int8, AVX-512 f32...)
-    return timing | ({"kernels": kernels} if kernels else {})
+    route = getattr(model, "route", None)  # OpenVINO, int8 student: int8 convolutions or FakeQuantize in f32
+    return timing | ({"kernels": kernels} if kernels else {}) | ({"int8_route": route} if route else {})
 
 
 # The /proc/cpuinfo flags that decide int8 / bf16 speed (VNNI: int8 dot products in one instruction;
@@ -80,8 +83,9 @@ def machine(device: str) -> dict:
     """Where a benchmark ran: CPU model, cores, the vector kernels PyTorch picked on it
     (``cpu_isa``: ``AVX2``, ``AVX512``...; the same model name covers both here), the CPU's
     matrix and dot-product extensions that int8 and bf16 kernels use (``cpu_features``, from
-    ``/proc/cpuinfo`` where there is one: AVX-512 VNNI, AVX-VNNI, AMX), GPU name on CUDA, torch
-    version."""
+    ``/proc/cpuinfo`` where there is one: AVX-512 VNNI, AVX-VNNI, AMX), oneDNN's instruction-set
+    cap where ``ONEDNN_MAX_CPU_ISA`` sets one (``onednn_isa_cap``: OpenVINO's kernels then are
+    those of that ISA), GPU name on CUDA, torch version."""
     fields: dict[str, str] = {}  # the first CPU's /proc/cpuinfo entries
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -93,6 +97,10 @@ def machine(device: str) -> dict:
     flags = set(fields.get("flags", "").split())
     out = {"cpu": cpu, "cpu_cores": os.cpu_count(), "cpu_isa": torch.backends.cpu.get_cpu_capability(),
            "cpu_features": [f for f in CPU_FEATURES if f in flags], "torch": torch.__version__}
+    from sharpkd.inference.runtimes import onednn_isa_cap
+
+    if onednn_isa_cap():
+        out["onednn_isa_cap"] = onednn_isa_cap()
     if str(device).startswith("cuda"):
         out["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return out

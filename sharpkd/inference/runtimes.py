@@ -14,6 +14,11 @@ is exported per window size (a video's frames share one) with :func:`torch.onnx.
 compiled once per size.  Against ``torch`` the uint8 outputs differ by at most 1 (float
 summation order; a value near a rounding boundary), tested in ``tests/test_runtime.py``.
 
+An int8 student (:mod:`sharpkd.nets.quant`) runs in OpenVINO by one of two routes, :func:`int8_route`:
+``int8`` (its rounding ops become int8 convolutions) where oneDNN's int8 kernels sum exactly (VNNI
+or AMX), and ``f32-fakequant`` elsewhere: the same graph with OpenVINO's low-precision
+transformations off, so the rounding runs in float32 and the convolutions are float32 ones.
+
 ``torch-compile`` is the module through ``torch.compile`` (inductor), float like ``torch``.
 ``auto`` (what ``sharpkd sharpen`` and ``sharpkd bench`` use) picks ``openvino`` for a student
 on the CPU when the ``openvino`` package is installed (README's install command installs it),
@@ -34,6 +39,7 @@ from torch import nn
 from sharpkd.errors import SharpkdError
 
 RUNTIMES = ("auto", "torch", "torch-compile", "openvino", "onnxruntime")
+INT8_ROUTES = ("int8", "f32-fakequant")  # how OpenVINO runs an int8 student (int8_route)
 
 
 class UInt8Graph(nn.Module):
@@ -127,6 +133,60 @@ def available(runtime: str) -> bool:
     return True
 
 
+# oneDNN's instruction-set caps (ONEDNN_MAX_CPU_ISA) under which its int8 kernels use each dot-product
+# extension of the CPU; a cap it does not name here counts as none of them.
+_AVX512_VNNI_CAPS = ("AVX512_CORE_VNNI", "AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX512_CORE_AMX",
+                     "AVX512_CORE_AMX_FP16", "AVX10_1_512", "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16",
+                     "AVX10_2_512", "AVX10_2_512_AMX_2")
+_INT8_EXACT = {  # /proc/cpuinfo flag -> the caps that leave it to the int8 kernels
+    "avx512_vnni": _AVX512_VNNI_CAPS,
+    "avx_vnni": ("AVX2_VNNI", "AVX2_VNNI_2"),
+    "amx_int8": ("AVX512_CORE_AMX", "AVX512_CORE_AMX_FP16", "AVX10_1_512_AMX", "AVX10_1_512_AMX_FP16",
+                 "AVX10_2_512_AMX_2"),
+}
+
+
+def cpu_flags() -> set[str]:
+    """The first CPU's ``/proc/cpuinfo`` flags (empty where there is no such file)."""
+    try:
+        for line in open("/proc/cpuinfo", encoding="utf-8", errors="replace"):
+            key, _, value = line.partition(":")
+            if key.strip() == "flags":
+                return set(value.split())
+    except OSError:
+        pass
+    return set()
+
+
+def onednn_isa_cap(environ=None) -> str | None:
+    """The instruction-set cap oneDNN reads from ``ONEDNN_MAX_CPU_ISA`` (else ``DNNL_MAX_CPU_ISA``)
+    at its first use, upper-cased; ``None`` when neither is set or it is ``ALL`` / ``DEFAULT``.
+    OpenVINO's CPU plugin honours it: ``AVX2`` makes a VNNI CPU run the AVX2 kernels."""
+    import os
+
+    environ = os.environ if environ is None else environ
+    cap = (environ.get("ONEDNN_MAX_CPU_ISA") or environ.get("DNNL_MAX_CPU_ISA") or "").strip().upper()
+    return None if cap in ("", "ALL", "DEFAULT") else cap
+
+
+def int8_route(flags: set[str] | None = None, cap: str | None = "env") -> str:
+    """How OpenVINO runs an int8 student on this CPU: ``int8`` or ``f32-fakequant``.
+
+    oneDNN's int8 convolutions multiply uint8 activations by int8 weights.  With VNNI
+    (``avx512_vnni``, ``avx_vnni``) or AMX (``amx_int8``) the products are summed in 32 bits,
+    exactly.  Without them (AVX2, and AVX-512 without VNNI) the kernels sum pairs of products in
+    16 bits with saturation (``vpmaddubsw``): two 8-bit weights on activations near the top of
+    their range overflow it, and the shipped default student's output is then up to 15 levels off
+    its module.  There the route is ``f32-fakequant``: the graph is compiled with the
+    low-precision transformations off, so its FakeQuantize ops round in float32 (the module's
+    arithmetic) and the convolutions run as float32.  ``flags`` defaults to :func:`cpu_flags`,
+    ``cap`` to :func:`onednn_isa_cap` of the environment (a cap can hide the CPU's VNNI)."""
+    flags = cpu_flags() if flags is None else flags
+    cap = onednn_isa_cap() if cap == "env" else cap
+    exact = any(f in flags and (cap is None or cap in caps) for f, caps in _INT8_EXACT.items())
+    return "int8" if exact else "f32-fakequant"
+
+
 def convolution_kernels(compiled) -> dict[str, int]:
     """``{primitive type: count}`` over the convolutions of an OpenVINO compiled model (its runtime
     graph names the oneDNN kernel it picked: ``brgconv_avx512_f32``, ``brgconv_avx512_amx_I8``...)."""
@@ -150,7 +210,7 @@ class CompiledStudent:
 
     KEEP = 2
 
-    def __init__(self, model: nn.Module, runtime: str, threads: int | None = None) -> None:
+    def __init__(self, model: nn.Module, runtime: str, threads: int | None = None, route: str | None = None) -> None:
         if runtime not in ("openvino", "onnxruntime"):
             raise SharpkdError(f"runtime must be openvino or onnxruntime here, got {runtime!r}")
         if not available(runtime):
@@ -162,6 +222,12 @@ class CompiledStudent:
         # OpenVINO: the kernel each convolution of the last compiled graph runs, and how many
         # (e.g. {"brgconv_avx512_amx_I8": 4}: int8 on AMX tiles); empty for onnxruntime.
         self.kernels: dict[str, int] = {}
+        # OpenVINO and an int8 student: int8_route() unless ``route`` names one; None otherwise.
+        self.route = None
+        if runtime == "openvino" and getattr(model, "int8", None):
+            self.route = route or int8_route()
+            if self.route not in INT8_ROUTES:
+                raise SharpkdError(f"int8 route must be one of {list(INT8_ROUTES)}, got {self.route!r}")
         self._compiled: dict[tuple[int, int], Callable[[np.ndarray], np.ndarray]] = {}
 
     def _compile(self, height: int, width: int) -> Callable[[np.ndarray], np.ndarray]:
@@ -170,9 +236,11 @@ class CompiledStudent:
             # read_model, not openvino.convert_model: convert_model sends usage telemetry from
             # forked processes, which hang at exit when a thread holds stdin (sharpkd stream).
             core = _openvino_core()
-            compiled = core.compile_model(core.read_model(graph, b""), "CPU", {
-                "INFERENCE_NUM_THREADS": self.threads, "PERFORMANCE_HINT": "LATENCY",
-                "INFERENCE_PRECISION_HINT": "f32"})
+            config = {"INFERENCE_NUM_THREADS": self.threads, "PERFORMANCE_HINT": "LATENCY",
+                      "INFERENCE_PRECISION_HINT": "f32"}
+            if self.route == "f32-fakequant":  # int8_route(): FakeQuantize in float32, float32 convolutions
+                config["LP_TRANSFORMS_MODE"] = False  # the CPU plugin's ov::internal::enable_lp_transformations
+            compiled = core.compile_model(core.read_model(graph, b""), "CPU", config)
             request = compiled.create_infer_request()
             self.kernels = convolution_kernels(compiled)
 
@@ -228,4 +296,5 @@ def compile_for(model: nn.Module, runtime: str, device: str | torch.device = "cp
     return CompiledStudent(model, runtime)
 
 
-__all__ = ["RUNTIMES", "CompiledStudent", "UInt8Graph", "available", "compile_for", "resolve"]
+__all__ = ["INT8_ROUTES", "RUNTIMES", "CompiledStudent", "UInt8Graph", "available", "compile_for", "cpu_flags",
+           "int8_route", "onednn_isa_cap", "resolve"]

@@ -17,8 +17,10 @@ The residual add and the final clamp stay in float.  Gradients pass straight thr
 rounding (``torch.fake_quantize_*``: zero outside the range), so the pipeline's loop fine-tunes
 an int8 student like a float one (``train.int8``).  Exported by :mod:`sharpkd.inference.runtimes`, the
 rounding becomes ONNX QuantizeLinear/DequantizeLinear pairs that OpenVINO runs as int8
-convolutions; the module itself, run by PyTorch, is what that graph is tested against
-(``tests/test_quant.py``: within 2 uint8 levels).
+convolutions where oneDNN sums their products exactly (VNNI, AMX), and as FakeQuantize ops in
+float32 with float32 convolutions elsewhere (:func:`sharpkd.inference.runtimes.int8_route`: AVX2 and
+AVX-512 without VNNI saturate the body's 8-bit weights too); the module itself, run by PyTorch,
+is what that graph is tested against (``tests/test_quant.py``: within 2 uint8 levels).
 """
 
 from __future__ import annotations

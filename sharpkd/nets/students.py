@@ -31,7 +31,8 @@ Students
     ``int8={"first_bits": 7}`` is the int8 form (:mod:`sharpkd.nets.quant`, made by
     :func:`sharpkd.nets.int8.to_int8` and fine-tuned by ``train.int8``): folded, every convolution's
     input and weights rounded to the int8 grid, the calibrated input ranges kept in the
-    ``act_max`` buffer of the weights file.  The runtimes run it as int8 convolutions.
+    ``act_max`` buffer of the weights file.  OpenVINO runs it as int8 convolutions where the CPU
+    sums them exactly (:func:`sharpkd.inference.runtimes.int8_route`).
 """
 
 from __future__ import annotations
