@@ -150,8 +150,8 @@ def test_bench_json(capsys, weights, tmp_path):
 
 
 def test_bench_seed_arch(capsys):
-    assert main(["bench", "--arch", "seed", "--height", "32", "--width", "48", "--runs", "1", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["arch"] == "seed"
+    assert main(["bench", "--arch", "report", "--height", "32", "--width", "48", "--runs", "1", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["arch"] == "report"
 
 
 def test_bench_arch_config_times_another_size(capsys, weights):

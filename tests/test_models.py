@@ -43,11 +43,11 @@ def test_cost_counts_the_folded_student_that_ships():
 
 
 def test_seed_parameter_count():
-    assert count_params(build_student("seed")) == 19_395
+    assert count_params(build_student("report")) == 19_395
 
 
 def test_unknown_arch_lists_choices():
-    with pytest.raises(SharpkdError, match="seed.*sharp"):
+    with pytest.raises(SharpkdError, match="report.*sharp"):
         build_student("resnet9000")
 
 
@@ -138,14 +138,14 @@ def test_reparameterize_keeps_trainability():
 
 
 def test_seed_reparameterize_is_noop():
-    model = build_student("seed")
+    model = build_student("report")
     state = {k: v.clone() for k, v in model.state_dict().items()}
     assert model.reparameterize() is model
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
 
 
 def test_count_macs_seed_1080p():
-    macs = count_macs(build_student("seed"), 1080, 1920)
+    macs = count_macs(build_student("report"), 1080, 1920)
     assert abs(macs - 25.7e9) / 25.7e9 < 0.01
     # exact: per full-res pixel 3*16*9 + 16*32*9 + 32*16*9 + 16*3*9, plus 32*32*9 per quarter pixel
     assert macs == 1920 * 1080 * (432 + 4608 + 4608 + 432) + 960 * 540 * 9216
@@ -162,7 +162,7 @@ def test_count_macs_sharp_formula(config):
 
 def test_count_macs_odd_size_counts_padding():
     # odd sizes are padded (seed: to even, sharp x4: to multiples of 4) before the convs run
-    assert count_macs(build_student("seed"), 37, 53) == 38 * 54 * 10080 + 19 * 27 * 9216
+    assert count_macs(build_student("report"), 37, 53) == 38 * 54 * 10080 + 19 * 27 * 9216
     sharp = build_student("sharp", channels=8, blocks=1, unshuffle=4).reparameterize()
     assert count_macs(sharp, 37, 53) == 10 * 14 * 9 * (48 * 8 + 8 * 8 + 8 * 48)
 
@@ -190,7 +190,7 @@ def test_benchmark_keys():
     assert res["fps"] == pytest.approx(1000 / res["median_ms"])
 
 
-@pytest.mark.parametrize("arch,config", [("seed", {}), ("sharp", {"channels": 16, "blocks": 2, "unshuffle": 4})])
+@pytest.mark.parametrize("arch,config", [("report", {}), ("sharp", {"channels": 16, "blocks": 2, "unshuffle": 4})])
 def test_save_load_round_trip(tmp_path, arch, config):
     torch.manual_seed(2)
     model = randomised(build_student(arch, **config), std=0.1).eval()
@@ -214,7 +214,7 @@ def test_save_load_round_trip(tmp_path, arch, config):
 
 def test_save_rejects_reserved_meta(tmp_path):
     with pytest.raises(ValueError, match="reserved"):
-        save_student(build_student("seed"), tmp_path / "s.safetensors", {"arch": "x"})
+        save_student(build_student("report"), tmp_path / "s.safetensors", {"arch": "x"})
     assert not (tmp_path / "s.safetensors").exists()
 
 

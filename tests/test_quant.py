@@ -129,7 +129,7 @@ def test_onnxruntime_runs_the_int8_student_within_2_levels_of_its_module(config)
 
 def test_what_cannot_be_int8_says_so():
     with pytest.raises(SharpkdError, match="sharp student"):
-        to_int8(build_student("seed"), frames())
+        to_int8(build_student("report"), frames())
     q = to_int8(student(), frames())
     with pytest.raises(SharpkdError, match="int8 already"):
         to_int8(q, frames())

@@ -32,7 +32,7 @@ def make_data(seed: int = 0) -> TrainData:
                      val_degraded=[degrade(v) for v in vals], val_gt=vals)
 
 
-PARAMS = {"arch": "seed", "arch_config": {}, "epochs": 3, "steps_per_epoch": 3, "batch": 4, "patch": 24,
+PARAMS = {"arch": "report", "arch_config": {}, "epochs": 3, "steps_per_epoch": 3, "batch": 4, "patch": 24,
           "lr": 0.003, "seed": 0, "loss": {"l1_gt": 1.0, "ssim": 0.5, "l1_teacher": 0.5}, "vgg": {}}
 
 

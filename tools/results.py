@@ -494,7 +494,7 @@ def student_label(arch: str | None, config: dict | None) -> str:
     cfg = config or {}
     if arch == "sharp":
         return f"`sharp` c{cfg.get('channels')}b{cfg.get('blocks')}" + (" int8" if cfg.get("int8") else "")
-    return f"`{arch or '?'}`" + (" (the report's)" if arch == "seed" else "")
+    return f"`{arch or '?'}`" + (" (the report's)" if arch in ("report", "seed") else "")
 
 
 def runtimes_table(metrics_dir: str | Path) -> str:

@@ -314,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.error = _one_line_usage(r)  # type: ignore[method-assign]
 
     b = sub.add_parser("bench", help="time one frame: median and p95 ms, fps, parameters, MACs", formatter_class=fmt)
-    b.add_argument("--arch", help="time an untrained student of this arch (sharp, or seed: the report's network) "
+    b.add_argument("--arch", help="time an untrained student of this arch (sharp, or report: the report's network) "
                                   "instead of weights")
     b.add_argument("--config", help="with --arch: its config as JSON (train.arch_config), "
                                     "e.g. '{\"channels\": 32, \"blocks\": 2}'")

@@ -6,7 +6,7 @@ multiple the network needs and the output is cropped back).
 
 Students
 --------
-``seed``
+``report``
     The internship report's student, unchanged: 3x3 convs (padding 1) 3->16, ReLU, 16->32, ReLU,
     MaxPool2d(2), 32->32, ReLU, Upsample(x2, nearest), 32->16, ReLU, 16->3, Sigmoid.
     19,395 parameters, ~25.7 GMAC per 1920x1080 frame.
@@ -62,10 +62,10 @@ def _check_input(x: torch.Tensor) -> None:
         raise SharpkdError(f"students expect an N x 3 x H x W RGB tensor, got shape {tuple(x.shape)}")
 
 
-# --------------------------------------------------------------------------- seed student
+# --------------------------------------------------------------------------- the report's student
 
 
-class SeedNet(nn.Module):
+class ReportNet(nn.Module):
     """The internship report's student (19,395 parameters), made size-agnostic.
 
     Its single MaxPool2d(2)/Upsample(x2) pair needs even sizes, so odd inputs are
@@ -73,7 +73,7 @@ class SeedNet(nn.Module):
     the output is cropped back to the input size.
     """
 
-    arch = "seed"
+    arch = "report"
 
     def __init__(self) -> None:
         super().__init__()
@@ -98,8 +98,8 @@ class SeedNet(nn.Module):
         h, w = x.shape[-2:]
         return crop_to(self.net(pad_to_multiple(x, 2)), h, w)
 
-    def reparameterize(self) -> "SeedNet":
-        """No-op (the seed has no multi-branch blocks); returns self."""
+    def reparameterize(self) -> "ReportNet":
+        """No-op (the report's network has no multi-branch blocks); returns self."""
         return self
 
 
@@ -321,7 +321,7 @@ class SharpNet(nn.Module):
 
 
 STUDENTS: dict[str, Callable[..., nn.Module]] = {
-    "seed": SeedNet,
+    "report": ReportNet,
     "sharp": SharpNet,
 }
 DEFAULT_STUDENT = "sharp"
