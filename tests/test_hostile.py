@@ -584,11 +584,11 @@ def test_colour_stays_colour(tmp_path, weights):
 
 
 # ------------------------------------------------------------------------------------------
-# tools/peak_memory.py
+# experiments/peak_memory.py
 
 
 def test_peak_memory_tool_reports_json(tmp_path, weights):
-    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "peak_memory.py"), "--sizes", "tiny=64x48",
+    proc = subprocess.run([sys.executable, str(ROOT / "experiments" / "peak_memory.py"), "--sizes", "tiny=64x48",
                            "--weights", str(weights), "--out", str(tmp_path / "mem.json")],
                           capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode == 0, proc.stderr

@@ -262,7 +262,7 @@ def test_frontier_and_seeds_blocks_are_generated(tmp_path):
     readme.write_text("a\n<!-- frontier:p -->\nold\n<!-- /frontier:p -->\n<!-- seeds:p -->\n<!-- /seeds:p -->\n")
     update(readme, tmp_path)
     assert "| fast |" in readme.read_text() and "ahead on 3 of 4" in readme.read_text()
-    # a named seeds file (tools/seeds.py --out metrics/p/seeds-big.json) has a block of its own
+    # a named seeds file (experiments/seeds.py --out metrics/p/seeds-big.json) has a block of its own
     (d / "seeds-big.json").write_text(json.dumps(json.loads((d / "seeds.json").read_text()) | {
         "train": {"arch": "sharp", "arch_config": {"channels": 32, "blocks": 2, "unshuffle": 2}, "epochs": 10,
                   "steps_per_epoch": 0, "batch": 16, "patch": 64, "lr": 0.001}, "val_images": 4,
@@ -305,7 +305,7 @@ def test_video_table_from_video_bench_json(tmp_path):
 
 def test_seeds_block_with_a_zoom_arm_lists_every_comparison(tmp_path):
     from tools.results import seeds_table
-    from tools.seeds import summarise
+    from experiments.seeds import summarise
 
     per_image = {"gt_only": {0: [30.0, 31.0], 1: [30.2, 31.2]}, "distilled": {0: [30.1, 31.0], 1: [30.3, 31.1]},
                  "zoom": {0: [30.4, 31.3], 1: [30.5, 31.2]}}

@@ -1,10 +1,10 @@
-"""The statistics of tools/seeds.py."""
+"""The statistics of experiments/seeds.py."""
 
 import math
 
 import pytest
 
-from tools.seeds import interval, summarise
+from experiments.seeds import interval, summarise
 
 
 def test_interval_is_the_t_interval_of_the_mean():
@@ -27,7 +27,7 @@ def test_summarise_pairs_by_seed_and_by_image():
 
 
 def _seeds_root(tmp_path, lr=0.001):
-    """A checkout-shaped folder: params.yaml (a tiny training) and the shards tools/seeds.py reads."""
+    """A checkout-shaped folder: params.yaml (a tiny training) and the shards experiments/seeds.py reads."""
     import numpy as np
     import yaml
 
@@ -49,7 +49,7 @@ def _seeds_root(tmp_path, lr=0.001):
 
 def test_seeds_runs_every_seed_and_arm_once_and_resumes_only_under_the_same_settings(tmp_path, monkeypatch):
     import sharpkd.training.distill
-    from tools.seeds import run
+    from experiments.seeds import run
 
     root, out = _seeds_root(tmp_path), tmp_path / "seeds.json"
     first = run("p", 2, root=root, out=out)

@@ -446,19 +446,19 @@ Per image (`python tools/results.py --profile photos --paired RUN [--base RUN]`)
 
 ## The quality/speed frontier
 
-Candidate students trained outside the pipeline by `tools/frontier.py` (the pipeline's training
+Candidate students trained outside the pipeline by `experiments/frontier.py` (the pipeline's training
 loop, ground truth only, on the same split, each through one link or a mixture), scored whole on
 the validation photos through every link and timed on a 1080p frame.
 
 <!-- frontier:photos -->
 {results.frontier_table(photos)}<!-- /frontier:photos -->
 
-{sources([(p, 'python tools/frontier.py --name NAME ...') for p in sorted((photos / 'frontier').glob('*.json'))], root)}
+{sources([(p, 'python experiments/frontier.py --name NAME ...') for p in sorted((photos / 'frontier').glob('*.json'))], root)}
 ![quality against time per 1080p frame of every frontier run, one panel per link](../metrics/photos/frontier/frontier.png)
 
 ## Distillation over seeds
 
-`tools/seeds.py` trains the pipeline's student N times per arm (ground truth only against
+`experiments/seeds.py` trains the pipeline's student N times per arm (ground truth only against
 distilled; `zoom`: distilled plus `l2_teacher_zoom`), seed `s` giving every arm the same start and
 batches, and scores each run's best epoch on the full-size validation images.
 
@@ -467,19 +467,19 @@ batches, and scores each run's best epoch on the full-size validation images.
 <!-- seeds:photos -->
 {results.seeds_table(photos)}<!-- /seeds:photos -->
 
-{sources([(photos / 'seeds.json', 'python tools/seeds.py --profile photos --seeds 3')], root)}
+{sources([(photos / 'seeds.json', 'python experiments/seeds.py --profile photos --seeds 3')], root)}
 ### The photo pool, c32b2
 
 <!-- seeds:photos:c32b2 -->
 {results.seeds_table(photos, 'c32b2')}<!-- /seeds:photos:c32b2 -->
 
-{sources([(photos / 'seeds-c32b2.json', 'python tools/seeds.py --profile photos --seeds 3 --out metrics/photos/seeds-c32b2.json')], root)}
+{sources([(photos / 'seeds-c32b2.json', 'python experiments/seeds.py --profile photos --seeds 3 --out metrics/photos/seeds-c32b2.json')], root)}
 ### The embedded default
 
 <!-- seeds:default -->
 {results.seeds_table(m / 'default')}<!-- /seeds:default -->
 
-{sources([(m / 'default' / 'seeds.json', 'python tools/seeds.py --profile default --seeds 3 --zoom 1')], root)}
+{sources([(m / 'default' / 'seeds.json', 'python experiments/seeds.py --profile default --seeds 3 --zoom 1')], root)}
 With the small Restormer teacher of the embedded default, distillation is {d_def['mean']:+.3f} dB against
 the ground truth alone, and the DUKD-style `zoom` arm {z_def['mean']:+.3f} dB against output matching:
 a teacher below its student teaches it the teacher's errors. `l2_teacher_zoom` stays off.
@@ -609,14 +609,14 @@ layer, residual add in float), with and without quantization-aware fine-tuning.
 {sources([(int8, None)], root)}
 ## Video
 
-`tools/video_bench.py` rebuilds the link end to end (photos held as a slow pan, degraded, coded
+`experiments/video_bench.py` rebuilds the link end to end (photos held as a slow pan, degraded, coded
 H.264 with an audio track), then runs `sharpkd sharpen` and `sharpkd bench` alternately and scores
 the received and the sharpened video against the ground truth.
 
 <!-- video -->
 {results.video_table(root / 'metrics' / 'video')}<!-- /video -->
 
-{sources([(p, 'python tools/video_bench.py --out FILE') for p in videos], root)}
+{sources([(p, 'python experiments/video_bench.py --out FILE') for p in videos], root)}
 `sharpkd sharpen` on a video runs a decode thread, the model and an encode thread with short
 queues between them; on a 2-core CPU the model already uses both cores, so the codecs compete with
 it, and "pipeline / bench" is the share of the model's own frame rate the whole command keeps.

@@ -5,7 +5,7 @@
 ``metrics/PROFILE/{eval,eval_settings,teacher}.json``, ``metrics/PROFILE/bench/*.json`` and the saved runs of
 ``metrics/PROFILE/ablation/``, redraws ``metrics/PROFILE/curves.png`` from the training logs, and every ``<!-- ablation:PROFILE -->`` block with the
 side-by-side table of the runs whose ``eval.json`` were saved as ``metrics/PROFILE/ablation/NAME.json``, and the
-``<!-- video -->`` block with the runs of ``tools/video_bench.py --out metrics/video/NAME.json``.
+``<!-- video -->`` block with the runs of ``experiments/video_bench.py --out metrics/video/NAME.json``.
 """
 
 from __future__ import annotations
@@ -377,7 +377,7 @@ def _link_label(spec: str) -> str:
 
 
 def frontier_table(metrics_dir: str | Path) -> str:
-    """The runs of ``tools/frontier.py`` in ``metrics_dir/frontier/``, fastest first: training
+    """The runs of ``experiments/frontier.py`` in ``metrics_dir/frontier/``, fastest first: training
     links and steps, cost, time per 1080p frame, and gain over the received frame per link."""
     runs = [json.loads(p.read_text()) for p in sorted((Path(metrics_dir) / "frontier").glob("*.json"))]
     if not runs:
@@ -405,7 +405,7 @@ def frontier_table(metrics_dir: str | Path) -> str:
 
 
 def seeds_table(metrics_dir: str | Path, name: str = "") -> str:
-    """``metrics_dir/seeds.json`` (``metrics_dir/seeds-NAME.json`` with ``name``; ``tools/seeds.py
+    """``metrics_dir/seeds.json`` (``metrics_dir/seeds-NAME.json`` with ``name``; ``experiments/seeds.py
     --out``): each arm's validation PSNR per seed, mean and sd, the paired differences with their
     95% intervals, and which student and budget they trained."""
     file = f"seeds-{name}.json" if name else "seeds.json"
@@ -429,7 +429,7 @@ def seeds_table(metrics_dir: str | Path, name: str = "") -> str:
                  f"averaged over the seeds, {i['mean']:+.3f} dB (95% t-interval {i['ci95_low']:+.3f} to "
                  f"{i['ci95_high']:+.3f}, over {i['images']} images), ahead on {i['ahead']} of {i['images']}.\n")
     train = r.get("train")
-    if train:  # the student and budget every run of this file shares (tools/seeds.py settings)
+    if train:  # the student and budget every run of this file shares (experiments/seeds.py settings)
         from sharpkd.nets.students import build_student
 
         cfg = build_student(train["arch"], **(train.get("arch_config") or {})).config  # defaults filled in
@@ -520,7 +520,7 @@ def runtimes_table(metrics_dir: str | Path) -> str:
 
 
 def video_table(folder: str | Path) -> str:
-    """Markdown: one row per ``tools/video_bench.py --out`` JSON in ``folder`` (``metrics/video``)."""
+    """Markdown: one row per ``experiments/video_bench.py --out`` JSON in ``folder`` (``metrics/video``)."""
     rows = []
     for path in sorted(Path(folder).glob("*.json")):
         r = json.loads(path.read_text())

@@ -28,8 +28,8 @@ zoom``           ``D_z = degrade(shrink_z(G))`` (:class:`ZoomDistillation`).  A 
 
 The two L2 terms are not in the report.  For a residual student that starts as the identity,
 L1's gradient is only the sign of the error, which on near-flat degraded pixels points in
-random directions; measured here, such a student trained with L1 alone barely left the
-identity, while L2 (whose gradient is proportional to the error) learned at once.
+random directions: such a student trained with L1 alone barely leaves the
+identity, while L2 (whose gradient is proportional to the error) learns at once.
 
 ``total = sum_term weight_term * term``.  A term whose weight is 0 is neither computed nor
 reported; if both VGG terms are 0 no VGG is built or loaded (:func:`needs_vgg`).  Teacher

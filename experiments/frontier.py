@@ -13,8 +13,8 @@ code (runtime ``auto``).  One JSON per run in ``--out`` (default ``metrics/photo
 ``--plot`` draws every saved run, PSNR against ms per frame (log x).  The trained weights go to
 ``.sharpkd/frontier/`` (git-ignored).
 
-    .venv/bin/python tools/frontier.py --name patch-c16b1 --config '{"channels":16,"blocks":1,"unshuffle":4,"head":"patch"}'
-    .venv/bin/python tools/frontier.py --plot
+    .venv/bin/python experiments/frontier.py --name patch-c16b1 --config '{"channels":16,"blocks":1,"unshuffle":4,"head":"patch"}'
+    .venv/bin/python experiments/frontier.py --plot
 
 Degraded photos are cached in ``.sharpkd/frontier-cache/`` (git-ignored; delete it to rebuild).
 """

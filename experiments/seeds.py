@@ -27,7 +27,7 @@ The per-epoch validation leaves SSIM out (the best epoch is chosen by PSNR eithe
 costs about a third of the ``train`` stage's time.  ``--root`` reads params, data and
 models from another checkout (one that ran the photo pool, say).
 
-    .venv/bin/python tools/seeds.py --profile default --seeds 3 --zoom 1
+    .venv/bin/python experiments/seeds.py --profile default --seeds 3 --zoom 1
 """
 
 from __future__ import annotations

@@ -19,8 +19,8 @@ does, run ``sharpkd sharpen`` on it, and score what came out.
 Prints one JSON object; ``--out`` also writes it (``tools/results.py --update README.md`` builds
 the README's video table from ``metrics/video/*.json``).  Example::
 
-    .venv/bin/python tools/video_bench.py --out metrics/video/gopro-1080p.json
-    .venv/bin/python tools/video_bench.py --size 1280x720 --out metrics/video/gopro-720p.json
+    .venv/bin/python experiments/video_bench.py --out metrics/video/gopro-1080p.json
+    .venv/bin/python experiments/video_bench.py --size 1280x720 --out metrics/video/gopro-720p.json
 """
 
 from __future__ import annotations

@@ -5,9 +5,9 @@ Makes synthetic JPEGs (default: 1080p, 12 MP and 48 MP) in a temporary folder, r
 ``sharpkd sharpen`` on each in its own subprocess and reports the child's peak resident set
 size (``ru_maxrss`` from ``os.wait4``, i.e. that one process) and wall time as JSON::
 
-    .venv/bin/python tools/peak_memory.py                    # all three sizes, default tile
-    .venv/bin/python tools/peak_memory.py --tile 512 --out metrics/peak_memory.json
-    .venv/bin/python tools/peak_memory.py --sizes small=640x480
+    .venv/bin/python experiments/peak_memory.py                    # all three sizes, default tile
+    .venv/bin/python experiments/peak_memory.py --tile 512 --out metrics/peak_memory.json
+    .venv/bin/python experiments/peak_memory.py --sizes small=640x480
 
 The images are smooth gradients with texture (so the JPEGs have realistic sizes), seeded.
 """
