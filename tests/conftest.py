@@ -15,6 +15,20 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def own_cache_folder(tmp_path_factory):
+    """Calibration and peak figures go to a temporary cache folder, never the user's."""
+    import os
+
+    before = os.environ.get("SHARPKD_CACHE_DIR")
+    os.environ["SHARPKD_CACHE_DIR"] = str(tmp_path_factory.mktemp("sharpkd-cache"))
+    yield
+    if before is None:
+        os.environ.pop("SHARPKD_CACHE_DIR", None)
+    else:
+        os.environ["SHARPKD_CACHE_DIR"] = before
+
+
 @pytest.fixture(scope="session")
 def weights(tmp_path_factory):
     """A small trained-looking student file: random perturbations, so it changes images (the

@@ -18,13 +18,20 @@ def _add_runtime(parser: argparse.ArgumentParser, what: str) -> None:
                              "installed, else torch")
 
 
-def _add_weights(parser: argparse.ArgumentParser) -> None:
-    """``--weights PATH`` or ``--student NAME`` (a shipped student, sharpkd.app.shipped.SHIPPED), not both."""
+def _add_weights(parser: argparse.ArgumentParser, auto: bool = False) -> None:
+    """``--weights PATH`` or ``--student NAME`` (a shipped student, sharpkd.app.shipped.SHIPPED), not both;
+    ``auto``: ``--student auto`` (sharpkd.app.auto) is the default."""
     from sharpkd.app.shipped import DEFAULT_STUDENT, SHIPPED, describe
 
     g = parser.add_mutually_exclusive_group()
     g.add_argument("--weights", metavar="PATH", help="a student .safetensors you trained (models/<profile>/student.safetensors); "
                                                      "not with --student")
+    if auto:
+        g.add_argument("--student", metavar="NAME", default="auto",
+                       help="a shipped student, or auto: the sharpest one that keeps up with the frame rate, timed "
+                            "on this machine on first use and cached (sharpkd bench --calibrate times again; "
+                            "images: the sharpest); " + "; ".join(describe(n) for n in SHIPPED))
+        return
     g.add_argument("--student", metavar="NAME",
                    help=f"a shipped student (default: {DEFAULT_STUDENT}): "
                         + "; ".join(describe(n) for n in SHIPPED))
@@ -49,15 +56,21 @@ def cmd_sharpen(args: argparse.Namespace) -> int:
 
     from sharpkd.video.codec import check_video_options
 
+    from sharpkd.app.measure import check_student, chosen_weights
+
     fmt = check_options(tile=args.tile, strength=args.strength, fmt=args.format)
     video = check_video_options(args.codec, args.crf, args.preset, args.keep_partial)
+    check_student(args.student)
     device = _device(args.device)
     out = check_output_dir(args.output, args.inputs)
     stale = clean_stale_temps(out)
     if stale:
         print(f"removed {len(stale)} temporary file(s) left in {out} by an interrupted run", file=sys.stderr)
     jobs, failed = plan(args.inputs, out, fmt)
-    sharpener = Sharpener(_weights(args), device=device, tile=args.tile, overlap=OVERLAP, strength=args.strength,
+    from sharpkd.app.auto import pick_for_jobs
+
+    weights = chosen_weights(args, lambda: pick_for_jobs(jobs, device=device, runtime=args.runtime, tile=args.tile))
+    sharpener = Sharpener(weights, device=device, tile=args.tile, overlap=OVERLAP, strength=args.strength,
                           runtime=args.runtime)
     multiple = max(1, int(getattr(sharpener.model, "multiple_of", 1)))
     if args.tile % multiple:
@@ -95,8 +108,13 @@ def cmd_stream(args: argparse.Namespace) -> int:
     from sharpkd.app.sharpen import OVERLAP, Sharpener, check_options
     from sharpkd.video.codec import RAW_FORMATS, parse_size, stream
 
+    from sharpkd.app.auto import check_fps, pick
+    from sharpkd.app.measure import check_student, chosen_weights
+
     width, height = parse_size(args.size)
     check_options(tile=args.tile, strength=args.strength, fmt="png")
+    check_student(args.student)
+    fps = check_fps(args.fps)
     if args.pix_fmt not in RAW_FORMATS:
         raise UsageError(f"--pix-fmt {args.pix_fmt!r}: use one of {', '.join(RAW_FORMATS)}")
     if sys.stdin.isatty():
@@ -104,7 +122,11 @@ def cmd_stream(args: argparse.Namespace) -> int:
                          f"-pix_fmt {args.pix_fmt} - | sharpkd stream --size {width}x{height} | ...")
     if sys.stdout.isatty():
         raise UsageError("stdout is a terminal: pipe the frames on (e.g. to ffmpeg -f rawvideo ...) or redirect them")
-    sharpener = Sharpener(_weights(args), device=_device(args.device), tile=args.tile, overlap=OVERLAP,
+    device = _device(args.device)
+    bits = 16 if args.pix_fmt == "rgb48le" else 8
+    weights = chosen_weights(args, lambda: pick(width, height, fps, f"--fps {fps:g}", device=device,
+                                                runtime=args.runtime, tile=args.tile, bits=bits), quiet=args.quiet)
+    sharpener = Sharpener(weights, device=device, tile=args.tile, overlap=OVERLAP,
                           strength=args.strength, runtime=args.runtime)
     multiple = max(1, int(getattr(sharpener.model, "multiple_of", 1)))
     if args.tile % multiple:
@@ -158,6 +180,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = _device(args.device)
+    if args.peak or args.calibrate:
+        from sharpkd.app import measure
+
+        args.device = device
+        return measure.bench_peak(args) if args.peak else measure.bench_calibrate(args)
     if args.teacher:
         return _bench_teacher(args, device)
     from sharpkd.inference.runtimes import resolve
@@ -175,6 +202,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.frames:
         result |= {"temporal": temporal_stability_of_frames(model, args.frames, args.pattern, device, args.degrade)}
     result["machine"] = machine(device)
+    from sharpkd.app.measure import with_peak
+
+    result = with_peak(result, model)  # the cached `bench --peak` figures of this machine, when there are some
     _emit_bench(args, result)
     if not args.json:
         form = " int8" if getattr(model, "int8", None) else ""  # sharpkd.nets.quant: int8 convolutions in the runtimes
@@ -268,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("inputs", nargs="+", help="image files, folders, video files (mp4, avi, mov, mkv)")
     s.add_argument("-o", "--output", required=True,
                    help="output folder (created; must not be an input folder or inside one)")
-    _add_weights(s)
+    _add_weights(s, auto=True)
     s.add_argument("--strength", type=float, default=1.0,
                    help="0 = input, 1 = model output, up to 2 = stronger (extrapolated) sharpening")
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: cuda when a GPU is visible")
@@ -302,7 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "an unusable command line, 141 when the reader of stdout stops.")
     r.add_argument("--size", required=True, help="frame size WIDTHxHEIGHT, as the sender's -s (e.g. 1920x1080)")
     r.add_argument("--pix-fmt", default="rgb24", help="rgb24 or rgb48le (16 bits per channel)")
-    _add_weights(r)
+    _add_weights(r, auto=True)
+    r.add_argument("--fps", type=float, default=30.0,
+                   help="frame rate the stream must keep up with (chooses the student with --student auto)")
     r.add_argument("--strength", type=float, default=1.0,
                    help="0 = input, 1 = model output, up to 2 = stronger (extrapolated) sharpening")
     r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: cuda when a GPU is visible")
@@ -334,6 +366,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--frames", help="folder of consecutive video frames: also report temporal stability")
     b.add_argument("--pattern", default="*", help="file-name pattern of the frames in --frames (sorted by name)")
     b.add_argument("--degrade", type=float, default=0.6, help="degrade the frames first, as the link does (1 = off)")
+    m = b.add_mutually_exclusive_group()
+    m.add_argument("--peak", action="store_true",
+                   help="instead of a model: what this CPU does through OpenVINO, float and int8: GMAC/s of plain "
+                        "3x3 convolutions (32->32, 64->64) at half the frame's size, and ms per frame of the "
+                        "full-resolution passes (uint8->float, pixel (un)shuffle, residual add, float->uint8); "
+                        "kept in the cache folder, and later bench JSON of a student carries it (of_peak)")
+    m.add_argument("--calibrate", action="store_true",
+                   help="instead of one model: time every shipped student at --width x --height again and keep "
+                        "the frame rates for --student auto (in $SHARPKD_CACHE_DIR, else "
+                        "$XDG_CACHE_HOME/sharpkd or ~/.cache/sharpkd)")
     b.set_defaults(fn=cmd_bench)
     b.error = _one_line_usage(b)  # type: ignore[method-assign]
 

@@ -76,12 +76,26 @@ def benchmark(model: torch.nn.Module, height: int = 1080, width: int = 1920, *, 
 CPU_FEATURES = ("avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
 
 
+def runtime_versions() -> dict[str, str]:
+    """The installed versions of the inference runtimes (``openvino``, ``onnxruntime``), from the
+    package metadata (nothing is imported); a runtime that is not installed is left out."""
+    from importlib import metadata
+
+    out = {}
+    for name in ("openvino", "onnxruntime"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
 def machine(device: str) -> dict:
     """Where a benchmark ran: CPU model, cores, the vector kernels PyTorch picked on it
     (``cpu_isa``: ``AVX2``, ``AVX512``...; the same model name covers both here), the CPU's
     matrix and dot-product extensions that int8 and bf16 kernels use (``cpu_features``, from
-    ``/proc/cpuinfo`` where there is one: AVX-512 VNNI, AVX-VNNI, AMX), GPU name on CUDA, torch
-    version."""
+    ``/proc/cpuinfo`` where there is one: AVX-512 VNNI, AVX-VNNI, AMX), GPU name on CUDA, the
+    torch and runtime versions (:func:`runtime_versions`) and the operating system's kernel."""
     fields: dict[str, str] = {}  # the first CPU's /proc/cpuinfo entries
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -92,7 +106,9 @@ def machine(device: str) -> dict:
     cpu = fields.get("model name") or platform.processor() or platform.machine()
     flags = set(fields.get("flags", "").split())
     out = {"cpu": cpu, "cpu_cores": os.cpu_count(), "cpu_isa": torch.backends.cpu.get_cpu_capability(),
-           "cpu_features": [f for f in CPU_FEATURES if f in flags], "torch": torch.__version__}
+           "cpu_features": [f for f in CPU_FEATURES if f in flags], "torch": torch.__version__,
+           "kernel": f"{platform.system()} {platform.release()}"}
+    out |= runtime_versions()
     if str(device).startswith("cuda"):
         out["gpu"] = torch.cuda.get_device_name(torch.device(device))
     return out
@@ -118,4 +134,4 @@ def temporal_stability_of_frames(model: torch.nn.Module, folder: str, pattern: s
     return {"frames": len(frames), "folder": str(folder), "pattern": pattern, "degrade_scale": scale} | stab.result()
 
 
-__all__ = ["benchmark", "machine", "temporal_stability_of_frames", "time_calls"]
+__all__ = ["benchmark", "machine", "runtime_versions", "temporal_stability_of_frames", "time_calls"]
