@@ -6,6 +6,16 @@ import torch
 from sharpkd.nets.students import build_student, save_student
 
 
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` are skipped where torch sees no CUDA device."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (torch.cuda.is_available() is False)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(autouse=True)
 def one_torch_thread():
     """Tiny tensors run faster on one thread, and two threads spin-wait badly when the CPU is shared."""

@@ -193,12 +193,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.compare:
         return _bench_compare(args, model, arch, device)
     runtime = resolve(args.runtime, model, device)
+    precision = _precision(args, device, model)
     result = {"arch": arch, "config": getattr(model, "config", {}), "runtime": runtime, "device": device,
+              "precision": precision,
               "height": args.height, "width": args.width,
               "threads": torch.get_num_threads(), "parameters": count_params(model),  # the folded, shipped form
               "macs_per_frame": count_macs(model, args.height, args.width)}
     result |= benchmark(model, args.height, args.width, runs=args.runs, warmup=args.warmup, device=device,
-                        runtime=runtime)
+                        runtime=runtime, precision=args.precision)
     if args.frames:
         result |= {"temporal": temporal_stability_of_frames(model, args.frames, args.pattern, device, args.degrade)}
     result["machine"] = machine(device)
@@ -244,6 +246,17 @@ def _bench_compare(args: argparse.Namespace, model, arch: str, device: str) -> i
     return 0
 
 
+def _precision(args: argparse.Namespace, device: str, model=None) -> str:
+    """What ``--precision`` means on ``device``: on CUDA the autocast dtype (auto: bf16, as
+    sharpen runs), on the CPU the runtime's own (float32, or int8 for an int8 student)."""
+    if device == "cpu":
+        if args.precision not in ("auto", "fp32"):
+            raise UsageError(f"--precision {args.precision} is for --device cuda; on the CPU the runtime runs the "
+                             "student as it ships (float32, or int8)")
+        return "int8" if getattr(model, "int8", None) else "fp32"
+    return "bf16" if args.precision == "auto" else args.precision
+
+
 def _emit_bench(args: argparse.Namespace, result: dict) -> None:
     """Print the result as JSON (``--json``) and/or write it to ``--out`` atomically."""
     if args.json:
@@ -263,9 +276,10 @@ def _bench_teacher(args: argparse.Namespace, device: str) -> int:
 
     model = load_teacher(args.teacher, device=device)
     d = describe(model)
+    precision = _precision(args, device, model)
     timing = benchmark(model, args.height, args.width, runs=args.runs, warmup=args.warmup, device=device,
-                       tile=args.tile)
-    result = d | timing | {"device": device, "height": args.height, "width": args.width, "tile": args.tile,
+                       tile=args.tile, precision=args.precision)
+    result = d | timing | {"device": device, "precision": precision, "height": args.height, "width": args.width, "tile": args.tile,
                            "threads": torch.get_num_threads(), "runs": args.runs, "machine": machine(device)}
     _emit_bench(args, result)
     if not args.json:
@@ -354,6 +368,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--width", type=int, default=1920, help="frame width in pixels")
     b.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="where the model runs")
     _add_runtime(b, "")
+    b.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="on --device cuda: autocast dtype (auto: bf16, as sharpen runs; fp32: none); the CPU "
+                        "runs the student as it ships")
     b.add_argument("--compare", action="store_true", help="time every installed runtime side by side in one run")
     b.add_argument("--runs", type=int, default=20, help="timed calls")
     b.add_argument("--warmup", type=int, default=3, help="untimed calls first")

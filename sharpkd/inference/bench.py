@@ -47,9 +47,10 @@ def time_calls(fn: Callable[[], object], runs: int, warmup: int, sync: Callable[
 
 def benchmark(model: torch.nn.Module, height: int = 1080, width: int = 1920, *, runs: int = 20, warmup: int = 3,
               device: str | torch.device = "cpu", tile: int = DEFAULT_TILE, overlap: int = 32,
-              runtime: str = "torch") -> dict:
+              runtime: str = "torch", precision: str = "auto") -> dict:
     """Time :func:`run_model` on one random ``height x width`` uint8 frame (``tile`` as in sharpen)
-    with the student compiled for ``runtime`` (:mod:`sharpkd.inference.runtimes`; compiling is not timed):
+    with the student compiled for ``runtime`` (:mod:`sharpkd.inference.runtimes`; compiling is not timed)
+    and, on CUDA, autocast at ``precision`` (:data:`sharpkd.inference.tiled.PRECISIONS`):
     ``{"median_ms", "p95_ms", "fps"}``, and for OpenVINO ``kernels``, the oneDNN kernel of each
     convolution and how many (:func:`sharpkd.inference.runtimes.convolution_kernels`).
 
@@ -66,7 +67,8 @@ def benchmark(model: torch.nn.Module, height: int = 1080, width: int = 1920, *, 
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    timing = time_calls(lambda: run_model(model, frame, tile=tile, overlap=overlap, device=device), runs, warmup, sync)
+    timing = time_calls(lambda: run_model(model, frame, tile=tile, overlap=overlap, device=device, precision=precision),
+                        runs, warmup, sync)
     kernels = getattr(model, "kernels", None)  # OpenVINO: which convolution kernels ran (AMX int8, AVX-512 f32...)
     return timing | ({"kernels": kernels} if kernels else {})
 
