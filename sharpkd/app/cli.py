@@ -75,6 +75,10 @@ def cmd_sharpen(args: argparse.Namespace) -> int:
     multiple = max(1, int(getattr(sharpener.model, "multiple_of", 1)))
     if args.tile % multiple:
         raise UsageError(f"--tile must be a multiple of {multiple} for this student, got {args.tile}")
+    if args.reuse_unchanged:
+        from sharpkd.video.changed import ChangedWindows
+
+        sharpener = ChangedWindows(sharpener)
     summary, videos = run_jobs(jobs, sharpener, progress=not args.quiet, overwrite=args.overwrite, video=video)
     for v in videos:
         ratio = v["flicker_ratio"]
@@ -86,6 +90,8 @@ def cmd_sharpen(args: argparse.Namespace) -> int:
         if t:
             speed += (f" (per frame: decode {t['decode']:.0f} + to RGB {t['to_rgb']:.0f} ms CPU, model "
                       f"{t['model']:.0f} ms, to YUV {t['to_yuv']:.0f} + encode {t['encode']:.0f} ms CPU)")
+        if v.get("recomputed") is not None:
+            speed += f"; recomputed {100 * v['recomputed']:.1f}% of the windows (--reuse-unchanged)"
         print(f"{v['file']}: {v['frames']} frames at {v['fps']:.3f} fps, {v['size'][0]}x{v['size'][1]}, "
               f"{v['codec']} crf {v['crf']} {v['pix_fmt']}, {copied}{dropped}; processed at {speed}; "
               f"temporal stability: output/input frame difference = {ratio if ratio is not None else 'n/a'}")
@@ -93,6 +99,10 @@ def cmd_sharpen(args: argparse.Namespace) -> int:
             of = f" of {v['frames_expected']}" if v["frames_expected"] else ""
             print(f"{v['file']}: partial: kept the {v['frames']}{of} frames that decoded (--keep-partial): "
                   f"{v['partial']}")
+    if args.timings:
+        from sharpkd.files import write_json
+
+        write_json(args.timings, {"videos": videos})
     failed += summary.failed
     for src, why in failed:
         print(f"skipped {src}: {one_line(why)}", file=sys.stderr)
@@ -333,6 +343,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_runtime(s, " on 8-bit input")
     s.add_argument("--keep-partial", action="store_true",
                    help="keep what decoded of a truncated or damaged video (without it: skip the file, exit 1)")
+    s.add_argument("--reuse-unchanged", action="store_true",
+                   help="videos: run the model only on the windows (of --tile pixels) whose input changed from "
+                        "the previous frame, keeping the previous output elsewhere (the same bytes as running "
+                        "every window); with a small --tile, e.g. 256, a local change touches few windows")
+    s.add_argument("--timings", metavar="FILE",
+                   help="also write each video's summary as JSON: frames, frames/s, where each frame's time went "
+                        "(per_frame_ms: decode, to_rgb, model, to_yuv, encode, the model's waits)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     s.set_defaults(fn=cmd_sharpen)
     s.error = _one_line_usage(s)  # type: ignore[method-assign]
