@@ -3,10 +3,14 @@
 (``tools/gpu_check.sh`` runs them on a GPU machine).
 
 Tolerance, in uint8 levels of the output against the same student in float32 on the CPU
-(PyTorch, the reference every runtime is tested against): mean |difference| at most 0.25 (fp16)
-or 1.0 (bf16, 8 bits of mantissa), and 99.9% of the values within 2 (fp16) or 6 (bf16) levels.
+(PyTorch, the reference every runtime is tested against): mean |difference| at most 0.5 (fp16)
+or 1.0 (bf16, 8 bits of mantissa), and 99.9% of the values within 2 (fp16) or 4 (bf16) levels.
 The int8 students' rounding grid is evaluated in the autocast dtype, so an activation next to a
-rounding boundary can land one step away: hence a percentile rather than a maximum.
+rounding boundary can land one step away: hence a percentile rather than a maximum.  (PyTorch's
+CPU autocast, the same arithmetic on this test's frame, gives mean 0.26 / 99.9% within 1 for
+fp16 and mean 0.40 / within 2 for bf16 at worst over the three students.)  ``fp32`` on CUDA
+runs cuDNN's convolutions in TF32 where the GPU has it (PyTorch's default), so it gets the
+fp16 tolerance.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from sharpkd.nets.students import load_student
 
 pytestmark = pytest.mark.gpu
 
-TOLERANCE = {"fp16": (0.25, 2), "bf16": (1.0, 6)}  # (mean |diff|, 99.9th percentile |diff|) in uint8 levels
+TOLERANCE = {"fp16": (0.5, 2), "bf16": (1.0, 4), "fp32": (0.5, 2)}  # (mean |diff|, 99.9th percentile |diff|) in uint8 levels
 
 
 def frame(h: int = 270, w: int = 480) -> np.ndarray:
@@ -47,7 +51,8 @@ def test_cuda_matches_the_cpu_float_reference(name, precision):
     assert diff.mean() <= mean_tol and np.percentile(diff, 99.9) <= p999_tol, (
         f"{name} {precision}: mean {diff.mean():.3f}, p99.9 {np.percentile(diff, 99.9)}, max {diff.max()}")
     fp32 = run_model(prepare(gpu, "cuda"), img, device="cuda", precision="fp32")
-    assert np.abs(fp32.astype(np.int16) - ref.astype(np.int16)).max() <= 1  # float32 on CUDA: summation order only
+    diff = np.abs(fp32.astype(np.int16) - ref.astype(np.int16))
+    assert diff.mean() <= TOLERANCE["fp32"][0] and np.percentile(diff, 99.9) <= TOLERANCE["fp32"][1]
 
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16", "fp32"])

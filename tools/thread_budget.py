@@ -6,8 +6,10 @@ sharpens it with :func:`sharpkd.video.codec.sharpen_video` under each split of `
 (``CODEC:MODEL``: threads of each of the decoder and the encoder, 0 = FFmpeg's choice; the
 model's threads, torch's and the runtime's), the splits interleaved ``--repeat`` times so each
 sees the same machine state.  Reports, per split, the best and median frames/s end to end and
-where a frame's time went (``per_frame_ms``: decode, to RGB, model, to YUV, encode CPU ms, and the
-model thread's waits).  Other processes on the CPU change absolute numbers: compare the splits
+where a frame's time went (``per_frame_ms``: decode, to RGB, model, to YUV, encode CPU ms of the
+pipeline's own threads -- FFmpeg's worker threads, with codec threads other than 1, are not in
+them -- and the model thread's waits), and the CPU time of the whole process per frame
+(``cpu_ms_per_frame``: the cost, which other processes on the CPU change less than frames/s).  Other processes on the CPU change absolute numbers: compare the splits
 of one run with each other.
 
     .venv/bin/python tools/thread_budget.py --out metrics/video/thread-budget-cpu.json
@@ -61,11 +63,16 @@ def run_split(src: Path, out_dir: Path, student: str, runtime: str, codec: int, 
     sharpener = Sharpener(shipped_weights(student), device="cpu", overlap=OVERLAP, runtime=runtime)
     real = video.codec_threads
     video.codec_threads = lambda device="cpu": codec
+    import time
+
+    cpu0 = time.process_time()
     try:
         r = video.sharpen_video(src, out_dir / f"out-{codec}-{model}.mp4", sharpener, progress=False)
     finally:
         video.codec_threads = real
-    return {"processing_fps": r["processing_fps"], "per_frame_ms": r["per_frame_ms"]}
+    cpu = time.process_time() - cpu0  # every thread of the process, FFmpeg's own workers included
+    return {"processing_fps": r["processing_fps"], "per_frame_ms": r["per_frame_ms"],
+            "cpu_ms_per_frame": round(1000 * cpu / r["frames"], 1)}
 
 
 def main() -> int:
@@ -93,7 +100,7 @@ def main() -> int:
             for name, (codec, model) in zip(args.splits, splits):
                 r = run_split(src, Path(tmp), args.student, args.runtime, codec, model)
                 rows[name].append(r)
-                print(f"{name}: {r['processing_fps']:.2f} frames/s {r['per_frame_ms']}", file=sys.stderr, flush=True)
+                print(f"{name}: {r['processing_fps']:.2f} frames/s, {r['cpu_ms_per_frame']} CPU ms/frame {r['per_frame_ms']}", file=sys.stderr, flush=True)
     result = {"size": [width, height], "frames": args.frames, "student": args.student, "runtime": args.runtime,
               "load_average": os.getloadavg(), "machine": machine("cpu"),
               "command": " ".join(["tools/thread_budget.py", *sys.argv[1:]]), "splits": {}}
@@ -103,6 +110,7 @@ def main() -> int:
         per = {k: round(statistics.median(r["per_frame_ms"][k] for r in runs), 1) for k in runs[0]["per_frame_ms"]}
         result["splits"][name] = {"codec_threads": int(name.split(":")[0]), "model_threads": int(name.split(":")[1]),
                                   "fps_best": max(fps), "fps_median": statistics.median(fps),
+                                  "cpu_ms_per_frame": statistics.median(r["cpu_ms_per_frame"] for r in runs),
                                   "vs_first": round(statistics.median(fps) / base, 3), "per_frame_ms": per}
     text = json.dumps(result, indent=2, sort_keys=True)
     print(text)
