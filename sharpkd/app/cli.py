@@ -223,6 +223,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"{arch}{form} ({result['parameters']:,} parameters, {result['macs_per_frame'] / 1e9:.2f} GMAC per "
               f"{args.width}x{args.height} frame) on {device} via {runtime}: median {result['median_ms']:.1f} ms, "
               f"p95 {result['p95_ms']:.1f} ms, {result['fps']:.1f} fps")
+        if "of_peak" in result:  # sharpkd.app.measure.with_peak
+            o = result["of_peak"]
+            print(f"  {100 * o['fraction']:.0f}% of this CPU's peak (bench --peak): at best {o['floor_ms']:.1f} ms, "
+                  f"its MACs at {o['peak_gmacs']:.1f} GMAC/s {o['precision']}"
+                  + (f" + {o['frame_io_ms']:.1f} ms of full-resolution passes" if o["frame_io_ms"] is not None else ""))
         if args.frames:
             t = result["temporal"]
             print(f"temporal stability on {t['frames']} consecutive frames: mean |frame difference| input "
