@@ -91,3 +91,10 @@ def test_sharpen_reuse_unchanged_reports_the_fraction(tmp_path, weights, capsys)
     assert 0 < v["recomputed"] < 0.5 and v["frames"] == 8 and v["per_frame_ms"]["model"] >= 0
     a, b = decoded(tmp_path / "full" / "clip.mkv"), decoded(tmp_path / "reuse" / "clip.mkv")
     assert len(a) == len(b) == 8 and all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_timings_must_be_a_file(tmp_path, weights, capsys):
+    src = clip(tmp_path / "clip.mkv", n=2)
+    assert main(["sharpen", str(src), "--weights", str(weights), "-o", str(tmp_path / "o"), "--timings",
+                 str(tmp_path)]) == 2
+    assert capsys.readouterr().err.splitlines() == [f"error: --timings {tmp_path}: is a folder; give the JSON file to write"]

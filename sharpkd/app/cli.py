@@ -61,6 +61,8 @@ def cmd_sharpen(args: argparse.Namespace) -> int:
     fmt = check_options(tile=args.tile, strength=args.strength, fmt=args.format)
     video = check_video_options(args.codec, args.crf, args.preset, args.keep_partial)
     check_student(args.student)
+    if args.timings and __import__("os").path.isdir(args.timings):
+        raise UsageError(f"--timings {args.timings}: is a folder; give the JSON file to write")
     device = _device(args.device)
     out = check_output_dir(args.output, args.inputs)
     stale = clean_stale_temps(out)
