@@ -63,7 +63,8 @@ def test_help_shows_every_default_and_the_shipped_students(capsys):
             main([cmd, "--help"])
         text = " ".join(capsys.readouterr().out.split())
         assert all(f"{name}:" in text for name in SHIPPED), cmd
-        assert "(default: balanced)" in text or "default: balanced" in text, cmd
+        default = "auto" if cmd in ("sharpen", "stream") else "balanced"
+        assert f"(default: {default})" in text or f"default: {default}" in text, cmd
     with pytest.raises(SystemExit):
         main(["sharpen", "--help"])
     text = " ".join(capsys.readouterr().out.split())
@@ -237,7 +238,8 @@ def test_every_shipped_student_has_its_weights_and_card_and_runs_by_name(tmp_pat
 def test_student_names_and_weights_are_one_or_the_other(tmp_path, capsys, argv, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(argv + ["--student", "no-such"]) == 2
-    assert capsys.readouterr().err.strip().splitlines() == ["error: --student must be one of balanced, fast, quality, got 'no-such'"]
+    names = "auto or one of" if argv[0] in ("sharpen", "stream") else "one of"
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: --student must be {names} balanced, fast, quality, got 'no-such'"]
     with pytest.raises(SystemExit) as exit_:
         main(argv + ["--student", "balanced", "--weights", "w.safetensors"])
     assert exit_.value.code == 2

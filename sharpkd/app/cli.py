@@ -18,13 +18,20 @@ def _add_runtime(parser: argparse.ArgumentParser, what: str) -> None:
                              "installed, else torch")
 
 
-def _add_weights(parser: argparse.ArgumentParser) -> None:
-    """``--weights PATH`` or ``--student NAME`` (a shipped student, sharpkd.app.shipped.SHIPPED), not both."""
+def _add_weights(parser: argparse.ArgumentParser, auto: bool = False) -> None:
+    """``--weights PATH`` or ``--student NAME`` (a shipped student, sharpkd.app.shipped.SHIPPED), not both;
+    ``auto``: ``--student auto`` (sharpkd.app.auto) is the default."""
     from sharpkd.app.shipped import DEFAULT_STUDENT, SHIPPED, describe
 
     g = parser.add_mutually_exclusive_group()
     g.add_argument("--weights", metavar="PATH", help="a student .safetensors you trained (models/<profile>/student.safetensors); "
                                                      "not with --student")
+    if auto:
+        g.add_argument("--student", metavar="NAME", default="auto",
+                       help="a shipped student, or auto: the sharpest one that keeps up with the frame rate, timed "
+                            "on this machine on first use and cached (sharpkd bench --calibrate times again; "
+                            "images: the sharpest); " + "; ".join(describe(n) for n in SHIPPED))
+        return
     g.add_argument("--student", metavar="NAME",
                    help=f"a shipped student (default: {DEFAULT_STUDENT}): "
                         + "; ".join(describe(n) for n in SHIPPED))
@@ -49,19 +56,31 @@ def cmd_sharpen(args: argparse.Namespace) -> int:
 
     from sharpkd.video.codec import check_video_options
 
+    from sharpkd.app.measure import check_student, chosen_weights
+
     fmt = check_options(tile=args.tile, strength=args.strength, fmt=args.format)
     video = check_video_options(args.codec, args.crf, args.preset, args.keep_partial)
+    check_student(args.student)
+    if args.timings and __import__("os").path.isdir(args.timings):
+        raise UsageError(f"--timings {args.timings}: is a folder; give the JSON file to write")
     device = _device(args.device)
     out = check_output_dir(args.output, args.inputs)
     stale = clean_stale_temps(out)
     if stale:
         print(f"removed {len(stale)} temporary file(s) left in {out} by an interrupted run", file=sys.stderr)
     jobs, failed = plan(args.inputs, out, fmt)
-    sharpener = Sharpener(_weights(args), device=device, tile=args.tile, overlap=OVERLAP, strength=args.strength,
+    from sharpkd.app.auto import pick_for_jobs
+
+    weights = chosen_weights(args, lambda: pick_for_jobs(jobs, device=device, runtime=args.runtime, tile=args.tile))
+    sharpener = Sharpener(weights, device=device, tile=args.tile, overlap=OVERLAP, strength=args.strength,
                           runtime=args.runtime)
     multiple = max(1, int(getattr(sharpener.model, "multiple_of", 1)))
     if args.tile % multiple:
         raise UsageError(f"--tile must be a multiple of {multiple} for this student, got {args.tile}")
+    if args.reuse_unchanged:
+        from sharpkd.video.changed import ChangedWindows
+
+        sharpener = ChangedWindows(sharpener)
     summary, videos = run_jobs(jobs, sharpener, progress=not args.quiet, overwrite=args.overwrite, video=video)
     for v in videos:
         ratio = v["flicker_ratio"]
@@ -73,6 +92,8 @@ def cmd_sharpen(args: argparse.Namespace) -> int:
         if t:
             speed += (f" (per frame: decode {t['decode']:.0f} + to RGB {t['to_rgb']:.0f} ms CPU, model "
                       f"{t['model']:.0f} ms, to YUV {t['to_yuv']:.0f} + encode {t['encode']:.0f} ms CPU)")
+        if v.get("recomputed") is not None:
+            speed += f"; recomputed {100 * v['recomputed']:.1f}% of the windows (--reuse-unchanged)"
         print(f"{v['file']}: {v['frames']} frames at {v['fps']:.3f} fps, {v['size'][0]}x{v['size'][1]}, "
               f"{v['codec']} crf {v['crf']} {v['pix_fmt']}, {copied}{dropped}; processed at {speed}; "
               f"temporal stability: output/input frame difference = {ratio if ratio is not None else 'n/a'}")
@@ -80,6 +101,10 @@ def cmd_sharpen(args: argparse.Namespace) -> int:
             of = f" of {v['frames_expected']}" if v["frames_expected"] else ""
             print(f"{v['file']}: partial: kept the {v['frames']}{of} frames that decoded (--keep-partial): "
                   f"{v['partial']}")
+    if args.timings:
+        from sharpkd.files import write_json
+
+        write_json(args.timings, {"videos": videos})
     failed += summary.failed
     for src, why in failed:
         print(f"skipped {src}: {one_line(why)}", file=sys.stderr)
@@ -95,8 +120,13 @@ def cmd_stream(args: argparse.Namespace) -> int:
     from sharpkd.app.sharpen import OVERLAP, Sharpener, check_options
     from sharpkd.video.codec import RAW_FORMATS, parse_size, stream
 
+    from sharpkd.app.auto import check_fps, pick
+    from sharpkd.app.measure import check_student, chosen_weights
+
     width, height = parse_size(args.size)
     check_options(tile=args.tile, strength=args.strength, fmt="png")
+    check_student(args.student)
+    fps = check_fps(args.fps)
     if args.pix_fmt not in RAW_FORMATS:
         raise UsageError(f"--pix-fmt {args.pix_fmt!r}: use one of {', '.join(RAW_FORMATS)}")
     if sys.stdin.isatty():
@@ -104,7 +134,11 @@ def cmd_stream(args: argparse.Namespace) -> int:
                          f"-pix_fmt {args.pix_fmt} - | sharpkd stream --size {width}x{height} | ...")
     if sys.stdout.isatty():
         raise UsageError("stdout is a terminal: pipe the frames on (e.g. to ffmpeg -f rawvideo ...) or redirect them")
-    sharpener = Sharpener(_weights(args), device=_device(args.device), tile=args.tile, overlap=OVERLAP,
+    device = _device(args.device)
+    bits = 16 if args.pix_fmt == "rgb48le" else 8
+    weights = chosen_weights(args, lambda: pick(width, height, fps, f"--fps {fps:g}", device=device,
+                                                runtime=args.runtime, tile=args.tile, bits=bits), quiet=args.quiet)
+    sharpener = Sharpener(weights, device=device, tile=args.tile, overlap=OVERLAP,
                           strength=args.strength, runtime=args.runtime)
     multiple = max(1, int(getattr(sharpener.model, "multiple_of", 1)))
     if args.tile % multiple:
@@ -158,6 +192,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = _device(args.device)
+    if args.peak or args.calibrate:
+        from sharpkd.app import measure
+
+        args.device = device
+        return measure.bench_peak(args) if args.peak else measure.bench_calibrate(args)
     if args.teacher:
         return _bench_teacher(args, device)
     from sharpkd.inference.runtimes import resolve
@@ -166,15 +205,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.compare:
         return _bench_compare(args, model, arch, device)
     runtime = resolve(args.runtime, model, device)
+    precision = _precision(args, device, model)
     result = {"arch": arch, "config": getattr(model, "config", {}), "runtime": runtime, "device": device,
+              "precision": precision,
               "height": args.height, "width": args.width,
               "threads": torch.get_num_threads(), "parameters": count_params(model),  # the folded, shipped form
               "macs_per_frame": count_macs(model, args.height, args.width)}
     result |= benchmark(model, args.height, args.width, runs=args.runs, warmup=args.warmup, device=device,
-                        runtime=runtime)
+                        runtime=runtime, precision=args.precision)
     if args.frames:
         result |= {"temporal": temporal_stability_of_frames(model, args.frames, args.pattern, device, args.degrade)}
     result["machine"] = machine(device)
+    from sharpkd.app.measure import with_peak
+
+    result = with_peak(result, model)  # the cached `bench --peak` figures of this machine, when there are some
     _emit_bench(args, result)
     if not args.json:
         form = " int8" if getattr(model, "int8", None) else ""  # sharpkd.nets.quant: int8 convolutions in the runtimes
@@ -182,6 +226,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"{arch}{form} ({result['parameters']:,} parameters, {result['macs_per_frame'] / 1e9:.2f} GMAC per "
               f"{args.width}x{args.height} frame) on {device} via {runtime}{route}: median {result['median_ms']:.1f} ms, "
               f"p95 {result['p95_ms']:.1f} ms, {result['fps']:.1f} fps")
+        if "of_peak" in result:  # sharpkd.app.measure.with_peak
+            o = result["of_peak"]
+            print(f"  {100 * o['fraction']:.0f}% of this CPU's peak (bench --peak): at best {o['floor_ms']:.1f} ms, "
+                  f"its MACs at {o['peak_gmacs']:.1f} GMAC/s {o['precision']}"
+                  + (f" + {o['frame_io_ms']:.1f} ms of full-resolution passes" if o["frame_io_ms"] is not None else ""))
         if args.frames:
             t = result["temporal"]
             print(f"temporal stability on {t['frames']} consecutive frames: mean |frame difference| input "
@@ -215,6 +264,17 @@ def _bench_compare(args: argparse.Namespace, model, arch: str, device: str) -> i
     return 0
 
 
+def _precision(args: argparse.Namespace, device: str, model=None) -> str:
+    """What ``--precision`` means on ``device``: on CUDA the autocast dtype (auto: bf16, as
+    sharpen runs), on the CPU the runtime's own (float32, or int8 for an int8 student)."""
+    if device == "cpu":
+        if args.precision not in ("auto", "fp32"):
+            raise UsageError(f"--precision {args.precision} is for --device cuda; on the CPU the runtime runs the "
+                             "student as it ships (float32, or int8)")
+        return "int8" if getattr(model, "int8", None) else "fp32"
+    return "bf16" if args.precision == "auto" else args.precision
+
+
 def _emit_bench(args: argparse.Namespace, result: dict) -> None:
     """Print the result as JSON (``--json``) and/or write it to ``--out`` atomically."""
     if args.json:
@@ -234,9 +294,10 @@ def _bench_teacher(args: argparse.Namespace, device: str) -> int:
 
     model = load_teacher(args.teacher, device=device)
     d = describe(model)
+    precision = _precision(args, device, model)
     timing = benchmark(model, args.height, args.width, runs=args.runs, warmup=args.warmup, device=device,
-                       tile=args.tile)
-    result = d | timing | {"device": device, "height": args.height, "width": args.width, "tile": args.tile,
+                       tile=args.tile, precision=args.precision)
+    result = d | timing | {"device": device, "precision": precision, "height": args.height, "width": args.width, "tile": args.tile,
                            "threads": torch.get_num_threads(), "runs": args.runs, "machine": machine(device)}
     _emit_bench(args, result)
     if not args.json:
@@ -269,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("inputs", nargs="+", help="image files, folders, video files (mp4, avi, mov, mkv)")
     s.add_argument("-o", "--output", required=True,
                    help="output folder (created; must not be an input folder or inside one)")
-    _add_weights(s)
+    _add_weights(s, auto=True)
     s.add_argument("--strength", type=float, default=1.0,
                    help="0 = input, 1 = model output, up to 2 = stronger (extrapolated) sharpening")
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: cuda when a GPU is visible")
@@ -290,6 +351,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_runtime(s, " on 8-bit input")
     s.add_argument("--keep-partial", action="store_true",
                    help="keep what decoded of a truncated or damaged video (without it: skip the file, exit 1)")
+    s.add_argument("--reuse-unchanged", action="store_true",
+                   help="videos: run the model only on the windows (of --tile pixels) whose input changed from "
+                        "the previous frame, keeping the previous output elsewhere (the same bytes as running "
+                        "every window); with a small --tile, e.g. 256, a local change touches few windows")
+    s.add_argument("--timings", metavar="FILE",
+                   help="also write each video's summary as JSON: frames, frames/s, where each frame's time went "
+                        "(per_frame_ms: decode, to_rgb, model, to_yuv, encode, the model's waits)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     s.set_defaults(fn=cmd_sharpen)
     s.error = _one_line_usage(s)  # type: ignore[method-assign]
@@ -303,7 +371,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "an unusable command line, 141 when the reader of stdout stops.")
     r.add_argument("--size", required=True, help="frame size WIDTHxHEIGHT, as the sender's -s (e.g. 1920x1080)")
     r.add_argument("--pix-fmt", default="rgb24", help="rgb24 or rgb48le (16 bits per channel)")
-    _add_weights(r)
+    _add_weights(r, auto=True)
+    r.add_argument("--fps", type=float, default=30.0,
+                   help="frame rate the stream must keep up with (chooses the student with --student auto)")
     r.add_argument("--strength", type=float, default=1.0,
                    help="0 = input, 1 = model output, up to 2 = stronger (extrapolated) sharpening")
     r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: cuda when a GPU is visible")
@@ -323,6 +393,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--width", type=int, default=1920, help="frame width in pixels")
     b.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="where the model runs")
     _add_runtime(b, "")
+    b.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="on --device cuda: autocast dtype (auto: bf16, as sharpen runs; fp32: none); the CPU "
+                        "runs the student as it ships")
     b.add_argument("--compare", action="store_true", help="time every installed runtime side by side in one run")
     b.add_argument("--runs", type=int, default=20, help="timed calls")
     b.add_argument("--warmup", type=int, default=3, help="untimed calls first")
@@ -335,6 +408,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--frames", help="folder of consecutive video frames: also report temporal stability")
     b.add_argument("--pattern", default="*", help="file-name pattern of the frames in --frames (sorted by name)")
     b.add_argument("--degrade", type=float, default=0.6, help="degrade the frames first, as the link does (1 = off)")
+    m = b.add_mutually_exclusive_group()
+    m.add_argument("--peak", action="store_true",
+                   help="instead of a model: what this CPU does through OpenVINO, float and int8: GMAC/s of plain "
+                        "3x3 convolutions (32->32, 64->64) at half the frame's size, and ms per frame of the "
+                        "full-resolution passes (uint8->float, pixel (un)shuffle, residual add, float->uint8); "
+                        "kept in the cache folder, and later bench JSON of a student carries it (of_peak)")
+    m.add_argument("--calibrate", action="store_true",
+                   help="instead of one model: time every shipped student at --width x --height again and keep "
+                        "the frame rates for --student auto (in $SHARPKD_CACHE_DIR, else "
+                        "$XDG_CACHE_HOME/sharpkd or ~/.cache/sharpkd)")
     b.set_defaults(fn=cmd_bench)
     b.error = _one_line_usage(b)  # type: ignore[method-assign]
 

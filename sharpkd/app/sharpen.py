@@ -272,7 +272,13 @@ def sharpen_video(job: Job, sharpener: Sharpener, progress: bool = True, options
     rotation and colour tags kept.  Returns counts, timing and the temporal stability."""
     from sharpkd.video.codec import sharpen_video as encode_video
 
-    return encode_video(job.src, job.dst, sharpener, options, progress)
+    reset = getattr(sharpener, "reset_counts", None)  # sharpkd.video.changed.ChangedWindows (--reuse-unchanged)
+    if reset is not None:
+        reset()
+    result = encode_video(job.src, job.dst, sharpener, options, progress)
+    if reset is not None:
+        result["recomputed"] = sharpener.fraction()  # share of windows run through the model
+    return result
 
 
 def _reason(exc: BaseException, src: Path) -> str:

@@ -47,9 +47,10 @@ def time_calls(fn: Callable[[], object], runs: int, warmup: int, sync: Callable[
 
 def benchmark(model: torch.nn.Module, height: int = 1080, width: int = 1920, *, runs: int = 20, warmup: int = 3,
               device: str | torch.device = "cpu", tile: int = DEFAULT_TILE, overlap: int = 32,
-              runtime: str = "torch") -> dict:
+              runtime: str = "torch", precision: str = "auto") -> dict:
     """Time :func:`run_model` on one random ``height x width`` uint8 frame (``tile`` as in sharpen)
-    with the student compiled for ``runtime`` (:mod:`sharpkd.inference.runtimes`; compiling is not timed):
+    with the student compiled for ``runtime`` (:mod:`sharpkd.inference.runtimes`; compiling is not timed)
+    and, on CUDA, autocast at ``precision`` (:data:`sharpkd.inference.tiled.PRECISIONS`):
     ``{"median_ms", "p95_ms", "fps"}``, and for OpenVINO ``kernels``, the oneDNN kernel of each
     convolution and how many (:func:`sharpkd.inference.runtimes.convolution_kernels`), and for an int8
     student ``int8_route``, how OpenVINO ran it (``int8`` or ``f32-fakequant``:
@@ -68,7 +69,8 @@ def benchmark(model: torch.nn.Module, height: int = 1080, width: int = 1920, *, 
         if device.type == "cuda":
             torch.cuda.synchronize(device)
 
-    timing = time_calls(lambda: run_model(model, frame, tile=tile, overlap=overlap, device=device), runs, warmup, sync)
+    timing = time_calls(lambda: run_model(model, frame, tile=tile, overlap=overlap, device=device, precision=precision),
+                        runs, warmup, sync)
     kernels = getattr(model, "kernels", None)  # OpenVINO: which convolution kernels ran (AMX int8, AVX-512 f32...)
     route = getattr(model, "route", None)  # OpenVINO, int8 student: int8 convolutions or FakeQuantize in f32
     return timing | ({"kernels": kernels} if kernels else {}) | ({"int8_route": route} if route else {})
@@ -79,13 +81,28 @@ def benchmark(model: torch.nn.Module, height: int = 1080, width: int = 1920, *, 
 CPU_FEATURES = ("avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16")
 
 
+def runtime_versions() -> dict[str, str]:
+    """The installed versions of the inference runtimes (``openvino``, ``onnxruntime``), from the
+    package metadata (nothing is imported); a runtime that is not installed is left out."""
+    from importlib import metadata
+
+    out = {}
+    for name in ("openvino", "onnxruntime"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
 def machine(device: str) -> dict:
     """Where a benchmark ran: CPU model, cores, the vector kernels PyTorch picked on it
     (``cpu_isa``: ``AVX2``, ``AVX512``...; the same model name covers both here), the CPU's
     matrix and dot-product extensions that int8 and bf16 kernels use (``cpu_features``, from
     ``/proc/cpuinfo`` where there is one: AVX-512 VNNI, AVX-VNNI, AMX), oneDNN's instruction-set
     cap where ``ONEDNN_MAX_CPU_ISA`` sets one (``onednn_isa_cap``: OpenVINO's kernels then are
-    those of that ISA), GPU name on CUDA, torch version."""
+    those of that ISA), GPU name on CUDA, the torch and runtime versions (:func:`runtime_versions`)
+    and the operating system's kernel."""
     fields: dict[str, str] = {}  # the first CPU's /proc/cpuinfo entries
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -96,7 +113,9 @@ def machine(device: str) -> dict:
     cpu = fields.get("model name") or platform.processor() or platform.machine()
     flags = set(fields.get("flags", "").split())
     out = {"cpu": cpu, "cpu_cores": os.cpu_count(), "cpu_isa": torch.backends.cpu.get_cpu_capability(),
-           "cpu_features": [f for f in CPU_FEATURES if f in flags], "torch": torch.__version__}
+           "cpu_features": [f for f in CPU_FEATURES if f in flags], "torch": torch.__version__,
+           "kernel": f"{platform.system()} {platform.release()}"}
+    out |= runtime_versions()
     from sharpkd.inference.runtimes import onednn_isa_cap
 
     if onednn_isa_cap():
@@ -126,4 +145,4 @@ def temporal_stability_of_frames(model: torch.nn.Module, folder: str, pattern: s
     return {"frames": len(frames), "folder": str(folder), "pattern": pattern, "degrade_scale": scale} | stab.result()
 
 
-__all__ = ["benchmark", "machine", "temporal_stability_of_frames", "time_calls"]
+__all__ = ["benchmark", "machine", "runtime_versions", "temporal_stability_of_frames", "time_calls"]

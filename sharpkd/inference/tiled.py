@@ -35,10 +35,12 @@ from tqdm.auto import tqdm
 from sharpkd.tensors import check_image, imgs2tensor, tensor2img
 from sharpkd.errors import SharpkdError
 
-__all__ = ["DEFAULT_TILE", "SelfEnsemble", "prepare", "resume_key", "run_model", "run_many", "window_cores", "windows"]
+__all__ = ["DEFAULT_TILE", "PRECISIONS", "SelfEnsemble", "prepare", "resume_key", "run_model", "run_many", "window_cores", "windows"]
 
 #: Window size of ``sharpkd sharpen`` and ``sharpkd bench``: a 1920x1080 frame runs whole.
 DEFAULT_TILE = 2048
+#: ``run_model(precision=...)``: the autocast dtype on CUDA (``None``: float32, no autocast).
+PRECISIONS = {"auto": torch.bfloat16, "bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
 
 
 class SelfEnsemble(torch.nn.Module):
@@ -112,6 +114,7 @@ def run_model(
     device: str | torch.device = "cpu",
     batch: int = 1,
     strength: float = 1.0,
+    precision: str = "auto",
 ) -> np.ndarray:
     """Restore one ``H x W x 3`` uint8 or uint16 RGB image; returns the same dtype and size.
 
@@ -121,8 +124,12 @@ def run_model(
     (:class:`sharpkd.inference.runtimes.CompiledStudent`, 8-bit images only) runs each uint8 window itself;
     its ``strength`` blend is computed on the uint8 output.  ``strength`` blends input ``x`` and model
     output ``m`` before rounding: ``clip(x + strength * (m - x), 0, 1)`` (1 = the model output).
+    ``precision`` (:data:`PRECISIONS`) sets that autocast on CUDA: ``auto`` and ``bf16`` bf16,
+    ``fp16`` float16, ``fp32`` none; the CPU runs float32 whatever it says.
     See the module docstring for the tiling.
     """
+    if precision not in PRECISIONS:
+        raise SharpkdError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     check_image(image)
     device = torch.device(device)
     cuda = device.type == "cuda"
@@ -153,7 +160,8 @@ def run_model(
         chunk = boxes[k : k + batch]
         x = imgs2tensor([image[y0 : y0 + th, x0 : x0 + tw] for y0, x0 in chunk])
         x = x.to(device).contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=cuda):
+        with torch.autocast(device_type="cuda", dtype=PRECISIONS[precision] or torch.bfloat16,
+                            enabled=cuda and PRECISIONS[precision] is not None):
             y = model(x)
         y = y.float()
         if y.shape != x.shape:
