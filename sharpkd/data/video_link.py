@@ -11,11 +11,15 @@ A video link is a spec string (:func:`sharpkd.data.degrade.parse_video_link`):
 * ``h264v:CRF``: constant quality CRF (0..51);
 * ``h264v:NNNk``: a bit-rate cap, ``NNN`` kbit/s for a 1152x648 frame (60% of 1920x1080), scaled
   to the coded frame's area (a 768x432 frame, 60% of 1280x720, gets ``NNN * 768*432 / (1152*648)``);
-  average bit rate with a VBV of that max rate and a one-second buffer.
+  average bit rate with a VBV of that max rate and a one-second buffer, at least
+  :data:`MIN_BPS`.
 
 Fixed encoder settings (:data:`ENCODER`): preset ``veryfast`` (its 3 B-frames, 1 reference
-frame), ``threads=1`` (so the bytes are the same on every rerun), a closed GOP of :data:`GOP`
-frames with no scene-cut I-frames, yuv420p.  RGB <-> YUV uses swscale's accurate conversion
+frame), a closed GOP of :data:`GOP` frames with no scene-cut I-frames, yuv420p, and, so that the
+same frames give the same bytes on every rerun in any process, ``threads=1``, no macroblock tree
+(``mbtree=0``: libx264's macroblock-tree pass reads lookahead memory that the stream's last
+frames leave unwritten, and its bytes then vary from run to run) and the bytes past each
+plane row's width set (:func:`_fill_padding`).  RGB <-> YUV uses swscale's accurate conversion
 (bicubic chroma, full horizontal chroma interpolation, accurate rounding) in both directions, as
 the still-image ``h264`` link of :mod:`sharpkd.data.degrade` does; an odd frame size is
 edge-padded to even for 4:2:0 and cropped back.
@@ -47,9 +51,11 @@ from sharpkd.errors import SharpkdError
 GOP = 60
 #: The frame area a ``h264v:NNNk`` bit rate is stated for (60% of 1920x1080).
 REFERENCE_AREA = (1152, 648)
+#: The lowest bit rate a capped link codes at (bits/s; libx264 takes whole kbit/s).
+MIN_BPS = 1000
 #: libx264 options shared by every video link (the rate control is added per link).
 ENCODER = {"preset": "veryfast", "threads": "1",
-           "x264-params": f"keyint={GOP}:min-keyint={GOP}:scenecut=0:open-gop=0"}
+           "x264-params": f"keyint={GOP}:min-keyint={GOP}:scenecut=0:open-gop=0:mbtree=0"}
 #: Training sequences (:func:`sequence_pair`): frames coded, and the index of the frame kept.
 SEQUENCE_FRAMES, KEEP = 8, 5
 #: The camera motion per frame of a training sequence, drawn uniformly in +-these bounds:
@@ -63,6 +69,18 @@ def _flags():
     return I.BICUBIC | I.ACCURATE_RND | I.FULL_CHR_H_INT
 
 
+def _fill_padding(frame) -> None:
+    """Set the bytes past each plane row's width (the frame's line alignment) to the row's last
+    pixel: libx264 reads some of them, and left as allocated they would make the coded bytes
+    depend on what the memory held before."""
+    for plane in frame.planes:
+        rows = np.frombuffer(plane, np.uint8)[: plane.line_size * plane.height].reshape(plane.height, plane.line_size)
+        if plane.line_size > plane.width:
+            rows = rows.copy()
+            rows[:, plane.width:] = rows[:, plane.width - 1:plane.width]
+            plane.update(rows.tobytes() + bytes(plane.buffer_size - rows.size))
+
+
 def link_kbps(link: dict, width: int, height: int) -> float | None:
     """The bit rate cap (kbit/s) of ``link`` for a ``width`` x ``height`` coded frame (``None`` for CRF)."""
     if "kbps" not in link:
@@ -73,7 +91,7 @@ def link_kbps(link: dict, width: int, height: int) -> float | None:
 def encoder_options(link: dict, width: int, height: int) -> dict[str, str]:
     """The libx264 options of ``link`` (:func:`sharpkd.data.degrade.parse_video_link`) for the coded frame size."""
     if "kbps" in link:
-        bps = str(round(link_kbps(link, width, height) * 1000))
+        bps = str(max(MIN_BPS, round(link_kbps(link, width, height) * 1000)))
         return ENCODER | {"b": bps, "maxrate": bps, "bufsize": bps}
     return ENCODER | {"crf": str(int(link["crf"]))}
 
@@ -126,6 +144,7 @@ def send(frames: Sequence[np.ndarray], spec: str, scale: float = 0.6, fps: Fract
         even = np.pad(low, ((0, eh - sh), (0, ew - sw), (0, 0)), mode="edge")
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(even), format="rgb24").reformat(
             format="yuv420p", interpolation=flags)
+        _fill_padding(frame)
         frame.pts = i
         packets += enc.encode(frame)
     packets += enc.encode(None)
@@ -202,6 +221,18 @@ def degrade_crop(img: np.ndarray, spec: str, scale: float, seed: int, name: str)
     if is_video_link(spec):
         return sequence_pair(img, spec, scale, seed, name)
     return degrade(img, scale, **parse_link(spec))
+
+
+def video_settings(links: Sequence[str]) -> dict:
+    """``{"video_link": settings}`` for the degrade stage's record when the mixture ``links`` holds
+    a video link (the encoder, GOP, sequence and motion every such crop went through), else ``{}``."""
+    from sharpkd.data.degrade import is_video_link
+
+    if not any(is_video_link(s) for s in links):
+        return {}
+    return {"video_link": {"encoder": "libx264, yuv420p", "options": ENCODER, "gop": GOP,
+                           "sequence_frames": SEQUENCE_FRAMES, "kept_frame": KEEP, "motion_per_frame": MOTION,
+                           "bitrate_reference": list(REFERENCE_AREA)}}
 
 
 # --------------------------------------------------------------------------------------------
