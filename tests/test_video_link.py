@@ -139,6 +139,11 @@ def test_clip_scores():
     assert r["still"]["temporal_error"] > 10 and r["still"]["psnr"] == PSNR_CAP - 0 or r["still"]["psnr_min"] < 30
     with pytest.raises(ValueError, match="methods"):
         s.add(gts[0], {"same": gts[0]})
+    below = s.result(reference="offset")
+    assert below["still"]["frames_below_reference"] == 4 and below["offset"]["frames_below_reference"] == 0
+    assert s.result(reference="same")["offset"]["frames_below_reference"] == 5
+    with pytest.raises(ValueError, match="reference"):
+        s.result(reference="nothing")
     m = mean_over_clips([r, r | {"same": {**r["same"], "psnr": 50.0}}])
     assert m["same"]["psnr"] == 75.0 and m["offset"] == r["offset"]
 

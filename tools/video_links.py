@@ -181,7 +181,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             clip["links"][spec] = {
                 "coded_size": f"{low_w}x{low_h}", "bytes": sent.bytes, "sha256": sent.sha256,
                 "kbps": round(sent.bytes * 8 * float(fps) / len(gts) / 1000, 1), "frame_types": sent.frame_types,
-                "methods": scores.result()}
+                "methods": scores.result(reference="received")}
             r = clip["links"][spec]["methods"]
             line = ", ".join(f"{m} {v['psnr']:.2f}" for m, v in r.items())
             print(f"{f.stem} {spec} ({clip['links'][spec]['kbps']} kbit/s, {time.time() - t:.0f} s): {line}",
@@ -202,6 +202,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             "frames": args.frames, "start": args.start, "unsharp": unsharp, "methods": info,
             "psnr": "RGB, all pixels and channels, data_range 255; mean over frames, then over clips",
             "temporal_error": TEMPORAL_ERROR, "motion_ratio": MOTION_RATIO,
+            "frames_below_reference": "frames of the clip where the method's PSNR is below the received frame's",
             "ground_truth": "the clip's decoded frames (its own colour matrix and range)",
         },
         "clips": clips,

@@ -15,6 +15,9 @@ costs two frames per method of memory.  Per method it reports:
     with ``o_t`` the output and ``g_t`` the ground truth of frame ``t``.  Since
     ``(o_t - o_{t-1}) - (g_t - g_{t-1}) = e_t - e_{t-1}`` for the error ``e_t = o_t - g_t``, it is
     the flicker of the error: 0 when the error is the same in every frame, whatever its size.
+``frames_below_reference``
+    with a ``reference`` method named (the received frame, say): in how many frames the method's
+    PSNR is below the reference's.
 ``motion_ratio``
     the output's frame-to-frame change over the ground truth's::
 
@@ -65,16 +68,21 @@ class ClipScores:
         self.prev = (g, outs)
         self.frames += 1
 
-    def result(self, digits: int = 4) -> dict:
+    def result(self, digits: int = 4, reference: str | None = None) -> dict:
         """``{method: {"psnr", "psnr_min", "temporal_error", "motion_ratio"}}`` (temporal ones
-        ``None`` for a clip of one frame)."""
+        ``None`` for a clip of one frame), plus ``frames_below_reference`` when ``reference`` names
+        one of the methods."""
         pairs = self.frames - 1
+        if reference is not None and reference not in self.psnr:
+            raise ValueError(f"reference {reference!r} is not one of the methods {sorted(self.psnr)}")
         out = {}
         for m, values in self.psnr.items():
             out[m] = {"psnr": round(float(np.mean(values)), digits), "psnr_min": round(float(np.min(values)), digits),
                       "temporal_error": round(self.te[m] / pairs, digits) if pairs else None,
                       "motion_ratio": round(self.motion[m] / self.gt_motion, digits)
                       if pairs and self.gt_motion > 0 else None}
+            if reference is not None:
+                out[m]["frames_below_reference"] = int(sum(v < r for v, r in zip(values, self.psnr[reference])))
         return out
 
 
