@@ -72,12 +72,14 @@ def provenance(path: Path, root: Path, written_by: str | None = None) -> str:
     r = _load(path)
     rev = (r.get("git_revision") or r.get("revision") or (r.get("provenance") or {}).get("git_revision")
            or (r.get("bench") or {}).get("git_revision"))
+    if isinstance(rev, dict):  # {"commit", "dirty"}
+        rev = (rev.get("commit") or "") + (" with uncommitted changes" if rev.get("dirty") else "") or None
     machine = r.get("machine")
     command = r.get("command") or r.get("argv")
     if isinstance(command, list):
         command = " ".join(command)
     parts = [f"`{_rel(path, root)}`",
-             f"revision {rev[:12]}" if rev else "revision not recorded",
+             f"revision {rev[:12]}{rev[40:]}" if rev else "revision not recorded",
              f"machine {machine_label(machine)}" + (f", {r['threads']} threads" if r.get("threads") else "")
              if machine else "machine not recorded",
              f"command `{command}`" if command else
@@ -251,7 +253,7 @@ def video_links_table(root: Path) -> str:
     te = [m for m in ("received", "lanczos", "balanced") if m in first]
     head.append("temporal error: " + " / ".join(names.get(m, m) for m in te))
     lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
-    wins, below, cases = [], [], 0
+    wins, below, cases, frames_below, frames = [], [], 0, 0, 0
 
     def row(clip: str, spec: str, m: dict, kbps: str) -> str:
         rec = m["received"]["psnr"]
@@ -273,6 +275,9 @@ def video_links_table(root: Path) -> str:
                     wins.append(f"{clip} `{spec}`")
                 if m["balanced"]["psnr"] < m["received"]["psnr"]:
                     below.append(f"{clip} `{spec}`")
+                if "frames_below_reference" in m["balanced"]:
+                    frames_below += m["balanced"]["frames_below_reference"]
+                    frames += c["frames"]
     for spec in links:
         kb = sum(c["links"][spec]["kbps"] for c in d["clips"].values()) / len(d["clips"])
         lines.append(row(f"**mean of {len(d['clips'])}**", spec, d["mean"][spec], f"{kb:.0f}"))
@@ -283,7 +288,9 @@ def video_links_table(root: Path) -> str:
                 + (f" ({', '.join(c for c in (f'{k} `{s}`' for k in d['clips'] for s in links) if c not in wins)})"
                    if cases - len(wins) else "")
                 + f"; below the received frame itself in {len(below)}"
-                + (f" ({', '.join(below)})" if below else "") + ".\n\n")
+                + (f" ({', '.join(below)})" if below else "")
+                + (f"; frame by frame, below the received frame in {frames_below} of {frames} frames" if frames else "")
+                + ".\n\n")
     un = st.get("unsharp")
     out += (f"The first {st['frames']} frames of each clip (from frame {st['start']}) as ground truth; each method's PSNR "
             "gain (dB) over the received frame, mean over frames (RGB, data_range 255). Link: the frame to "

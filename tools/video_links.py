@@ -160,6 +160,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         methods["teacher"] = lambda rgb: run_model(teacher, rgb, tile=512, overlap=32, device="cpu")
         info["teacher"] = {"file": str(args.teacher), "sha256": sha256_file(args.teacher), "runtime": "torch"}
 
+    revision = git_revision()  # the code that measures, before anything below runs
     clips, t0 = {}, time.time()
     for f in files:
         gts, fps = read_clip(f, args.frames, args.start)
@@ -191,7 +192,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     result = {
         "what": "every method on real clips sent over video links with motion prediction (tools/video_links.py)",
         "command": "python tools/video_links.py " + " ".join(argv),
-        "revision": git_revision(),
+        "revision": revision,
         "machine": machine("cpu"),
         "seconds": round(time.time() - t0, 1),
         "settings": {
