@@ -136,7 +136,7 @@ def test_clip_scores():
     r = s.result()
     assert r["same"] == {"psnr": PSNR_CAP, "psnr_min": PSNR_CAP, "temporal_error": 0.0, "motion_ratio": 1.0}
     assert r["offset"]["temporal_error"] < 0.5 and r["still"]["motion_ratio"] == 0.0
-    assert r["still"]["temporal_error"] > 10 and r["still"]["psnr"] == PSNR_CAP - 0 or r["still"]["psnr_min"] < 30
+    assert r["still"]["temporal_error"] > 10 and r["still"]["psnr_min"] < 30
     with pytest.raises(ValueError, match="methods"):
         s.add(gts[0], {"same": gts[0]})
     below = s.result(reference="offset")
@@ -170,7 +170,7 @@ def test_read_clip(tmp_path):
     write_clip(tmp_path / "c.mp4", frames)
     got, fps = read_clip(tmp_path / "c.mp4", 4, start=1)
     assert fps == 25 and len(got) == 4 and got[0].shape == (64, 96, 3) and psnr(got[0], frames[1]) > psnr(got[0], frames[0]) + 1
-    with pytest.raises(SharpkdError, match="6 frames from frame 0, 9 asked for|frames from frame"):
+    with pytest.raises(SharpkdError, match="6 frames from frame 0, 9 asked for"):
         read_clip(tmp_path / "c.mp4", 9)
     (tmp_path / "bad.mp4").write_bytes(b"not a video")
     with pytest.raises(SharpkdError, match="cannot open as a video"):
