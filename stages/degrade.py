@@ -1,7 +1,8 @@
 """Stage degrade: bilinear down to `scale`, optionally a link's codec, bilinear back up, on every split.
 
 Training crops go through the ``codec`` link, or each through one link drawn from
-``train_links`` (seeded by ``seed`` and the crop's name); the validation splits go through the
+``train_links`` (seeded by ``seed`` and the crop's name; a video link ``h264v:...`` codes the crop
+as one frame of a seeded moving sequence, sharpkd/data/video_link.py); the validation splits go through the
 ``codec`` link (the primary set) and, as extra validation sets, through each of ``val_links``.
 """
 
@@ -10,9 +11,10 @@ from collections import Counter
 
 from sharpkd import stage
 from sharpkd.data.degrade import degrade_all
-from sharpkd.data.degrade import degrade, link_list, link_name, link_params, link_split, parse_link, train_assignment, val_links
+from sharpkd.data.degrade import link_list, link_name, link_params, link_split, parse_link, train_assignment, val_links
 from sharpkd.files import atomic_dir, write_json
 from sharpkd.data.shards import read_split, split_names, write_split
+from sharpkd.data.video_link import degrade_crop, video_settings
 
 
 def run() -> None:
@@ -26,7 +28,7 @@ def run() -> None:
     link = link_params(p)
     primary = link_name(**link)
     extra = val_links(p)
-    mixture = link_list(p.get("train_links"), "train_links")
+    mixture = link_list(p.get("train_links"), "train_links", video=True)
     splits = split_names(args.slices)
     assignment = {}
     with atomic_dir(args.out) as tmp:
@@ -35,7 +37,7 @@ def run() -> None:
             if split == "train":
                 assignment = train_assignment(images, p)
             if split == "train" and mixture:
-                out = {n: degrade(img, p["scale"], **parse_link(assignment[n])) for n, img in images.items()}
+                out = {n: degrade_crop(img, assignment[n], p["scale"], p.get("seed", 0), n) for n, img in images.items()}
             else:  # the primary link: with train_links [] the training crops' bytes are as before
                 out = degrade_all(images, p["scale"], **link)
             write_split(tmp, split, out)
@@ -52,7 +54,7 @@ def run() -> None:
     write_json(args.provenance, {
         "scale": p["scale"], "primary_link": primary, "train_links": mixture, "seed": p.get("seed", 0),
         "train_counts": dict(sorted(counts.items())), "train_crops": assignment, "val_links": extra,
-    })
+    } | video_settings(mixture))
     mix = ", ".join(f"{k} x{v}" for k, v in sorted(counts.items()))
     print(f"degrade: scale {p['scale']}, codec {link['codec']} ({primary}); training crops: {mix}"
           + (f"; extra validation sets: {', '.join(extra)}" if extra else ""))

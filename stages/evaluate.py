@@ -95,7 +95,7 @@ def run() -> None:
     teacher = safetensors_metadata(args.teacher_model)
     info = settings(scale=scale, unsharp=unsharp, sizes=sizes, student_arch=meta.get("arch", "?"),
                     teacher={"arch": teacher.get("arch"), "kind": teacher.get("kind")}, report_size=report_size,
-                    link=link, val_links=extra, train_links=link_list(degrade_p.get("train_links"), "train_links"))
+                    link=link, val_links=extra, train_links=link_list(degrade_p.get("train_links"), "train_links", video=True))
     write_scores_csv(args.scores, rows)
     write_json(args.settings, info)
     write_json(args.metrics, metrics)

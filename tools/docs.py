@@ -72,12 +72,14 @@ def provenance(path: Path, root: Path, written_by: str | None = None) -> str:
     r = _load(path)
     rev = (r.get("git_revision") or r.get("revision") or (r.get("provenance") or {}).get("git_revision")
            or (r.get("bench") or {}).get("git_revision"))
+    if isinstance(rev, dict):  # {"commit", "dirty"}
+        rev = (rev.get("commit") or "") + (" with uncommitted changes" if rev.get("dirty") else "") or None
     machine = r.get("machine")
     command = r.get("command") or r.get("argv")
     if isinstance(command, list):
         command = " ".join(command)
     parts = [f"`{_rel(path, root)}`",
-             f"revision {rev[:12]}" if rev else "revision not recorded",
+             f"revision {rev[:12]}{rev[40:]}" if rev else "revision not recorded",
              f"machine {machine_label(machine)}" + (f", {r['threads']} threads" if r.get("threads") else "")
              if machine else "machine not recorded",
              f"command `{command}`" if command else
@@ -219,6 +221,86 @@ def links_table(root: Path) -> str:
     return ("\n".join(lines) + f"\n\nPSNR gain (dB) over the frame each method received, {ev['n_images']} validation "
             "photos at full size (`metrics/photos/eval.json` and the model cards). H.264 CRF N: the 60% frame coded "
             "by libx264 at that CRF before the upscale; every student shipped was trained on clean pairs.\n")
+
+
+VIDEO_LINKS = Path("metrics") / "photos" / "video_links.json"
+
+
+def _video_link_label(spec: str) -> str:
+    kind, _, value = spec.partition(":")
+    if kind == "h264v" and value.endswith("k"):
+        return f"`{spec}`: cap {value[:-1]} kbit/s at 1152x648"
+    return f"`{spec}`: CRF {value}" if kind == "h264v" else f"`{spec}`"
+
+
+def video_links_table(root: Path) -> str:
+    """Every method on real clips sent over video links (``experiments/video_links.py``): PSNR of the
+    received frame, each method's gain over it, `balanced` against Lanczos, and temporal error."""
+    path = root / VIDEO_LINKS
+    if not path.exists():
+        return f"No video link measurement is committed (`{VIDEO_LINKS.as_posix()}`, `experiments/video_links.py`).\n"
+    d = _load(path)
+    st = d["settings"]
+    links = st["links"]
+    first = next(iter(d["clips"].values()))["links"][links[0]]["methods"]
+    order = ["lanczos", "unsharp", "fast", "balanced", "quality", "teacher"]
+    methods = [m for m in order if m in first]
+    names = {"lanczos": "Lanczos", "unsharp": "unsharp", "teacher": "teacher"}
+    head = ["clip", "link", "kbit/s", "received PSNR (dB)"] + [names.get(m, f"`{m}`") for m in methods]
+    has_bal = "balanced" in methods and "lanczos" in methods
+    if has_bal:
+        head.append("`balanced` − Lanczos")
+    te = [m for m in ("received", "lanczos", "balanced") if m in first]
+    head.append("temporal error: " + " / ".join(names.get(m, m) for m in te))
+    lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
+    wins, below, cases, frames_below, frames = [], [], 0, 0, 0
+
+    def row(clip: str, spec: str, m: dict, kbps: str) -> str:
+        rec = m["received"]["psnr"]
+        cells = [clip, _video_link_label(spec), kbps, f"{rec:.2f}"]
+        cells += [f"{m[x]['psnr'] - rec:+.2f}" for x in methods]
+        if has_bal:
+            cells.append(f"{m['balanced']['psnr'] - m['lanczos']['psnr']:+.2f}")
+        cells.append(" / ".join(results._num(m[x]["temporal_error"], ".2f") for x in te))
+        return "| " + " | ".join(cells) + " |"
+
+    for clip, c in d["clips"].items():
+        for spec in links:
+            e = c["links"][spec]
+            lines.append(row(f"{clip} ({c['size']})", spec, e["methods"], f"{e['kbps']:.0f}"))
+            if has_bal:
+                cases += 1
+                m = e["methods"]
+                if m["balanced"]["psnr"] > m["lanczos"]["psnr"]:
+                    wins.append(f"{clip} `{spec}`")
+                if m["balanced"]["psnr"] < m["received"]["psnr"]:
+                    below.append(f"{clip} `{spec}`")
+                if "frames_below_reference" in m["balanced"]:
+                    frames_below += m["balanced"]["frames_below_reference"]
+                    frames += c["frames"]
+    for spec in links:
+        kb = sum(c["links"][spec]["kbps"] for c in d["clips"].values()) / len(d["clips"])
+        lines.append(row(f"**mean of {len(d['clips'])}**", spec, d["mean"][spec], f"{kb:.0f}"))
+    out = "\n".join(lines) + "\n\n"
+    if has_bal:
+        out += (f"`balanced` (the default student) scores above Lanczos in {len(wins)} of {cases} clip-link cases "
+                f"and below Lanczos in {cases - len(wins)}"
+                + (f" ({', '.join(c for c in (f'{k} `{s}`' for k in d['clips'] for s in links) if c not in wins)})"
+                   if cases - len(wins) else "")
+                + f"; below the received frame itself in {len(below)}"
+                + (f" ({', '.join(below)})" if below else "")
+                + (f"; frame by frame, below the received frame in {frames_below} of {frames} frames" if frames else "")
+                + ".\n\n")
+    un = st.get("unsharp")
+    out += (f"The first {st['frames']} frames of each clip (from frame {st['start']}) as ground truth; each method's PSNR "
+            "gain (dB) over the received frame, mean over frames (RGB, data_range 255). Link: the frame to "
+            f"{st['scale']:g} with bilinear, one libx264 stream with P- and B-frames (preset "
+            f"{st['encoder_options']['preset']}, closed GOP of {st['gop']}, one thread), decoded, bilinear up; "
+            "kbit/s: the coded stream's rate. Lanczos: from the same decoded 60% frame"
+            + (f"; unsharp: radius {un['radius']:g}, amount {un['amount']:g}, tuned on training crops" if un else "")
+            + "; students run as `sharpkd sharpen` runs them. Temporal error: mean over consecutive frames of "
+            "mean |(o_t − o_t−1) − (g_t − g_t−1)| (0..255; 0 = the error does not change between frames).\n")
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -503,6 +585,17 @@ above the student is not measured.
 
 {sources([(photos / 'teacher_ensemble.json', None), (photos / 'teacher_adapt.json', None),
           (photos / 'teacher_adapt4000.json', None)], root)}
+## Real clips over video links
+
+The evaluation above codes each photo as one intra frame. A video call codes frames against each
+other (P- and B-frames), and its errors differ: `experiments/video_links.py` sends the real camera clips
+of `../shared/data/video` through video links ([method](method.md#the-degradation)) and scores every
+method on what each link delivered.
+
+<!-- results:video_links -->
+{video_links_table(root)}<!-- /results:video_links -->
+
+{sources([(root / VIDEO_LINKS, 'python experiments/video_links.py --out FILE')], root)}
 ## The embedded default
 
 `dvc repro` on the colour photographs inside scikit-image, resized to 464x256 as in the report.
@@ -627,7 +720,7 @@ it, and "pipeline / bench" is the share of the model's own frame rate the whole 
 # ---------------------------------------------------------------------------------------------
 # assembling the files
 
-BLOCKS = {"students": students_table, "realtime": realtime_table, "links": links_table,
+BLOCKS = {"students": students_table, "realtime": realtime_table, "links": links_table, "video_links": video_links_table,
           "ssim": ssim_block, "params": params_block, "cli": cli_block}
 WHOLE = {"docs/results.md": results_md, "docs/benchmarks.md": benchmarks_md}
 BLOCK_FILES = ("README.md", "docs/method.md", "docs/pipeline.md", "docs/cli.md", "docs/development.md")

@@ -11,7 +11,10 @@ A *link* is one codec setting written as a spec string (:func:`parse_link`, :fun
 ``none``, ``jpeg:Q`` or ``h264:CRF``.  ``degrade.train_links`` mixes links over the training
 crops (each crop through one link, :func:`draw_link`: a function of ``degrade.seed`` and the
 crop's name only); ``degrade.val_links`` adds validation sets, the validation images through
-each link, that every method is scored on besides the primary (``codec``) set.
+each link, that every method is scored on besides the primary (``codec``) set.  A training
+mixture may also hold *video links* (``h264v:CRF``, ``h264v:NNNk``, :func:`parse_video_link`): the
+crop as one frame of a short moving sequence coded with motion prediction
+(:mod:`sharpkd.data.video_link`).
 
 Both resamplings use Pillow's ``Image.BILINEAR``.  Pillow's bilinear filter is *antialiased*
 when it shrinks (its support widens with the scale factor, like ``cv2.INTER_AREA`` rather
@@ -182,16 +185,61 @@ def link_split(split: str, spec: str) -> str:
     return f"{split}.{link_slug(spec)}"
 
 
-def link_list(value, key: str) -> list[str]:
+def link_list(value, key: str, video: bool = False) -> list[str]:
     """``degrade.train_links`` / ``degrade.val_links`` as canonical spec strings, checked
-    (``[]`` or absent: none; a single string: a list of one)."""
+    (``[]`` or absent: none; a single string: a list of one).  ``video``: the list may also hold
+    video links (``h264v:CRF``, ``h264v:NNNk``, :func:`parse_video_link`)."""
     if value is None:
         return []
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, (list, tuple)):
-        raise SharpkdError(f"degrade.{key} must be a list of links ({LINK_FORMS}), got {value!r}")
-    return [link_name(**parse_link(v, f"degrade.{key}")) for v in value]
+        forms = f"{LINK_FORMS}, {VIDEO_LINK_FORMS}" if video else LINK_FORMS
+        raise SharpkdError(f"degrade.{key} must be a list of links ({forms}), got {value!r}")
+    out = []
+    for v in value:
+        if is_video_link(v):
+            if not video:
+                raise SharpkdError(f"degrade.{key}: {v!r} is a video link: it codes a sequence, so it serves "
+                                   "degrade.train_links and tools/video_links.py, not still validation images")
+            out.append(video_link_name(parse_video_link(v, f"degrade.{key}")))
+        else:
+            out.append(link_name(**parse_link(v, f"degrade.{key}")))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# video links: the frame sequence through libx264 with motion prediction (sharpkd/data/video_link.py)
+
+VIDEO_LINK_FORMS = "h264v:CRF, h264v:NNNk"
+
+
+def is_video_link(spec) -> bool:
+    """Whether ``spec`` names a video link (starts with ``h264v:``)."""
+    return isinstance(spec, str) and spec.strip().startswith("h264v:")
+
+
+def parse_video_link(spec, where: str = "video link") -> dict:
+    """A video link spec -- ``"h264v:CRF"`` (libx264 CRF 0..51) or ``"h264v:NNNk"`` (a bit rate
+    cap of NNN kbit/s for a 1152x648 frame, scaled to the frame's area; 1..100000) -- as
+    ``{"crf": CRF}`` or ``{"kbps": NNN}``; a bad spec is one :class:`SharpkdError` line naming ``where``."""
+    text = spec.strip() if isinstance(spec, str) else ""
+    kind, _, value = text.partition(":")
+    if kind == "h264v" and value.isascii():
+        if value.isdigit():
+            if not 0 <= int(value) <= 51:
+                raise SharpkdError(f"{where}: {spec!r}: H.264 CRF must be 0..51")
+            return {"crf": int(value)}
+        if value.endswith("k") and value[:-1].isdigit():
+            if not 1 <= int(value[:-1]) <= 100000:
+                raise SharpkdError(f"{where}: {spec!r}: the bit rate must be 1k..100000k")
+            return {"kbps": int(value[:-1])}
+    raise SharpkdError(f"{where}: {spec!r} is not a video link ({VIDEO_LINK_FORMS})")
+
+
+def video_link_name(link: dict) -> str:
+    """The spec string of a video link (inverse of :func:`parse_video_link`)."""
+    return f"h264v:{link['kbps']}k" if "kbps" in link else f"h264v:{int(link['crf'])}"
 
 
 def val_links(p: dict) -> list[str]:
@@ -216,7 +264,7 @@ def draw_link(name: str, links: list[str], seed: int = 0) -> str:
 def train_assignment(names, p: dict) -> dict[str, str]:
     """``{crop name: link spec}`` for the training crops: drawn from ``degrade.train_links``
     (seeded by ``degrade.seed``), or the ``codec`` link for every crop when the list is empty."""
-    mixture = link_list(p.get("train_links"), "train_links")
+    mixture = link_list(p.get("train_links"), "train_links", video=True)
     seed = p.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise SharpkdError(f"degrade.seed must be an integer, got {seed!r}")

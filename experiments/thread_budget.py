@@ -12,7 +12,7 @@ them -- and the model thread's waits), and the CPU time of the whole process per
 (``cpu_ms_per_frame``: the cost, which other processes on the CPU change less than frames/s).  Other processes on the CPU change absolute numbers: compare the splits
 of one run with each other.
 
-    .venv/bin/python tools/thread_budget.py --out metrics/video/thread-budget-cpu.json
+    .venv/bin/python experiments/thread_budget.py --out metrics/video/thread-budget-cpu.json
 """
 
 from __future__ import annotations
@@ -103,7 +103,7 @@ def main() -> int:
                 print(f"{name}: {r['processing_fps']:.2f} frames/s, {r['cpu_ms_per_frame']} CPU ms/frame {r['per_frame_ms']}", file=sys.stderr, flush=True)
     result = {"size": [width, height], "frames": args.frames, "student": args.student, "runtime": args.runtime,
               "load_average": os.getloadavg(), "machine": machine("cpu"),
-              "command": " ".join(["tools/thread_budget.py", *sys.argv[1:]]), "splits": {}}
+              "command": " ".join(["experiments/thread_budget.py", *sys.argv[1:]]), "splits": {}}
     base = statistics.median(r["processing_fps"] for r in rows[args.splits[0]])
     for name, runs in rows.items():
         fps = [r["processing_fps"] for r in runs]
