@@ -158,3 +158,32 @@ def test_torchrun_world_must_match_nproc(tmp_path):
 
 def test_gather_parts_without_a_group_returns_the_part():
     assert gather_parts([1, 2], 2) == [1, 2]
+
+
+def test_sigterm_to_the_launcher_ends_every_process(tmp_path):
+    """SIGTERM (a cancelled job) reaches the launched processes: exit 130, no output, no process left."""
+    import signal
+    import time
+
+    make_data(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"teacher": PARAMS | {
+        "nproc": 2, "adapt": PARAMS["adapt"] | {"steps": 100000}}}))
+    env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "stages.teacher", *ARGS], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    children = []
+    while time.monotonic() < deadline and len(children) < 2:  # both ranks started
+        time.sleep(0.5)
+        out = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+        children = [int(c) for c in out]
+    assert len(children) == 2
+    time.sleep(3)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr[-2000:]
+    assert stderr.strip().splitlines()[-1] == "interrupted"
+    assert "Traceback" not in stderr
+    for pid in children:
+        assert not Path(f"/proc/{pid}").exists() or "zombie" in Path(f"/proc/{pid}/status").read_text()
+    assert not (tmp_path / "teacher").exists()
