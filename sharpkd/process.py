@@ -12,6 +12,10 @@ from typing import Iterator
 
 from sharpkd.errors import SharpkdError
 
+#: Names the file a process started by :func:`sharpkd.training.distributed.launch` writes its
+#: one-line error message to (:func:`sharpkd.stage.main` does), so the launcher prints one line.
+ERROR_FILE_ENV = "SHARPKD_ERROR_FILE"
+
 
 def resolve_device(name: str) -> str:
     """``auto`` -> ``cuda`` when a GPU is visible, else ``cpu``; ``cuda`` without a GPU is an error."""

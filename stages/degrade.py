@@ -4,16 +4,17 @@ Training crops go through the ``codec`` link, or each through one link drawn fro
 ``train_links`` (seeded by ``seed`` and the crop's name; a video link ``h264v:...`` codes the crop
 as one frame of a seeded moving sequence, sharpkd/data/video_link.py); the validation splits go through the
 ``codec`` link (the primary set) and, as extra validation sets, through each of ``val_links``.
+Images are read, degraded and written one at a time, so memory does not grow with their number.
 """
 
 import argparse
 from collections import Counter
+from contextlib import ExitStack
 
 from sharpkd import stage
-from sharpkd.data.degrade import degrade_all
-from sharpkd.data.degrade import link_list, link_name, link_params, link_split, parse_link, train_assignment, val_links
+from sharpkd.data.degrade import degrade, link_list, link_name, link_params, link_split, parse_link, train_assignment, val_links
 from sharpkd.files import atomic_dir, write_json
-from sharpkd.data.shards import read_split, split_names, write_split
+from sharpkd.data.shards import ShardWriter, SplitReader, split_names
 from sharpkd.data.video_link import degrade_crop, video_settings
 
 
@@ -33,22 +34,27 @@ def run() -> None:
     assignment = {}
     with atomic_dir(args.out) as tmp:
         for split in splits:
-            images = read_split(args.slices, split)
+            images = SplitReader(args.slices, split)
             if split == "train":
-                assignment = train_assignment(images, p)
-            if split == "train" and mixture:
-                out = {n: degrade_crop(img, assignment[n], p["scale"], p.get("seed", 0), n) for n, img in images.items()}
-            else:  # the primary link: with train_links [] the training crops' bytes are as before
-                out = degrade_all(images, p["scale"], **link)
-            write_split(tmp, split, out)
+                assignment = train_assignment(images.names, p)
+            with ShardWriter(tmp, split) as shards:
+                for name, img in images:
+                    if split == "train" and mixture:  # one link per crop, drawn from train_links
+                        shards.add(name, degrade_crop(img, assignment[name], p["scale"], p.get("seed", 0), name))
+                    else:  # the primary link: with train_links [] the training crops' bytes are as before
+                        shards.add(name, degrade(img, p["scale"], **link))
     manifest = {}
     with atomic_dir(args.links_out) as tmp:
         for split in (s for s in splits if s != "train"):
-            images = read_split(args.slices, split)
+            if not extra:
+                continue
+            with ExitStack() as stack:  # one writer per link, each image read once
+                writers = {spec: stack.enter_context(ShardWriter(tmp, link_split(split, spec))) for spec in extra}
+                for name, img in SplitReader(args.slices, split):
+                    for spec, shards in writers.items():
+                        shards.add(name, degrade(img, p["scale"], **parse_link(spec)))
             for spec in extra:
-                name = link_split(split, spec)
-                write_split(tmp, name, degrade_all(images, p["scale"], **parse_link(spec)))
-                manifest.setdefault(spec, {})[split] = name
+                manifest.setdefault(spec, {})[split] = link_split(split, spec)
         write_json(tmp / "links.json", {"scale": p["scale"], "val_links": manifest})
     counts = Counter(assignment.values())
     write_json(args.provenance, {

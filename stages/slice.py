@@ -1,14 +1,18 @@
 """Stage slice: split source images into train/validation (by source, seeded), crop the training
 images, and keep the validation images whole (plus, with ``report_size``, resized to the report's
-protocol)."""
+protocol).
+
+Crops are planned from the image sizes in the shard headers, then cut and written one at a time
+in name order, so memory does not grow with the number of images.
+"""
 
 import argparse
 
 from sharpkd import stage
-from sharpkd.data.prepare import report_size, resize_image, slice_image, split_sources
+from sharpkd.data.prepare import crop_boxes, report_size, resize_image, split_sources
 from sharpkd.errors import SharpkdError
 from sharpkd.files import atomic_dir, write_json
-from sharpkd.data.shards import read_split, write_split
+from sharpkd.data.shards import ShardWriter, SplitReader
 
 
 def run() -> None:
@@ -23,25 +27,35 @@ def run() -> None:
     if any(crop) and min(crop) < p["min_size"]:
         raise SharpkdError(f"slice.crop_height/crop_width ({crop[1]}x{crop[0]}) must be at least slice.min_size "
                            f"({p['min_size']}), or both 0 for grid cells")
-    images = read_split(args.images, "images")
+    images = SplitReader(args.images, "images")
     skipped = {}
-    usable = {}
-    for name, img in images.items():
+    usable = {}  # name -> {crop name: box}
+    for name in images.names:
+        h, w = images.shape(name)[:2]
         try:
-            usable[name] = slice_image(name, img, p["rows"], p["cols"], p["min_size"], *crop)
+            usable[name] = crop_boxes(name, h, w, p["rows"], p["cols"], p["min_size"], *crop)
         except SharpkdError as exc:
             print(f"warning: skipped {exc}")
             skipped[name] = str(exc)
     split = split_sources(list(usable), p["val_fraction"], p["seed"], p["group_pattern"])
-    train = {k: v for name in split.train for k, v in usable[name].items()}
+    train = sorted((key, name, box) for name in split.train for key, box in usable[name].items())
     with atomic_dir(args.out) as tmp:
-        write_split(tmp, "train", train)
-        write_split(tmp, "val_full", {n: images[n] for n in split.val})
+        with ShardWriter(tmp, "train") as shards:
+            source, img = None, None
+            for key, name, (t, l, b, r) in train:
+                if name != source:
+                    source, img = name, images.get(name)
+                shards.add(key, img[t:b, l:r])
+        with ShardWriter(tmp, "val_full") as shards:
+            for n in split.val:
+                shards.add(n, images.get(n))
         if size:
-            write_split(tmp, "val_report", {n: resize_image(images[n], "fixed", *size) for n in split.val})
+            with ShardWriter(tmp, "val_report") as shards:
+                for n in split.val:
+                    shards.add(n, resize_image(images.get(n), "fixed", *size))
     record = split.as_dict() | {"skipped": skipped, "n_skipped": len(skipped), "n_train_crops": len(train),
                                 "crop": {"rows": p["rows"], "cols": p["cols"], "height": crop[0], "width": crop[1]},
-                                "val_sizes": sorted({f"{images[n].shape[1]}x{images[n].shape[0]}" for n in split.val}),
+                                "val_sizes": sorted({f"{images.shape(n)[1]}x{images.shape(n)[0]}" for n in split.val}),
                                 "report_size": f"{size[0]}x{size[1]}" if size else None}
     write_json(args.split, record)
     print(f"slice: {len(split.train)} train / {len(split.val)} val source images, {len(train)} training crops, "

@@ -1,9 +1,17 @@
 """Stage teacher: build or load the teacher, adapt it to the degradation, gate it, run it on every split
 (and on the extra validation sets of ``degrade.val_links``, written apart so the student does not
-depend on them)."""
+depend on them).
+
+With ``teacher.nproc`` N > 1 the stage re-launches itself as N processes (as ``torchrun
+--standalone --nproc_per_node N`` would); started by ``torchrun`` (several machines) it runs as
+one of them, and ``teacher.nproc`` must equal the number started.  Adaptation is data-parallel,
+inference is sharded by image index and put back together on rank 0, which writes every output.
+"""
 
 import argparse
+import os
 import shutil
+import sys
 from pathlib import Path
 
 from sharpkd import stage
@@ -12,6 +20,8 @@ from sharpkd.training.gate import teacher_gain
 from sharpkd.inference.tiled import SelfEnsemble, prepare, resume_key, run_many
 from sharpkd.data.shards import read_split, split_names, write_split
 from sharpkd.training.teacher import adapt, build_teacher, describe, save_teacher
+from sharpkd.errors import SharpkdError
+from sharpkd.training.distributed import broadcast_module, distributed, gather_parts, launch, processes
 
 # Validation scales: full size (the gate) and, when the slice stage wrote it, the report's
 # protocol (validation images resized to slice.report_size).
@@ -30,8 +40,20 @@ def run() -> None:
     ap.add_argument("--state-dir", required=True, help="resume state while adapting (not an output; removed at the end)")
     args = ap.parse_args()
     p = stage.load_params("teacher")
+    nproc = processes(p.get("nproc", 1), "teacher.nproc")
     device = stage.resolve_device(p["device"])
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        launch(nproc, ["-m", "stages.teacher", *sys.argv[1:]])
+        return
+    with distributed("cpu" if device == "cpu" else None) as (rank, world, device_hint):
+        if world != nproc:
+            raise SharpkdError(f"teacher.nproc is {nproc} but {world} processes run: set teacher.nproc to the "
+                               "number torchrun starts (every machine's together), which the adapted weights depend on")
+        teach(args, p, device_hint or device, rank, world)
 
+
+def teach(args, p: dict, device: str, rank: int, world: int) -> None:
+    """The stage's work in one process of ``world`` (rank 0 writes the outputs)."""
     present = set(split_names(args.slices))
     val_splits = [s for s in VAL_SPLITS if s in present]
     gt = {s: read_split(args.slices, s) for s in ["train", *val_splits]}
@@ -41,13 +63,18 @@ def run() -> None:
     link_splits = [s for s in deg if s not in gt]
     model = build_teacher(p)
 
-    def run_teacher(split, desc, ensemble=False):
+    def run_teacher(split, desc, ensemble=False, to_all=False):
+        """{name: output} of ``split`` on rank 0 (on every rank with ``to_all``), else None: each
+        process runs every ``world``-th image (the x8 self-ensemble's passes with it)."""
         prepare(model, device)
         net = SelfEnsemble(model) if ensemble else model
         settings = dict(tile=p["tile"], overlap=p["overlap"], device=device)
         # each output is kept in the state dir as it is computed: a killed stage resumes there
         resume = Path(args.state_dir) / f"infer-{resume_key(net, **settings)[:16]}"
-        return dict(zip(deg[split], run_many(net, deg[split].values(), desc=desc, resume_dir=resume, **settings)))
+        mine = run_many(net, deg[split].values(), desc=desc, resume_dir=resume, part=(rank, world),
+                        progress=rank == 0, **settings)
+        outs = gather_parts(mine, len(deg[split]), to_all=to_all)
+        return None if outs is None else dict(zip(deg[split], outs))
 
     a = p["adapt"]
     adapted = a["steps"] > 0
@@ -57,12 +84,16 @@ def run() -> None:
         pairs = [(deg["train"][n], gt["train"][n]) for n in gt["train"]]
         record = adapt(model, pairs, steps=a["steps"], lr=a["lr"], patch=a["patch"], batch=a["batch"], seed=a["seed"],
                        device=device, state_dir=args.state_dir, checkpoint_every=a.get("checkpoint_every", 50))
+        broadcast_module(model)  # every rank infers with rank 0's adapted weights
     # teacher.self_ensemble: every output of the (adapted) teacher is its x8 self-ensemble
     x8 = bool(p.get("self_ensemble", False))
-    shards |= {s: run_teacher(s, f"teacher, {s}", x8) for s in val_splits + link_splits}
+    # the gate's outputs reach every rank, so a teacher that fails it stops every process alike
+    shards |= {s: run_teacher(s, f"teacher, {s}", x8, to_all=s == "val_full") for s in val_splits + link_splits}
     gain = teacher_gain(list(gt["val_full"].values()), list(deg["val_full"].values()), list(shards["val_full"].values()),
                         allow_worse=p["allow_worse_than_input"])
     shards["train"] = run_teacher("train", "teacher, training crops", x8)
+    if rank != 0:
+        return
 
     on_links = {s for s in shards if s.removeprefix("as_is_") in link_splits}
     with atomic_dir(args.out) as tmp:

@@ -384,6 +384,37 @@ def _cell(text: str) -> str:
     return re.sub(r"(?<!\\)\|", r"\\|", text)
 
 
+DATA_MEMORY_LABELS = {"streaming": "one image at a time (the stages as they are)",
+                      "whole_splits": "every image of a split in memory (the reference of tests/test_data_streaming.py)"}
+
+
+def data_memory_block(root: Path) -> str:
+    """Peak RSS of the data stages per image count, from ``metrics/default/bench/data_memory.json``
+    (``python experiments/data_memory.py --label NAME --out FILE``, one record per label)."""
+    path = root / "metrics" / "default" / "bench" / "data_memory.json"
+    if not path.exists():
+        return "Not measured: run `python experiments/data_memory.py --out metrics/default/bench/data_memory.json`.\n"
+    data = _load(path)
+    labels = [k for k in DATA_MEMORY_LABELS if k in data] + sorted(k for k in data if k not in DATA_MEMORY_LABELS)
+    sizes = sorted({int(n) for k in labels for n in data[k]["runs"]})
+    head = " | ".join(f"{n} images, `{k}`" for n in sizes for k in labels)
+    lines = [f"| stage (peak RSS, MiB) | {head} |", "|---|" + "---:|" * (len(sizes) * len(labels))]
+    for stage in ("resize", "slice", "degrade"):
+        cells = [f"{data[k]['runs'][str(n)][stage]['peak_rss_mib']:.1f}" if str(n) in data[k]["runs"] else "-"
+                 for n in sizes for k in labels]
+        lines.append(f"| {stage} | " + " | ".join(cells) + " |")
+    r0 = data[labels[0]]
+    notes = [f"`{k}`: {DATA_MEMORY_LABELS.get(k, k)}" for k in labels]
+    text = "\n".join(lines) + (f"\n\nSynthetic {r0['source_size']} PNG photos resized to {r0['resize']}, the rest of "
+                               "`params.yaml` as committed; the peak resident set of each stage's process. "
+                               + "; ".join(notes) + ".\n\n")
+    for k in labels:
+        r = data[k]
+        text += (f"* `{_rel(path, root)}` (`{k}`): revision {r['git_revision'][:12]}; machine "
+                 f"{machine_label(r['machine'])}; command `{r['command']}`\n")
+    return text
+
+
 def params_block(root: Path) -> str:
     """Every leaf of params.yaml: key, value, what it does (its comment there, else PARAMS_HELP)."""
     text = (root / "params.yaml").read_text()
@@ -721,7 +752,7 @@ it, and "pipeline / bench" is the share of the model's own frame rate the whole 
 # assembling the files
 
 BLOCKS = {"students": students_table, "realtime": realtime_table, "links": links_table, "video_links": video_links_table,
-          "ssim": ssim_block, "params": params_block, "cli": cli_block}
+          "ssim": ssim_block, "params": params_block, "cli": cli_block, "data_memory": data_memory_block}
 WHOLE = {"docs/results.md": results_md, "docs/benchmarks.md": benchmarks_md}
 BLOCK_FILES = ("README.md", "docs/method.md", "docs/pipeline.md", "docs/cli.md", "docs/development.md")
 

@@ -74,6 +74,26 @@ def spaced_boxes(height: int, width: int, rows: int, cols: int, crop_height: int
             for t in starts(height, crop_height, rows) for l in starts(width, crop_width, cols)]
 
 
+def crop_boxes(name: str, height: int, width: int, rows: int = 2, cols: int = 2, min_size: int = 16,
+               crop_height: int = 0, crop_width: int = 0) -> dict[str, tuple[int, int, int, int]]:
+    """The crops :func:`slice_image` cuts from a ``height`` x ``width`` image named ``name``:
+    ``{"<name>@r<i>c<j>": (top, left, bottom, right)}``, from its size alone (the same checks and
+    errors), so a stage can plan the crops of images it has not read yet."""
+    if crop_height or crop_width:
+        if min(crop_height, crop_width) < min_size:
+            raise SharpkdError(f"slice.crop_height/crop_width {crop_width}x{crop_height} is below min_size {min_size}")
+        try:
+            boxes = spaced_boxes(height, width, rows, cols, crop_height, crop_width)
+        except SharpkdError as exc:
+            raise SharpkdError(f"{name}: {exc}") from None
+    else:
+        if height // rows < min_size or width // cols < min_size:
+            raise SharpkdError(f"{name}: {width}x{height} is smaller than a {rows}x{cols} grid of {min_size}px crops")
+        boxes = grid_boxes(height, width, rows, cols)
+    tops, lefts = sorted({b[0] for b in boxes}), sorted({b[1] for b in boxes})
+    return {f"{name}@r{tops.index(t)}c{lefts.index(l)}": (t, l, b, r) for t, l, b, r in boxes}
+
+
 def slice_image(name: str, img: np.ndarray, rows: int = 2, cols: int = 2, min_size: int = 16,
                 crop_height: int = 0, crop_width: int = 0) -> dict[str, np.ndarray]:
     """Crop ``img`` into rows x cols crops: ``{"<name>@r<i>c<j>": crop}``.
@@ -82,22 +102,11 @@ def slice_image(name: str, img: np.ndarray, rows: int = 2, cols: int = 2, min_si
     (:func:`grid_boxes`, the report's quadrants for 2x2); otherwise they are fixed-size crops
     evenly spaced over the image (:func:`spaced_boxes`).  Raises SharpkdError if a crop would be
     smaller than ``min_size`` on a side or the image cannot hold one fixed-size crop (the caller
-    skips and counts such images).
+    skips and counts such images).  The boxes: :func:`crop_boxes`.
     """
     h, w = img.shape[:2]
-    if crop_height or crop_width:
-        if min(crop_height, crop_width) < min_size:
-            raise SharpkdError(f"slice.crop_height/crop_width {crop_width}x{crop_height} is below min_size {min_size}")
-        try:
-            boxes = spaced_boxes(h, w, rows, cols, crop_height, crop_width)
-        except SharpkdError as exc:
-            raise SharpkdError(f"{name}: {exc}") from None
-    else:
-        if h // rows < min_size or w // cols < min_size:
-            raise SharpkdError(f"{name}: {w}x{h} is smaller than a {rows}x{cols} grid of {min_size}px crops")
-        boxes = grid_boxes(h, w, rows, cols)
-    tops, lefts = sorted({b[0] for b in boxes}), sorted({b[1] for b in boxes})
-    return {f"{name}@r{tops.index(t)}c{lefts.index(l)}": np.ascontiguousarray(img[t:b, l:r]) for t, l, b, r in boxes}
+    boxes = crop_boxes(name, h, w, rows, cols, min_size, crop_height, crop_width)
+    return {key: np.ascontiguousarray(img[t:b, l:r]) for key, (t, l, b, r) in boxes.items()}
 
 
 def group_of(name: str, pattern: str) -> str:

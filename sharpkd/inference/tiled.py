@@ -200,8 +200,14 @@ def _saved_output(path: Path, image: np.ndarray) -> np.ndarray | None:
 
 
 def run_many(model: torch.nn.Module, images: Iterable[np.ndarray], *, desc: str = "model", progress: bool = True,
-             resume_dir: str | os.PathLike | None = None, **kwargs) -> list[np.ndarray]:
+             resume_dir: str | os.PathLike | None = None, part: tuple[int, int] = (0, 1),
+             **kwargs) -> list[np.ndarray]:
     """:func:`run_model` on each image (keyword arguments passed on), with a progress bar.
+
+    ``part`` ``(rank, world)``: only the images ``rank, rank + world, rank + 2 * world ...``
+    are run and their outputs returned (one process's share of a sharded run; every output is a
+    function of its image alone, so the shares put back together are the one-process result,
+    :func:`sharpkd.training.distributed.gather_parts`).
 
     ``resume_dir`` (a folder the caller names by :func:`resume_key`): each output is also saved
     there as ``<sha256 of the input>.npy`` (written to a temporary name, then renamed) and an
@@ -209,7 +215,10 @@ def run_many(model: torch.nn.Module, images: Iterable[np.ndarray], *, desc: str 
     teacher inference resumes where it stopped, with the same bytes.  Unreadable files are
     recomputed.
     """
-    images = list(images)
+    rank, world = part
+    if not 0 <= rank < world:
+        raise SharpkdError(f"part {part}: rank must be in [0, world)")
+    images = list(images)[rank::world]
     folder = None if resume_dir is None else Path(resume_dir)
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
