@@ -98,6 +98,7 @@ def test_a_layer_check_that_cannot_fail_is_caught():
         GRAPH.update(saved)
 
 
+# the pipeline extra, and the ONNX exporter that only export-onnx loads
 PIPELINE_ONLY = ("dvc", "dvclive", "yaml", "torchvision", "pandas", "matplotlib", "skimage", "spandrel",
                  "spandrel_extra_arches", "pytorch_msssim", "scipy", "onnxruntime", "onnxscript")
 
