@@ -33,6 +33,15 @@ def _weights(args: argparse.Namespace):
     return args.weights or shipped_weights(args.student or "default")
 
 
+def _check_output_file(path: str | None, option: str) -> None:
+    """Refuse ``option PATH`` up front (before any work) when PATH is something an output must not
+    replace (a FIFO, a device, a symbolic link, a folder; :func:`sharpkd.fsutil.replace_problem`)."""
+    from .fsutil import replace_problem
+
+    if path is not None and (problem := replace_problem(path)) is not None:
+        raise UsageError(f"{option} {path}: {problem}")
+
+
 def _device(name: str) -> str:
     from .stage import resolve_device
 
@@ -151,6 +160,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from .bench import benchmark, machine, temporal_stability_of_frames
     from .cost import count_macs, count_params
 
+    _check_output_file(args.out, "--out")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = _device(args.device)
@@ -243,6 +253,7 @@ def _bench_teacher(args: argparse.Namespace, device: str) -> int:
 def cmd_export_onnx(args: argparse.Namespace) -> int:
     from .onnx_export import export_onnx
 
+    _check_output_file(args.output, "-o")
     model, arch = _load_model(None, args)
     export_onnx(model, args.output)
     print(f"wrote {args.output} ({arch}, dynamic height and width)")

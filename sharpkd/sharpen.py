@@ -334,7 +334,11 @@ def _output_problem(job: Job, overwrite: bool) -> str | None:
             if not parent.is_dir():
                 return f"its output folder {parent} is a file; remove it or choose another output folder (-o)"
             break
-    if (dst.exists() or dst.is_symlink()) and not overwrite:
+    from .fsutil import replace_problem
+
+    if (problem := replace_problem(dst)) is not None:
+        return f"its output {dst} {problem}"
+    if dst.exists() and not overwrite:
         return "keep"
     return None
 

@@ -614,3 +614,133 @@ def test_sigterm_during_model_load_turned_into_another_error_is_still_an_interru
     monkeypatch.setattr(sharpen_mod, "load_student", load_hit_by_sigterm)
     assert sharpen_cli(weights, tmp_path / "a.png", "-o", tmp_path / "o") == 130
     assert capsys.readouterr().err.splitlines() == ["interrupted"]
+
+
+# ------------------------------------------------------------------------------------------
+# concurrent runs into one folder: a run's start-up cleanup never removes another run's work
+
+
+_HELD_RUN = """
+import sys, time
+from pathlib import Path
+import sharpkd.sharpen as s
+real = s.Sharpener.__call__
+go = Path(sys.argv[1])
+def held(self, rgb):
+    deadline = time.monotonic() + 120
+    while not go.exists() and time.monotonic() < deadline:  # hold the run half-way until told
+        time.sleep(0.02)
+    return real(self, rgb)
+s.Sharpener.__call__ = held
+from sharpkd.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_two_concurrent_runs_into_one_folder_both_complete(tmp_path, weights):
+    from test_video import make_clip
+
+    clip = tmp_path / "long.mp4"
+    make_clip(clip, n=6)
+    photo = tmp_path / "photo.png"
+    Image.fromarray(rand(10, 12)).save(photo)
+    out, go = tmp_path / "out", tmp_path / "go"
+    first = subprocess.Popen([sys.executable, "-c", _HELD_RUN, str(go), "sharpen", str(clip), "-o", str(out),
+                              "--weights", str(weights), "-q"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not temps(out) and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert temps(out), "the first run never started writing its video"
+        second = subprocess.run([sys.executable, "-m", "sharpkd.cli", "sharpen", str(photo), "-o", str(out),
+                                 "--weights", str(weights), "-q"], capture_output=True, text=True, cwd=ROOT,
+                                timeout=120)
+        assert second.returncode == 0 and "removed" not in second.stderr, second.stderr
+        assert temps(out), "the second run removed the first run's temporary file"
+    finally:
+        go.write_text("go")
+        o, e = first.communicate(timeout=120)
+    assert first.returncode == 0, e
+    assert (out / "long.mp4").is_file() and (out / "photo.png").is_file() and temps(out) == []
+
+
+def test_cleanup_leaves_a_temp_that_is_being_written(tmp_path):
+    from sharpkd.fsutil import atomic_path
+
+    with atomic_path(tmp_path / "a.png") as tmp:
+        tmp.write_bytes(b"in progress")
+        assert clean_stale_temps(tmp_path) == [] and tmp.exists()
+    assert (tmp_path / "a.png").read_bytes() == b"in progress"
+    (tmp_path / ".b.png.tmp-abcd1234.png").write_bytes(b"left by SIGKILL")  # no owner holds it
+    assert clean_stale_temps(tmp_path) == [tmp_path / ".b.png.tmp-abcd1234.png"]
+
+
+# ------------------------------------------------------------------------------------------
+# outputs replace only regular files
+
+
+def _special_outputs(tmp_path: Path) -> dict[str, Path]:
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    link = tmp_path / "stdout.json"
+    link.symlink_to("/proc/self/fd/1")
+    target = tmp_path / "target.json"
+    target.write_text("the user's")
+    link2 = tmp_path / "link.json"
+    link2.symlink_to(target)
+    return {"fifo": fifo, "stdout-link": link, "file-link": link2, "device": Path("/dev/null")}
+
+
+@pytest.mark.parametrize("kind", ["fifo", "stdout-link", "file-link", "device"])
+def test_atomic_path_refuses_what_is_not_a_regular_file(tmp_path, kind):
+    from sharpkd.fsutil import atomic_path, write_json
+
+    path = _special_outputs(tmp_path)[kind]
+    with pytest.raises(SharpkdError, match="outputs only replace regular files"):
+        write_json(path, {"a": 1})
+    assert os.path.lexists(path) and not path.is_file() or path.is_symlink()
+    assert (tmp_path / "target.json").read_text() == "the user's"
+    assert temps(tmp_path) == []
+    with pytest.raises(SharpkdError):
+        with atomic_path(path):
+            raise AssertionError("the block must not run")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "stdout-link", "device"])
+def test_bench_and_export_outputs_refuse_special_files(tmp_path, weights, capsys, kind):
+    path = _special_outputs(tmp_path)[kind]
+    for argv in (["bench", "--weights", str(weights), "--height", "8", "--width", "8", "--runs", "1",
+                  "--warmup", "0", "--out", str(path)],
+                 ["export-onnx", "--weights", str(weights), "-o", str(path)]):
+        assert main(argv) == 2
+        out, err = err_lines(capsys)
+        assert len(err) == 1 and err[0].startswith("error: ") and "regular files" in err[0] and out == []
+    assert os.path.lexists(path) and (path.is_symlink() or not path.is_file())
+
+
+def test_sharpen_outputs_that_are_special_files_are_skipped(tmp_path, weights, capsys):
+    out = tmp_path / "o"
+    out.mkdir()
+    for name in ("a", "b", "c"):
+        Image.fromarray(rand(9, 9)).save(tmp_path / f"{name}.png")
+    os.mkfifo(out / "a.png")
+    (out / "b.png").symlink_to("/proc/self/fd/1")
+    assert sharpen_cli(weights, *(tmp_path / f"{n}.png" for n in "abc"), "-o", out, "--overwrite") == 1
+    lines, err = err_lines(capsys)
+    assert len(err) == 2 and all(e.startswith("skipped ") and "regular files" in e for e in err)
+    assert lines == [f"sharpened 1 file(s) into {out}; 2 failed"]
+    assert (out / "b.png").is_symlink() and not (out / "a.png").is_file() and (out / "c.png").is_file()
+
+
+def test_stage_folder_output_that_is_a_link_is_refused(tmp_path):
+    from sharpkd.fsutil import atomic_dir
+
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "keep").write_text("x")
+    (tmp_path / "link").symlink_to(real)
+    with pytest.raises(SharpkdError, match="symbolic link"):
+        with atomic_dir(tmp_path / "link"):
+            raise AssertionError("the block must not run")
+    assert (real / "keep").read_text() == "x" and (tmp_path / "link").is_symlink()
