@@ -462,6 +462,10 @@ def _tiff16_bytes(samples: np.ndarray) -> bytes:
     return out + b"\x00" * (ifd_offset - len(out)) + ifd
 
 
+#: The largest width or height each format can store (WebP: 14-bit sizes; JPEG: 16-bit ones).
+_MAX_SIDE = {"WEBP": 16383, "JPEG": 65535}
+
+
 def save_image(path: str | os.PathLike, rgb: np.ndarray, alpha: np.ndarray | None = None) -> Path:
     """Write ``rgb`` (``HxWx3`` ``uint8``/``uint16``, or ``HxW`` for grey) and optional ``alpha``
     atomically.  A grey array is written as a grey file (8 or 16 bits as given) where the format
@@ -483,6 +487,10 @@ def save_image(path: str | os.PathLike, rgb: np.ndarray, alpha: np.ndarray | Non
         )
     fmt, holds_16, holds_alpha = _SAVE_FORMATS[ext]
     _check_arrays(rgb, alpha)
+    limit = _MAX_SIDE.get(fmt)
+    if limit is not None and max(rgb.shape[:2]) > limit:
+        raise SharpkdError(f"{path}: {rgb.shape[1]}x{rgb.shape[0]} is too large for {fmt}, which holds at most "
+                           f"{limit} pixels a side; choose another --format (png, tif)")
     if alpha is not None and not holds_alpha:
         rgb, alpha = flatten_alpha(rgb, alpha), None
     if rgb.dtype == np.uint16 and not holds_16:

@@ -378,6 +378,9 @@ def run_jobs(jobs: list[Job], sharpener: Sharpener, progress: bool = True,
             summary.failed.append((job.src, one_line(f"OpenCV failed ({str(exc).strip() or 'no detail'})")))
         except OSError as exc:  # disk full, permission denied, ... while writing the output
             summary.failed.append((job.src, os_error_message(exc, "cannot write", path=job.dst)))
+        except Exception as exc:  # anything else a library raises on this file fails this file only
+            detail = _reason(exc, job.src) or "no detail"
+            summary.failed.append((job.src, one_line(f"failed ({type(exc).__name__}: {detail})")))
         if interrupt_requested():  # a library swallowed the KeyboardInterrupt: stop here anyway
             raise KeyboardInterrupt
 

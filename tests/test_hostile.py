@@ -758,3 +758,37 @@ def test_stage_folder_output_that_is_a_link_is_refused(tmp_path):
         with atomic_dir(tmp_path / "link"):
             raise AssertionError("the block must not run")
     assert (real / "keep").read_text() == "x" and (tmp_path / "link").is_symlink()
+
+
+# ------------------------------------------------------------------------------------------
+# a failure of one input fails that input only
+
+
+def test_webp_size_limit_fails_that_file_only(tmp_path, weights, capsys):
+    wide, small = tmp_path / "wide.png", tmp_path / "a.png"
+    Image.fromarray(np.zeros((4, 20000, 3), np.uint8)).save(wide)
+    Image.fromarray(rand(9, 9)).save(small)
+    out = tmp_path / "o"
+    assert sharpen_cli(weights, wide, small, "-o", out, "--format", "webp", "--tile", "64") == 1
+    lines, err = err_lines(capsys)
+    assert len(err) == 1 and err[0].startswith(f"skipped {wide}: ") and "16383" in err[0] and "--format" in err[0]
+    assert lines == [f"sharpened 1 file(s) into {out}; 1 failed"]
+    assert sorted(p.name for p in out.iterdir()) == ["a.webp"]
+
+
+def test_any_library_error_fails_that_file_only(tmp_path, weights, capsys, monkeypatch):
+    for name in ("a", "b"):
+        Image.fromarray(rand(9, 9)).save(tmp_path / f"{name}.png")
+    real = sharpen.load_image
+
+    def flaky(path):
+        if Path(path).name == "a.png":
+            raise RuntimeError("something deep inside a library\nwith a second line")
+        return real(path)
+
+    monkeypatch.setattr(sharpen, "load_image", flaky)
+    assert sharpen_cli(weights, tmp_path / "a.png", tmp_path / "b.png", "-o", tmp_path / "o") == 1
+    lines, err = err_lines(capsys)
+    assert err == [f"skipped {tmp_path / 'a.png'}: failed (RuntimeError: something deep inside a library with a "
+                   "second line)"]
+    assert lines == [f"sharpened 1 file(s) into {tmp_path / 'o'}; 1 failed"]
