@@ -154,13 +154,32 @@ def _load_model(arch: str | None, args: argparse.Namespace):
     return model.eval(), arch
 
 
+#: Ranges of ``sharpkd bench``'s numeric options (checked before anything is built or timed).
+BENCH_RANGES = {"height": (1, 16384), "width": (1, 16384), "runs": (1, 10000), "warmup": (0, 1000),
+                "threads": (0, 1024), "tile": (64, 16384)}
+
+
+def _check_bench_options(args: argparse.Namespace) -> None:
+    """:class:`UsageError` naming the first ``bench`` option outside its range (:data:`BENCH_RANGES`)."""
+    import math
+
+    for name, (lo, hi) in BENCH_RANGES.items():
+        value = getattr(args, name)
+        if not lo <= value <= hi:
+            extra = " (0: torch's choice)" if name == "threads" else ""
+            raise UsageError(f"--{name} must be between {lo} and {hi}{extra}, got {value}")
+    if not (math.isfinite(args.degrade) and 0 < args.degrade <= 1):
+        raise UsageError(f"--degrade must be above 0 and at most 1 (1 = off), got {args.degrade}")
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
+    _check_bench_options(args)
+    _check_output_file(args.out, "--out")
     import torch
 
     from .bench import benchmark, machine, temporal_stability_of_frames
     from .cost import count_macs, count_params
 
-    _check_output_file(args.out, "--out")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = _device(args.device)

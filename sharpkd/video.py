@@ -87,7 +87,10 @@ def check_video_options(codec: str = DEFAULT_CODEC, crf: int = DEFAULT_CRF, pres
     if not lo <= crf <= hi:
         raise UsageError(f"--crf for {name} must be between {lo} and {hi}, got {crf}")
     preset = preset.lower()
-    if preset not in X264_PRESETS and not (name in ("libsvtav1", "libaom-av1") and preset.isdigit()):
+    speeds = {"libsvtav1": 13, "libaom-av1": 8}
+    if name in speeds and preset.isdigit() and int(preset) > speeds[name]:
+        raise UsageError(f"--preset {preset}: {name}'s speed numbers go from 0 to {speeds[name]}")
+    if preset not in X264_PRESETS and not (name in speeds and preset.isdigit()):
         extra = " (or the encoder's speed number)" if name in ("libsvtav1", "libaom-av1") else ""
         raise UsageError(f"--preset {preset!r}: use one of {', '.join(X264_PRESETS)}{extra}")
     return VideoOptions(name, crf, preset, keep_partial)

@@ -792,3 +792,89 @@ def test_any_library_error_fails_that_file_only(tmp_path, weights, capsys, monke
     assert err == [f"skipped {tmp_path / 'a.png'}: failed (RuntimeError: something deep inside a library with a "
                    "second line)"]
     assert lines == [f"sharpened 1 file(s) into {tmp_path / 'o'}; 1 failed"]
+
+
+# ------------------------------------------------------------------------------------------
+# every numeric option at its edges: a run or one error line, never a traceback
+
+HUGE = str(10**12)
+_BENCH = ["bench", "--height", "8", "--width", "8", "--runs", "1", "--warmup", "0"]
+_EDGES = {
+    "sharpen": {"--strength": ["0", "-1", "2", "2.01", "nan", "inf", "-inf", HUGE],
+                "--tile": ["0", "-1", "64", HUGE],
+                "--crf": ["0", "-1", "51", "52", HUGE],
+                "--preset": ["0", "-1", HUGE, "ultrafast"],
+                "--format": ["", ".", "webp", "../x"],
+                "--codec": ["", "libaom-av1", "x"]},
+    "stream": {"--size": ["0x0", "-1x-1", "1x1x1", f"{HUGE}x{HUGE}", "x"],
+               "--strength": ["-1", "nan", HUGE], "--tile": ["0", "-1"], "--pix-fmt": ["", "gray"]},
+    "bench": {"--height": ["0", "-1", "1", HUGE], "--width": ["0", "-1", HUGE], "--runs": ["0", "-1", HUGE],
+              "--warmup": ["-1", "0", HUGE], "--threads": ["-1", "0", "1", HUGE], "--tile": ["0", "-1", HUGE],
+              "--degrade": ["0", "-1", "1", "1.5", "nan", HUGE],
+              "--config": ["[]", '{"channels": 30000}', '{"channels": -8}', '{"blocks": 1e9}', '{"channels": "x"}',
+                           '{"unshuffle": 0}', '{"int8": 7}', '{"int8": {"first_bits": 0}}', "nan"]},
+}
+
+
+def _edge_cases():
+    for command, options in _EDGES.items():
+        for option, values in options.items():
+            for value in values:
+                yield pytest.param(command, option, value, id=f"{command}{option}={value[:20]}")
+
+
+@pytest.mark.parametrize("command, option, value", list(_edge_cases()))
+def test_every_option_at_its_edges(tmp_path, weights, capsys, command, option, value):
+    Image.fromarray(rand(8, 8)).save(tmp_path / "a.png")
+    if command == "sharpen":
+        argv = ["sharpen", str(tmp_path / "a.png"), "-o", str(tmp_path / "o"), "--weights", str(weights), "-q"]
+    elif command == "stream":
+        argv = ["stream", "--size", "8x8", "--weights", str(weights), "-q"]
+    elif option == "--config":
+        argv = [*_BENCH, "--arch", "sharp"]
+    else:
+        argv = [*_BENCH, "--weights", str(weights)]
+    try:
+        rc = main([*argv, f"{option}={value}"])
+    except SystemExit as exc:  # argparse's own refusal
+        rc = exc.code
+    out, err = err_lines(capsys)
+    text = "\n".join(err)
+    assert "Traceback" not in text and "\x1b[" not in text and ".tmp-" not in text
+    if rc != 0:
+        errors = [e for e in err if e.startswith("error: ") or e.startswith("skipped ")]
+        assert len(errors) == 1 and len(err) <= 2, err  # the error, and at most the summary's count
+        assert option in errors[0] or errors[0].startswith("skipped") or option == "--config", errors[0]
+    else:
+        assert not any(e.startswith("error") for e in err)
+
+
+@pytest.mark.parametrize("config, needle", [("[1, 2]", "must be a JSON object"),
+                                            ('{"channels": 30000}', "channels must be an integer from 8 to 512"),
+                                            ('{"blocks": 100000}', "blocks must be an integer from 0 to 64"),
+                                            ('{"channels": "x"}', "channels must be an integer")])
+def test_hostile_weights_config_is_one_line(tmp_path, capsys, config, needle):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "w.safetensors"
+    save_file({"x": torch.zeros(1)}, str(path), metadata={"format": FORMAT, "arch": "sharp", "config": config})
+    Image.fromarray(rand(8, 8)).save(tmp_path / "a.png")
+    t = time.perf_counter()
+    assert main(["sharpen", str(tmp_path / "a.png"), "-o", str(tmp_path / "o"), "--weights", str(path), "-q"]) == 1
+    assert time.perf_counter() - t < 10  # refused before allocating anything
+    out, err = err_lines(capsys)
+    assert len(err) == 1 and err[0].startswith(f"error: {path}: ") and needle in err[0], err
+
+
+def test_int8_weights_with_a_zero_activation_range_are_refused(tmp_path, capsys):
+    from sharpkd.models import save_student
+    from sharpkd.quant import to_int8
+
+    model = to_int8(build_student("sharp", channels=8), [rand(8, 8)])
+    model.act_max[1] = 0.0
+    path = tmp_path / "int8.safetensors"
+    save_student(model, path)
+    Image.fromarray(rand(8, 8)).save(tmp_path / "a.png")
+    assert main(["sharpen", str(tmp_path / "a.png"), "-o", str(tmp_path / "o"), "--weights", str(path), "-q"]) == 1
+    out, err = err_lines(capsys)
+    assert len(err) == 1 and err[0].startswith(f"error: {path}: int8 activation ranges") and "Traceback" not in err[0]
