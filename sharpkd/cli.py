@@ -104,6 +104,10 @@ def cmd_stream(args: argparse.Namespace) -> int:
     check_options(tile=args.tile, strength=args.strength, fmt="png")
     if args.pix_fmt not in RAW_FORMATS:
         raise UsageError(f"--pix-fmt {args.pix_fmt!r}: use one of {', '.join(RAW_FORMATS)}")
+    for name, f in (("stdin", sys.stdin), ("stdout", sys.stdout)):
+        if f is None or not _fd_open(f):
+            raise UsageError(f"{name} is closed: pipe raw frames in and read the sharpened ones from stdout, e.g. "
+                             f"ffmpeg ... -f rawvideo - | sharpkd stream --size {width}x{height} | ffmpeg ...")
     if sys.stdin.isatty():
         raise UsageError("stdin is a terminal: pipe raw frames in, e.g. ffmpeg -i in.mp4 -f rawvideo "
                          f"-pix_fmt {args.pix_fmt} - | sharpkd stream --size {width}x{height} | ...")
@@ -123,6 +127,24 @@ def cmd_stream(args: argparse.Namespace) -> int:
         fps = f"{result['fps']:.1f} frames/s" if result["fps"] else "n/a"
         print(f"stream: {result['frames']} frame(s) of {width}x{height} {args.pix_fmt} at {fps}", file=sys.stderr)
     return 0
+
+
+def _fd_open(f) -> bool:
+    """False when the file object ``f`` is closed or its file descriptor is (a stream without a
+    descriptor, such as a test's stand-in, counts as open)."""
+    import os
+
+    if getattr(f, "closed", False):
+        return False
+    try:
+        fd = f.fileno()
+    except Exception:
+        return True
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
 
 
 def _one_line_usage(parser: argparse.ArgumentParser):

@@ -878,3 +878,12 @@ def test_int8_weights_with_a_zero_activation_range_are_refused(tmp_path, capsys)
     assert main(["sharpen", str(tmp_path / "a.png"), "-o", str(tmp_path / "o"), "--weights", str(path), "-q"]) == 1
     out, err = err_lines(capsys)
     assert len(err) == 1 and err[0].startswith(f"error: {path}: int8 activation ranges") and "Traceback" not in err[0]
+
+
+@pytest.mark.parametrize("closed", ["<&-", ">&-"])
+def test_stream_with_stdin_or_stdout_closed(tmp_path, weights, closed):
+    cmd = f"head -c 192 /dev/zero | {sys.executable} -m sharpkd.cli stream --size 8x8 -q --weights {weights} {closed}"
+    proc = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    which = "stdin" if closed == "<&-" else "stdout"
+    assert proc.returncode == 2 and proc.stderr.splitlines() == [proc.stderr.strip()], proc.stderr
+    assert proc.stderr.startswith(f"error: {which} is closed")
