@@ -887,3 +887,87 @@ def test_stream_with_stdin_or_stdout_closed(tmp_path, weights, closed):
     which = "stdin" if closed == "<&-" else "stdout"
     assert proc.returncode == 2 and proc.stderr.splitlines() == [proc.stderr.strip()], proc.stderr
     assert proc.stderr.startswith(f"error: {which} is closed")
+
+
+# ------------------------------------------------------------------------------------------
+# params.yaml checked at the edge: one schema, every stage
+
+
+def _params_with(tmp_path: Path, dotted: str, value) -> Path:
+    import yaml
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    node, keys = params, dotted.split(".")
+    for k in keys[:-1]:
+        node = node[k]
+    node[keys[-1]] = value
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+@pytest.mark.parametrize("dotted, value, needle", [
+    ("degrade.scale", 0, "degrade.scale must be a number above 0 and at most 1"),
+    ("degrade.scale", 1.5, "degrade.scale must be"),
+    ("degrade.scale", "abc", "degrade.scale must be"),
+    ("degrade.scale", True, "degrade.scale must be"),
+    ("slice.rows", 0, "slice.rows must be an integer from 1"),
+    ("slice.val_fraction", 1, "slice.val_fraction"),
+    ("train.loss.l2_gt", -1, "train.loss.l2_gt"),
+    ("train.epochs", "many", "train.epochs"),
+    ("teacher.adapt.lr", 0, "teacher.adapt.lr"),
+    ("degrade.sclae", 0.6, "unknown key(s) 'sclae' in section degrade"),
+    ("train.loss.l3", 1, "unknown key(s) 'l3' in section train.loss"),
+    ("teacher.restormer.depth", 3, "unknown key(s) 'depth' in section teacher.restormer"),
+    ("profile", "../x", "profile must be a plain name"),
+    ("profile", "/abs", "profile must be a plain name"),
+    ("profile", 3, "profile must be a plain name"),
+    ("resize", [1, 2], "resize must be a mapping"),
+])
+def test_params_checked_by_load_params(tmp_path, capsys, dotted, value, needle):
+    path = _params_with(tmp_path, dotted, value)
+    with pytest.raises(SystemExit) as ei:
+        stage.main(lambda: stage.load_params("download", path))  # any stage: the whole file is checked
+    assert ei.value.code == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {path}: ") and needle in err[0], err
+
+
+def test_a_stage_script_refuses_bad_params(tmp_path):
+    _params_with(tmp_path, "degrade.scale", 0)
+    proc = subprocess.run([sys.executable, "-m", "stages.degrade", "--slices", "s", "--out", "o", "--links-out", "l",
+                           "--provenance", "p.json"], capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                          env=os.environ | {"PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 1 and proc.stderr.splitlines() == [
+        "error: params.yaml: degrade.scale must be a number above 0 and at most 1, got 0"], proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+README_OVERRIDES = [  # the README's ready-made runs, as dvc exp run -S sets them
+    {"profile": "photos", "download.source": "dir", "resize.mode": "none", "slice.rows": 5, "slice.cols": 6,
+     "slice.crop_height": 128, "slice.crop_width": 232, "slice.val_fraction": 0.15, "slice.report_size": [464, 256],
+     "teacher.kind": "vdsr", "teacher.tile": 2048, "teacher.adapt.steps": 4000, "teacher.adapt.lr": 0.0001,
+     "train.epochs": 10, "train.steps_per_epoch": 0, "train.int8.steps": 8000,
+     "train.arch_config": {"channels": 32, "blocks": 2}},
+    {"profile": "photos_464", "resize.mode": "fixed", "slice.report_size": [], "train.loss.l1_gt": 1,
+     "train.loss.ssim": 1, "train.loss.vgg_feature": 0.1, "train.loss.deep_feature": 0.1, "train.arch": "seed",
+     "degrade.codec": "h264", "degrade.h264_crf": 23, "degrade.train_links": ["none", "h264:23", "h264:28"],
+     "teacher.kind": "checkpoint", "teacher.checkpoint": "x.pth", "teacher.sha256": "0" * 64},
+]
+
+
+@pytest.mark.parametrize("overrides", README_OVERRIDES)
+def test_the_repository_params_and_readme_overrides_pass(tmp_path, overrides):
+    import yaml
+
+    for section in stage.PARAMS_SCHEMA:
+        stage.load_params(section, ROOT / "params.yaml")
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for dotted, value in overrides.items():
+        node, keys = params, dotted.split(".")
+        for k in keys[:-1]:
+            node = node[k]
+        node[keys[-1]] = value
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    for section in stage.PARAMS_SCHEMA:
+        stage.load_params(section, tmp_path / "params.yaml")
