@@ -298,17 +298,28 @@ class SharpNet(nn.Module):
 
     def _int8_layers(self, z: torch.Tensor) -> torch.Tensor:
         """The residual of the int8 form: its convolutions on the int8 grid, in the head's layout."""
-        from .quant import fake_quant_activation, fake_quant_weight
+        from .quant import fake_quant_activation, fake_quant_weight, qdq_activation, qdq_weight
 
         layers = self.layers()
+        exporting = torch.compiler.is_exporting()
+        if exporting:
+            # torch.export: the activation ranges as constants (reading the buffer would be a
+            # data-dependent value) and quantize/dequantize ops (ONNX QuantizeLinear/DequantizeLinear)
+            tops = getattr(self, "export_tops", None)
+            if tops is None:
+                raise SharpkdError("int8 student: set export_tops (sharpkd.onnx_export does) before torch.export")
+            act_q, weight_q = qdq_activation, qdq_weight
+        else:
+            tops = [float(v) for v in self.act_max]
+            act_q, weight_q = fake_quant_activation, fake_quant_weight
         for i, layer in enumerate(layers):
-            z = fake_quant_activation(z, float(self.act_max[i]))
+            z = act_q(z, tops[i])
             bits = self.int8["first_bits"] if i == 0 else 8
             if isinstance(layer, nn.ConvTranspose2d):
-                w = fake_quant_weight(layer.weight, bits, axis=1)
+                w = weight_q(layer.weight, bits, axis=1)
                 z = F.conv_transpose2d(z, w, layer.bias, stride=layer.stride)
             else:
-                w = fake_quant_weight(layer.weight, bits, axis=0)
+                w = weight_q(layer.weight, bits, axis=0)
                 z = F.conv2d(z, w, layer.bias, stride=layer.stride, padding=layer.padding)
             if i < len(layers) - 1:
                 z = F.relu(z)
