@@ -55,7 +55,7 @@ def cmd_sharpen(args: argparse.Namespace) -> int:
     from .video import check_video_options
 
     fmt = check_options(tile=args.tile, strength=args.strength, fmt=args.format)
-    video = check_video_options(args.codec, args.crf, args.preset, args.keep_partial)
+    video = check_video_options(args.codec, args.crf, args.preset, args.keep_partial, args.max_frame_pixels)
     device = _device(args.device)
     out = check_output_dir(args.output, args.inputs)
     stale = clean_stale_temps(out)
@@ -71,7 +71,11 @@ def cmd_sharpen(args: argparse.Namespace) -> int:
     for v in videos:
         ratio = v["flicker_ratio"]
         copied = (", ".join(f"{v['copied_streams'].count(t)} {t}" for t in ("audio", "subtitle")
-                            if t in v["copied_streams"]) + " stream(s) copied") if v["copied_streams"] else "no audio"
+                            if t in v["copied_streams"]) + f" stream(s) copied ({sum(v['copied_packets'])} packets)"
+                  ) if v["copied_streams"] else "no audio"
+        if v.get("empty_streams"):
+            copied += (f", {len(v['empty_streams'])} {'/'.join(sorted(set(v['empty_streams'])))} stream(s) not "
+                       "copied: declared by the container but no packet of them could be read")
         dropped = f", {len(v['dropped_streams'])} data stream(s) dropped" if v["dropped_streams"] else ""
         speed = f"{v['processing_fps']:.2f} frames/s" if v["processing_fps"] else "n/a"
         t = v.get("per_frame_ms") or {}
@@ -101,6 +105,10 @@ def cmd_stream(args: argparse.Namespace) -> int:
     from .video import RAW_FORMATS, parse_size, stream
 
     width, height = parse_size(args.size)
+    from .video import check_max_frame_pixels, frame_size_problem
+
+    if problem := frame_size_problem(width, height, check_max_frame_pixels(args.max_frame_pixels)):
+        raise UsageError(f"--size {args.size}: {problem.removeprefix('its ')}")
     check_options(tile=args.tile, strength=args.strength, fmt="png")
     if args.pix_fmt not in RAW_FORMATS:
         raise UsageError(f"--pix-fmt {args.pix_fmt!r}: use one of {', '.join(RAW_FORMATS)}")
@@ -326,6 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="encoder speed/size trade-off: ultrafast ... veryfast (default: keeps up with the model "
                         "on a CPU) ... medium ... veryslow (AV1: also the encoder's speed number)")
     _add_runtime(s, " on 8-bit input")
+    s.add_argument("--max-frame-pixels", type=int, default=0,
+                   help="largest video frame decoded, in pixels (default 0: 8192x8192); larger ones fail the file "
+                        "before decoding")
     s.add_argument("--keep-partial", action="store_true",
                    help="keep what decoded of a truncated or damaged video (default: skip the file, exit 1)")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -340,6 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "an unusable command line, 141 when the reader of stdout stops.")
     r.add_argument("--size", required=True, help="frame size WIDTHxHEIGHT, as the sender's -s (e.g. 1920x1080)")
     r.add_argument("--pix-fmt", default="rgb24", help="rgb24 (default) or rgb48le (16 bits per channel)")
+    r.add_argument("--max-frame-pixels", type=int, default=0,
+                   help="largest --size accepted, in pixels (default 0: 8192x8192)")
     _add_weights(r)
     r.add_argument("--strength", type=float, default=1.0,
                    help="0 = input, 1 = model output, up to 2 = stronger (extrapolated) sharpening")
