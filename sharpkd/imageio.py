@@ -91,12 +91,15 @@ class LoadedImage:
         mode: the source's Pillow mode (``"RGB"``, ``"I;16"``, ``"CMYK"``, ...); 16-bit colour
             PNG/TIFF files decoded with OpenCV are reported as ``"RGB;16"``, ``"RGBA;16"`` or
             ``"LA;16"``.
+        frames: how many frames (animated GIF/WebP/PNG) or pages (TIFF) the file holds; the
+            arrays are the first one's.
     """
 
     rgb: np.ndarray
     alpha: np.ndarray | None
     bit_depth: int
     mode: str
+    frames: int = 1  # frames (animated GIF, WebP, PNG) or pages (TIFF) in the file; rgb is the first
 
     @property
     def grey(self) -> bool:
@@ -307,11 +310,15 @@ def load_image(path: str | os.PathLike) -> LoadedImage:
                     _verify_png(path)
                 mode = img.mode
                 orientation = img.getexif().get(0x0112)
+                frames = max(1, int(getattr(img, "n_frames", 1) or 1))
                 if _needs_cv2(img, path):
-                    return _decode_cv2_16(path, orientation, mode)
-                # exif_transpose copies the whole image even when there is nothing to turn
-                upright = ImageOps.exif_transpose(img) if orientation in range(2, 9) else img
-                return _to_loaded(upright, upright.mode)
+                    loaded = _decode_cv2_16(path, orientation, mode)
+                else:
+                    # exif_transpose copies the whole image even when there is nothing to turn
+                    upright = ImageOps.exif_transpose(img) if orientation in range(2, 9) else img
+                    loaded = _to_loaded(upright, upright.mode)
+                loaded.frames = frames
+                return loaded
     except ImageDecodeError:
         raise
     except Image.DecompressionBombError as e:

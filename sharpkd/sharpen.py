@@ -263,6 +263,12 @@ def plan(inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLike, fmt: s
 def sharpen_image(job: Job, sharpener: Sharpener) -> None:
     """Sharpen one image file; a grey source is written back as grey (same bit depth)."""
     img = load_image(job.src)
+    if img.frames > 1:  # animated GIF/WebP/PNG, multi-page TIFF: the output is one still image
+        import warnings
+
+        what = "pages" if job.src.suffix.lower() in (".tif", ".tiff") else "frames"
+        warnings.warn(f"{job.src}: holds {img.frames} {what}; only the first was sharpened "
+                      f"(into the still image {job.dst.name})", stacklevel=2)
     alpha, grey = img.alpha, img.grey
     out = sharpener(img.rgb)
     del img  # the decoded input is not needed while the output is encoded: one image less at the peak

@@ -973,3 +973,23 @@ def test_the_repository_params_and_readme_overrides_pass(tmp_path, overrides):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     for section in stage.PARAMS_SCHEMA:
         stage.load_params(section, tmp_path / "params.yaml")
+
+
+# ------------------------------------------------------------------------------------------
+# animated and multi-page inputs: the first frame, and one warning that says so
+
+
+@pytest.mark.parametrize("name", ["anim.webp", "anim.png", "pages.tif"])  # GIF is no input extension
+def test_animated_or_multi_page_input_says_only_the_first_was_sharpened(tmp_path, weights, name):
+    frames = [Image.fromarray(rand(10, 12, seed=i)) for i in range(3)]
+    src = tmp_path / name
+    frames[0].save(src, save_all=True, append_images=frames[1:])
+    proc = subprocess.run([sys.executable, "-m", "sharpkd.cli", "sharpen", str(src), "-o", str(tmp_path / "o"),
+                           "--weights", str(weights), "-q"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    what = "pages" if name.endswith(".tif") else "frames"
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "o" / f"{Path(name).stem}.png"
+    assert proc.stderr.splitlines() == [f"warning: {src}: holds 3 {what}; only the first was sharpened (into the "
+                                        f"still image {out.name})"]
+    assert load_image(out).rgb.shape == (10, 12, 3) and load_image(out).frames == 1
+    assert load_image(src).frames == 3
