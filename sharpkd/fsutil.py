@@ -46,9 +46,12 @@ def atomic_path(final: str | os.PathLike) -> Iterator[Path]:
         if problem is not None:
             raise SharpkdError(f"{final}: {problem}")
         os.replace(tmp_path, final)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        if isinstance(exc, OSError) and exc.errno and exc.filename in (str(tmp_path), tmp_path):
+            # the user asked for `final`: name it, not the temporary file that is gone already
+            raise OSError(exc.errno, exc.strerror or str(exc), str(final)) from None
         raise
     finally:
         os.close(lock_fd)

@@ -993,3 +993,19 @@ def test_animated_or_multi_page_input_says_only_the_first_was_sharpened(tmp_path
                                         f"still image {out.name})"]
     assert load_image(out).rgb.shape == (10, 12, 3) and load_image(out).frames == 1
     assert load_image(src).frames == 3
+
+
+def test_a_write_failure_names_the_output_not_its_temporary_file(tmp_path, weights, capsys, monkeypatch):
+    import sharpkd.fsutil as fsutil
+
+    def disk_full(path, obj):
+        with fsutil.atomic_path(path) as tmp:
+            raise OSError(errno.ENOSPC, "No space left on device", str(tmp))
+
+    monkeypatch.setattr(fsutil, "write_json", disk_full)
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--weights", str(weights), "--height", "8", "--width", "8", "--runs", "1", "--warmup", "0",
+                 "--out", str(out)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"error: {out}: No space left on device (free some space or write to another disk)"]
+    assert list(tmp_path.iterdir()) == []
