@@ -66,7 +66,10 @@ def _locked_temp(final: Path) -> tuple[Path, int]:
 
     for _ in range(100):
         fd, tmp = tempfile.mkstemp(prefix=f".{final.name}.tmp-", suffix=final.suffix, dir=final.parent)
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # a file system without locks: written unlocked, and cleanup leaves such files
+            return Path(tmp), fd
         try:
             same = os.path.samestat(os.fstat(fd), os.stat(tmp))
         except FileNotFoundError:
@@ -226,8 +229,8 @@ def _remove_if_unlocked(path: Path) -> bool:
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False  # its owner is alive and writing it
+        except OSError:  # its owner is alive and writing it (or locks do not work here: cannot tell)
+            return False
         if not os.path.samestat(os.fstat(fd), os.lstat(path)):
             return False  # renamed or replaced since it was opened
         path.unlink()
