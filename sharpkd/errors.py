@@ -32,10 +32,12 @@ def one_line(text: object) -> str:
     """``text`` as a single line: line breaks (and the indentation after them) become one space.
 
     Every message printed for a user goes through this, so a library error that carries a
-    newline (an OS message, a third-party exception) still prints as one line."""
+    newline (an OS message, a third-party exception) still prints as one line, and terminal
+    escape codes (colours) are removed."""
     import re
 
-    return re.sub(r"\s*[\r\n]+\s*", " ", str(text)).strip()
+    text = re.sub(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]", "", str(text))  # ANSI colour and cursor codes
+    return re.sub(r"\s*[\r\n]+\s*", " ", text).strip()
 
 
 def os_error_message(exc: OSError, what: str = "", path: object = None) -> str:

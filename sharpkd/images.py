@@ -91,12 +91,15 @@ class LoadedImage:
         mode: the source's Pillow mode (``"RGB"``, ``"I;16"``, ``"CMYK"``, ...); 16-bit colour
             PNG/TIFF files decoded with OpenCV are reported as ``"RGB;16"``, ``"RGBA;16"`` or
             ``"LA;16"``.
+        frames: how many frames (animated GIF/WebP/PNG) or pages (TIFF) the file holds; the
+            arrays are the first one's.
     """
 
     rgb: np.ndarray
     alpha: np.ndarray | None
     bit_depth: int
     mode: str
+    frames: int = 1  # frames (animated GIF, WebP, PNG) or pages (TIFF) in the file; rgb is the first
 
     @property
     def grey(self) -> bool:
@@ -307,11 +310,15 @@ def load_image(path: str | os.PathLike) -> LoadedImage:
                     _verify_png(path)
                 mode = img.mode
                 orientation = img.getexif().get(0x0112)
+                frames = max(1, int(getattr(img, "n_frames", 1) or 1))
                 if _needs_cv2(img, path):
-                    return _decode_cv2_16(path, orientation, mode)
-                # exif_transpose copies the whole image even when there is nothing to turn
-                upright = ImageOps.exif_transpose(img) if orientation in range(2, 9) else img
-                return _to_loaded(upright, upright.mode)
+                    loaded = _decode_cv2_16(path, orientation, mode)
+                else:
+                    # exif_transpose copies the whole image even when there is nothing to turn
+                    upright = ImageOps.exif_transpose(img) if orientation in range(2, 9) else img
+                    loaded = _to_loaded(upright, upright.mode)
+                loaded.frames = frames
+                return loaded
     except ImageDecodeError:
         raise
     except Image.DecompressionBombError as e:
@@ -462,6 +469,10 @@ def _tiff16_bytes(samples: np.ndarray) -> bytes:
     return out + b"\x00" * (ifd_offset - len(out)) + ifd
 
 
+#: The largest width or height each format can store (WebP: 14-bit sizes; JPEG: 16-bit ones).
+_MAX_SIDE = {"WEBP": 16383, "JPEG": 65535}
+
+
 def save_image(path: str | os.PathLike, rgb: np.ndarray, alpha: np.ndarray | None = None) -> Path:
     """Write ``rgb`` (``HxWx3`` ``uint8``/``uint16``, or ``HxW`` for grey) and optional ``alpha``
     atomically.  A grey array is written as a grey file (8 or 16 bits as given) where the format
@@ -483,6 +494,10 @@ def save_image(path: str | os.PathLike, rgb: np.ndarray, alpha: np.ndarray | Non
         )
     fmt, holds_16, holds_alpha = _SAVE_FORMATS[ext]
     _check_arrays(rgb, alpha)
+    limit = _MAX_SIDE.get(fmt)
+    if limit is not None and max(rgb.shape[:2]) > limit:
+        raise SharpkdError(f"{path}: {rgb.shape[1]}x{rgb.shape[0]} is too large for {fmt}, which holds at most "
+                           f"{limit} pixels a side; choose another --format (png, tif)")
     if alpha is not None and not holds_alpha:
         rgb, alpha = flatten_alpha(rgb, alpha), None
     if rgb.dtype == np.uint16 and not holds_16:

@@ -182,6 +182,27 @@ def test_export_onnx_matches_torch_on_random_sizes(tmp_path, weights):
         assert np.abs(got.astype(int) - ref).max() <= 1  # float rounding may flip one uint8 level
 
 
+@pytest.mark.parametrize("student", ["balanced", "fast", "quality"])
+def test_export_onnx_of_every_shipped_student(tmp_path, capsys, student):
+    """The shipped students (int8 ones too: QuantizeLinear/DequantizeLinear) export, and the ONNX
+    graph matches the module within 2 uint8 levels at sizes other than the export's example."""
+    ort = pytest.importorskip("onnxruntime")
+    from sharpkd.app.shipped import shipped_weights
+
+    path = tmp_path / "m.onnx"
+    assert main(["export-onnx", "--student", student, "-o", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [f"wrote {path} (sharp, dynamic height and width)"] and "\x1b[" not in err
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    model = Sharpener(shipped_weights(student), runtime="torch").model
+    for h, w in [(37, 53), (16, 24)]:
+        img = rand(h, w, seed=h)
+        with torch.no_grad():
+            ref = tensor2img(model(img2tensor(img)))
+        got = tensor2img(torch.from_numpy(sess.run(None, {"input": img2tensor(img).numpy()})[0]))
+        assert np.abs(got.astype(int) - ref).max() <= 2
+
+
 def test_sharpen_writes_what_the_evaluate_stage_scores(tmp_path, weights):
     """eval.json's student rows come from run_model on the loaded student: the same pixels as the CLI's."""
     from sharpkd.inference.tiled import prepare, run_many

@@ -117,3 +117,24 @@ def test_no_history_in_docs_and_code():
             if any(p.search(line) for p in HISTORY):
                 hits.append(f"{rel}:{n}: {line.strip()}")
     assert not hits, "\n".join(hits)
+
+
+def test_every_test_the_bad_input_table_names_exists():
+    """Each row of docs/cli.md's bad-input table names tests; each of them is a test function."""
+    import ast
+
+    text = (ROOT / "docs" / "cli.md").read_text()
+    table = text[text.index("| input | outcome | test |"):]
+    table = table[: table.index("\n\n")]
+    missing = []
+    for row in table.splitlines()[2:]:
+        current = None
+        for ref in re.findall(r"`((?:tests/\w+\.py)?::\w+)`", row):
+            path, _, name = ref.partition("::")
+            current = path or current
+            assert current, f"a test named without its file: {row[:60]}"
+            names = {n.name for n in ast.walk(ast.parse((ROOT / current).read_text()))
+                     if isinstance(n, ast.FunctionDef)}
+            if name not in names:
+                missing.append(f"{current}::{name}")
+    assert not missing, missing

@@ -9,6 +9,7 @@ import io
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import tarfile
@@ -618,3 +619,410 @@ def test_sigterm_during_model_load_turned_into_another_error_is_still_an_interru
     monkeypatch.setattr(sharpen_mod, "load_student", load_hit_by_sigterm)
     assert sharpen_cli(weights, tmp_path / "a.png", "-o", tmp_path / "o") == 130
     assert capsys.readouterr().err.splitlines() == ["interrupted"]
+
+
+# ------------------------------------------------------------------------------------------
+# concurrent runs into one folder: a run's start-up cleanup never removes another run's work
+
+
+_HELD_RUN = """
+import sys, time
+from pathlib import Path
+import sharpkd.app.sharpen as s
+real = s.Sharpener.__call__
+go = Path(sys.argv[1])
+def held(self, rgb):
+    deadline = time.monotonic() + 120
+    while not go.exists() and time.monotonic() < deadline:  # hold the run half-way until told
+        time.sleep(0.02)
+    return real(self, rgb)
+s.Sharpener.__call__ = held
+from sharpkd.app.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_two_concurrent_runs_into_one_folder_both_complete(tmp_path, weights):
+    from test_video import make_clip
+
+    clip = tmp_path / "long.mp4"
+    make_clip(clip, n=6)
+    photo = tmp_path / "photo.png"
+    Image.fromarray(rand(10, 12)).save(photo)
+    out, go = tmp_path / "out", tmp_path / "go"
+    first = subprocess.Popen([sys.executable, "-c", _HELD_RUN, str(go), "sharpen", str(clip), "-o", str(out),
+                              "--weights", str(weights), "-q"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not temps(out) and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert temps(out), "the first run never started writing its video"
+        second = subprocess.run([sys.executable, "-m", "sharpkd.app.cli", "sharpen", str(photo), "-o", str(out),
+                                 "--weights", str(weights), "-q"], capture_output=True, text=True, cwd=ROOT,
+                                timeout=120)
+        assert second.returncode == 0 and "removed" not in second.stderr, second.stderr
+        assert temps(out), "the second run removed the first run's temporary file"
+    finally:
+        go.write_text("go")
+        o, e = first.communicate(timeout=120)
+    assert first.returncode == 0, e
+    assert (out / "long.mp4").is_file() and (out / "photo.png").is_file() and temps(out) == []
+
+
+def test_cleanup_leaves_a_temp_that_is_being_written(tmp_path):
+    from sharpkd.files import atomic_path
+
+    with atomic_path(tmp_path / "a.png") as tmp:
+        tmp.write_bytes(b"in progress")
+        assert clean_stale_temps(tmp_path) == [] and tmp.exists()
+    assert (tmp_path / "a.png").read_bytes() == b"in progress"
+    (tmp_path / ".b.png.tmp-abcd1234.png").write_bytes(b"left by SIGKILL")  # no owner holds it
+    assert clean_stale_temps(tmp_path) == [tmp_path / ".b.png.tmp-abcd1234.png"]
+
+
+# ------------------------------------------------------------------------------------------
+# outputs replace only regular files
+
+
+def _special_outputs(tmp_path: Path) -> dict[str, Path]:
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)
+    link = tmp_path / "stdout.json"
+    link.symlink_to("/proc/self/fd/1")
+    target = tmp_path / "target.json"
+    target.write_text("the user's")
+    link2 = tmp_path / "link.json"
+    link2.symlink_to(target)
+    paths = {"fifo": fifo, "stdout-link": link, "file-link": link2}
+    try:  # a null device of its own: a test must never risk the machine's /dev/null
+        os.mknod(tmp_path / "null.json", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        paths["device"] = tmp_path / "null.json"
+    except PermissionError:
+        pass
+    return paths
+
+
+def _special_output(tmp_path: Path, kind: str) -> Path:
+    paths = _special_outputs(tmp_path)
+    if kind not in paths:
+        pytest.skip("making a device file needs root")
+    return paths[kind]
+
+
+@pytest.mark.parametrize("kind", ["fifo", "stdout-link", "file-link", "device"])
+def test_atomic_path_refuses_what_is_not_a_regular_file(tmp_path, kind):
+    from sharpkd.files import atomic_path, write_json
+
+    path = _special_output(tmp_path, kind)
+    with pytest.raises(SharpkdError, match="outputs only replace regular files"):
+        write_json(path, {"a": 1})
+    assert path.is_symlink() or not path.is_file()
+    assert (tmp_path / "target.json").read_text() == "the user's"
+    assert temps(tmp_path) == []
+    with pytest.raises(SharpkdError):
+        with atomic_path(path):
+            raise AssertionError("the block must not run")
+
+
+@pytest.mark.parametrize("kind", ["fifo", "stdout-link", "device"])
+def test_bench_and_export_outputs_refuse_special_files(tmp_path, weights, capsys, kind):
+    path = _special_output(tmp_path, kind)
+    for argv in (["bench", "--weights", str(weights), "--height", "8", "--width", "8", "--runs", "1",
+                  "--warmup", "0", "--out", str(path)],
+                 ["export-onnx", "--weights", str(weights), "-o", str(path)]):
+        assert main(argv) == 2
+        out, err = err_lines(capsys)
+        assert len(err) == 1 and err[0].startswith("error: ") and "regular files" in err[0] and out == []
+    assert os.path.lexists(path) and (path.is_symlink() or not path.is_file())
+
+
+def test_sharpen_outputs_that_are_special_files_are_skipped(tmp_path, weights, capsys):
+    out = tmp_path / "o"
+    out.mkdir()
+    for name in ("a", "b", "c"):
+        Image.fromarray(rand(9, 9)).save(tmp_path / f"{name}.png")
+    os.mkfifo(out / "a.png")
+    (out / "b.png").symlink_to("/proc/self/fd/1")
+    assert sharpen_cli(weights, *(tmp_path / f"{n}.png" for n in "abc"), "-o", out, "--overwrite") == 1
+    lines, err = err_lines(capsys)
+    assert len(err) == 2 and all(e.startswith("skipped ") and "regular files" in e for e in err)
+    assert lines == [f"sharpened 1 file(s) into {out}; 2 failed"]
+    assert (out / "b.png").is_symlink() and not (out / "a.png").is_file() and (out / "c.png").is_file()
+
+
+def test_stage_folder_output_that_is_a_link_is_refused(tmp_path):
+    from sharpkd.files import atomic_dir
+
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "keep").write_text("x")
+    (tmp_path / "link").symlink_to(real)
+    with pytest.raises(SharpkdError, match="symbolic link"):
+        with atomic_dir(tmp_path / "link"):
+            raise AssertionError("the block must not run")
+    assert (real / "keep").read_text() == "x" and (tmp_path / "link").is_symlink()
+
+
+# ------------------------------------------------------------------------------------------
+# a failure of one input fails that input only
+
+
+def test_webp_size_limit_fails_that_file_only(tmp_path, weights, capsys):
+    wide, small = tmp_path / "wide.png", tmp_path / "a.png"
+    Image.fromarray(np.zeros((4, 20000, 3), np.uint8)).save(wide)
+    Image.fromarray(rand(9, 9)).save(small)
+    out = tmp_path / "o"
+    assert sharpen_cli(weights, wide, small, "-o", out, "--format", "webp", "--tile", "64") == 1
+    lines, err = err_lines(capsys)
+    assert len(err) == 1 and err[0].startswith(f"skipped {wide}: ") and "16383" in err[0] and "--format" in err[0]
+    assert lines == [f"sharpened 1 file(s) into {out}; 1 failed"]
+    assert sorted(p.name for p in out.iterdir()) == ["a.webp"]
+
+
+def test_any_library_error_fails_that_file_only(tmp_path, weights, capsys, monkeypatch):
+    for name in ("a", "b"):
+        Image.fromarray(rand(9, 9)).save(tmp_path / f"{name}.png")
+    real = sharpen.load_image
+
+    def flaky(path):
+        if Path(path).name == "a.png":
+            raise RuntimeError("something deep inside a library\nwith a second line")
+        return real(path)
+
+    monkeypatch.setattr(sharpen, "load_image", flaky)
+    assert sharpen_cli(weights, tmp_path / "a.png", tmp_path / "b.png", "-o", tmp_path / "o") == 1
+    lines, err = err_lines(capsys)
+    assert err == [f"skipped {tmp_path / 'a.png'}: failed (RuntimeError: something deep inside a library with a "
+                   "second line)"]
+    assert lines == [f"sharpened 1 file(s) into {tmp_path / 'o'}; 1 failed"]
+
+
+# ------------------------------------------------------------------------------------------
+# every numeric option at its edges: a run or one error line, never a traceback
+
+HUGE = str(10**12)
+_BENCH = ["bench", "--height", "8", "--width", "8", "--runs", "1", "--warmup", "0"]
+_EDGES = {
+    "sharpen": {"--strength": ["0", "-1", "2", "2.01", "nan", "inf", "-inf", HUGE],
+                "--tile": ["0", "-1", "64", HUGE],
+                "--crf": ["0", "-1", "51", "52", HUGE],
+                "--preset": ["0", "-1", HUGE, "ultrafast"],
+                "--format": ["", ".", "webp", "../x"],
+                "--codec": ["", "libaom-av1", "x"],
+                "--max-frame-pixels": ["-1", "1", HUGE]},
+    "stream": {"--size": ["0x0", "-1x-1", "1x1x1", f"{HUGE}x{HUGE}", "x"],
+               "--strength": ["-1", "nan", HUGE], "--tile": ["0", "-1"], "--pix-fmt": ["", "gray"],
+               "--max-frame-pixels": ["-1", "1", HUGE]},
+    "bench": {"--height": ["0", "-1", "1", HUGE], "--width": ["0", "-1", HUGE], "--runs": ["0", "-1", HUGE],
+              "--warmup": ["-1", "0", HUGE], "--threads": ["-1", "0", "1", HUGE], "--tile": ["0", "-1", HUGE],
+              "--degrade": ["0", "-1", "1", "1.5", "nan", HUGE],
+              "--config": ["[]", '{"channels": 30000}', '{"channels": -8}', '{"blocks": 1e9}', '{"channels": "x"}',
+                           '{"unshuffle": 0}', '{"int8": 7}', '{"int8": {"first_bits": 0}}', "nan"]},
+}
+
+
+def _edge_cases():
+    for command, options in _EDGES.items():
+        for option, values in options.items():
+            for value in values:
+                yield pytest.param(command, option, value, id=f"{command}{option}={value[:20]}")
+
+
+@pytest.mark.parametrize("command, option, value", list(_edge_cases()))
+def test_every_option_at_its_edges(tmp_path, weights, capsys, command, option, value):
+    Image.fromarray(rand(8, 8)).save(tmp_path / "a.png")
+    if command == "sharpen":
+        argv = ["sharpen", str(tmp_path / "a.png"), "-o", str(tmp_path / "o"), "--weights", str(weights), "-q"]
+    elif command == "stream":
+        argv = ["stream", "--size", "8x8", "--weights", str(weights), "-q"]
+    elif option == "--config":
+        argv = [*_BENCH, "--arch", "sharp"]
+    else:
+        argv = [*_BENCH, "--weights", str(weights)]
+    try:
+        rc = main([*argv, f"{option}={value}"])
+    except SystemExit as exc:  # argparse's own refusal
+        rc = exc.code
+    out, err = err_lines(capsys)
+    text = "\n".join(err)
+    assert "Traceback" not in text and "\x1b[" not in text and ".tmp-" not in text
+    if rc != 0:
+        errors = [e for e in err if e.startswith("error: ") or e.startswith("skipped ")]
+        assert len(errors) == 1 and len(err) <= 2, err  # the error, and at most the summary's count
+        assert option in errors[0] or errors[0].startswith("skipped") or option == "--config", errors[0]
+    else:
+        assert not any(e.startswith("error") for e in err)
+
+
+@pytest.mark.parametrize("config, needle", [("[1, 2]", "must be a JSON object"),
+                                            ('{"channels": 30000}', "channels must be an integer from 8 to 512"),
+                                            ('{"blocks": 100000}', "blocks must be an integer from 0 to 64"),
+                                            ('{"channels": "x"}', "channels must be an integer")])
+def test_hostile_weights_config_is_one_line(tmp_path, capsys, config, needle):
+    from safetensors.torch import save_file
+
+    path = tmp_path / "w.safetensors"
+    save_file({"x": torch.zeros(1)}, str(path), metadata={"format": FORMAT, "arch": "sharp", "config": config})
+    Image.fromarray(rand(8, 8)).save(tmp_path / "a.png")
+    t = time.perf_counter()
+    assert main(["sharpen", str(tmp_path / "a.png"), "-o", str(tmp_path / "o"), "--weights", str(path), "-q"]) == 1
+    assert time.perf_counter() - t < 10  # refused before allocating anything
+    out, err = err_lines(capsys)
+    assert len(err) == 1 and err[0].startswith(f"error: {path}: ") and needle in err[0], err
+
+
+def test_int8_weights_with_a_zero_activation_range_are_refused(tmp_path, capsys):
+    from sharpkd.nets.students import save_student
+    from sharpkd.nets.int8 import to_int8
+
+    model = to_int8(build_student("sharp", channels=8), [rand(8, 8)])
+    model.act_max[1] = 0.0
+    path = tmp_path / "int8.safetensors"
+    save_student(model, path)
+    Image.fromarray(rand(8, 8)).save(tmp_path / "a.png")
+    assert main(["sharpen", str(tmp_path / "a.png"), "-o", str(tmp_path / "o"), "--weights", str(path), "-q"]) == 1
+    out, err = err_lines(capsys)
+    assert len(err) == 1 and err[0].startswith(f"error: {path}: int8 activation ranges") and "Traceback" not in err[0]
+
+
+@pytest.mark.parametrize("closed", ["<&-", ">&-"])
+def test_stream_with_stdin_or_stdout_closed(tmp_path, weights, closed):
+    cmd = f"head -c 192 /dev/zero | {sys.executable} -m sharpkd.app.cli stream --size 8x8 -q --weights {weights} {closed}"
+    proc = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    which = "stdin" if closed == "<&-" else "stdout"
+    assert proc.returncode == 2 and proc.stderr.splitlines() == [proc.stderr.strip()], proc.stderr
+    assert proc.stderr.startswith(f"error: {which} is closed")
+
+
+# ------------------------------------------------------------------------------------------
+# params.yaml checked at the edge: one schema, every stage
+
+
+def _params_with(tmp_path: Path, dotted: str, value) -> Path:
+    import yaml
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    node, keys = params, dotted.split(".")
+    for k in keys[:-1]:
+        node = node[k]
+    node[keys[-1]] = value
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+@pytest.mark.parametrize("dotted, value, needle", [
+    ("degrade.scale", 0, "degrade.scale must be a number above 0 and at most 1"),
+    ("degrade.scale", 1.5, "degrade.scale must be"),
+    ("degrade.scale", "abc", "degrade.scale must be"),
+    ("degrade.scale", True, "degrade.scale must be"),
+    ("slice.rows", 0, "slice.rows must be an integer from 1"),
+    ("slice.val_fraction", 1, "slice.val_fraction"),
+    ("train.loss.l2_gt", -1, "train.loss.l2_gt"),
+    ("train.epochs", "many", "train.epochs"),
+    ("teacher.adapt.lr", 0, "teacher.adapt.lr"),
+    ("degrade.sclae", 0.6, "unknown key(s) 'sclae' in section degrade"),
+    ("train.loss.l3", 1, "unknown key(s) 'l3' in section train.loss"),
+    ("teacher.restormer.depth", 3, "unknown key(s) 'depth' in section teacher.restormer"),
+    ("profile", "../x", "profile must be a plain name"),
+    ("profile", "/abs", "profile must be a plain name"),
+    ("profile", 3, "profile must be a plain name"),
+    ("resize", [1, 2], "resize must be a mapping"),
+])
+def test_params_checked_by_load_params(tmp_path, capsys, dotted, value, needle):
+    path = _params_with(tmp_path, dotted, value)
+    with pytest.raises(SystemExit) as ei:
+        stage.main(lambda: stage.load_params("download", path))  # any stage: the whole file is checked
+    assert ei.value.code == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {path}: ") and needle in err[0], err
+
+
+def test_a_stage_script_refuses_bad_params(tmp_path):
+    _params_with(tmp_path, "degrade.scale", 0)
+    proc = subprocess.run([sys.executable, "-m", "stages.degrade", "--slices", "s", "--out", "o", "--links-out", "l",
+                           "--provenance", "p.json"], capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                          env=os.environ | {"PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 1 and proc.stderr.splitlines() == [
+        "error: params.yaml: degrade.scale must be a number above 0 and at most 1, got 0"], proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
+
+RUN_OVERRIDES = [  # ready-made runs, as dvc exp run -S sets them (the profiles/ files are checked too)
+    {"profile": "photos", "download.source": "dir", "resize.mode": "none", "slice.rows": 5, "slice.cols": 6,
+     "slice.crop_height": 128, "slice.crop_width": 232, "slice.val_fraction": 0.15, "slice.report_size": [464, 256],
+     "teacher.kind": "vdsr", "teacher.tile": 2048, "teacher.adapt.steps": 4000, "teacher.adapt.lr": 0.0001,
+     "train.epochs": 10, "train.steps_per_epoch": 0, "train.int8.steps": 8000,
+     "train.arch_config": {"channels": 32, "blocks": 2}},
+    {"profile": "photos_464", "resize.mode": "fixed", "slice.report_size": [], "train.loss.l1_gt": 1,
+     "train.loss.ssim": 1, "train.loss.vgg_feature": 0.1, "train.loss.deep_feature": 0.1, "train.arch": "report",
+     "degrade.codec": "h264", "degrade.h264_crf": 23, "degrade.train_links": ["none", "h264:23", "h264:28", "h264v:23", "h264v:1000k"],
+     "teacher.kind": "checkpoint", "teacher.checkpoint": "x.pth", "teacher.sha256": "0" * 64},
+]
+
+
+def _profile_overrides() -> list[dict]:
+    import yaml
+
+    from sharpkd.profiles import load_profile, overrides
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    out = []
+    for f in sorted((ROOT / "profiles").glob("*.yaml")):
+        sets = overrides(load_profile(f.stem, ROOT), params)
+        out.append({k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in sets)})
+    return out
+
+
+@pytest.mark.parametrize("overrides", RUN_OVERRIDES + _profile_overrides())
+def test_the_repository_params_profiles_and_overrides_pass(tmp_path, overrides):
+    import yaml
+
+    for section in stage.PARAMS_SCHEMA:
+        stage.load_params(section, ROOT / "params.yaml")
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    for dotted, value in overrides.items():
+        node, keys = params, dotted.split(".")
+        for k in keys[:-1]:
+            node = node[k]
+        node[keys[-1]] = value
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    for section in stage.PARAMS_SCHEMA:
+        stage.load_params(section, tmp_path / "params.yaml")
+
+
+# ------------------------------------------------------------------------------------------
+# animated and multi-page inputs: the first frame, and one warning that says so
+
+
+@pytest.mark.parametrize("name", ["anim.webp", "anim.png", "pages.tif"])  # GIF is no input extension
+def test_animated_or_multi_page_input_says_only_the_first_was_sharpened(tmp_path, weights, name):
+    frames = [Image.fromarray(rand(10, 12, seed=i)) for i in range(3)]
+    src = tmp_path / name
+    frames[0].save(src, save_all=True, append_images=frames[1:])
+    proc = subprocess.run([sys.executable, "-m", "sharpkd.app.cli", "sharpen", str(src), "-o", str(tmp_path / "o"),
+                           "--weights", str(weights), "-q"], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    what = "pages" if name.endswith(".tif") else "frames"
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "o" / name  # an image keeps its format
+    assert proc.stderr.splitlines() == [f"warning: {src}: holds 3 {what}; only the first was sharpened (into the "
+                                        f"still image {out.name})"]
+    assert load_image(out).rgb.shape == (10, 12, 3) and load_image(out).frames == 1
+    assert load_image(src).frames == 3
+
+
+def test_a_write_failure_names_the_output_not_its_temporary_file(tmp_path, weights, capsys, monkeypatch):
+    import sharpkd.files as fsutil
+
+    def disk_full(path, obj):
+        with fsutil.atomic_path(path) as tmp:
+            raise OSError(errno.ENOSPC, "No space left on device", str(tmp))
+
+    monkeypatch.setattr(fsutil, "write_json", disk_full)
+    out = tmp_path / "bench.json"
+    assert main(["bench", "--weights", str(weights), "--height", "8", "--width", "8", "--runs", "1", "--warmup", "0",
+                 "--out", str(out)]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"error: {out}: No space left on device (free some space or write to another disk)"]
+    assert list(tmp_path.iterdir()) == []

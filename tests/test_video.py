@@ -366,3 +366,59 @@ def test_done_when_audio_h264_frames_and_timestamps(tmp_path):
     assert b["codec"] == "h264" and b["size"] == (320, 192)
     assert b["n"] == a["n"] == 25 and b["times"] == a["times"]
     assert b["streams"] == ["video", "audio"] and len(a["audio"]) > 20 and b["audio"] == a["audio"]
+
+
+def test_summary_reports_what_was_really_copied(tmp_path, weights, capsys):
+    """A moov atom that lost its last bytes still declares the audio track, but no packet of it
+    can be read: the summary says so instead of "1 audio stream(s) copied"."""
+    src = tmp_path / "cut.mp4"
+    make_clip(src, n=12, faststart=False)
+    src.write_bytes(src.read_bytes()[:-200])
+    whole = tmp_path / "whole.mp4"
+    make_clip(whole, n=6)
+    assert sharpen(weights, src, whole, "-o", tmp_path / "o") == 0
+    lines = capsys.readouterr().out.splitlines()
+    cut_line = next(line for line in lines if line.startswith(f"{src}:"))
+    whole_line = next(line for line in lines if line.startswith(f"{whole}:"))
+    assert ", no audio, 1 audio stream(s) not copied: declared by the container but no packet" in cut_line
+    with av.open(str(tmp_path / "o" / "cut.mp4")) as c:
+        assert not c.streams.audio
+    with av.open(str(tmp_path / "o" / "whole.mp4")) as c:
+        packets = sum(1 for p in c.demux(c.streams.audio[0]) if p.size)
+    assert f"1 audio stream(s) copied ({packets} packets)" in whole_line and packets > 0
+
+
+def test_avi_with_a_millisecond_time_base_keeps_its_duration(tmp_path, weights):
+    src = tmp_path / "ms.avi"
+    with av.open(str(src), "w") as c:
+        v = c.add_stream("mpeg4", rate=1000)
+        v.width, v.height, v.pix_fmt = W, H, "yuv420p"
+        v.codec_context.time_base = v.time_base = Fraction(1, 1000)
+        for i in range(12):
+            f = av.VideoFrame.from_ndarray(smooth(i), format="rgb24")
+            f.pts, f.time_base = i * 40, Fraction(1, 1000)
+            for p in v.encode(f):
+                c.mux(p)
+        for p in v.encode(None):
+            c.mux(p)
+    assert sharpen(weights, src, "-o", tmp_path / "o") == 0
+    with av.open(str(tmp_path / "o" / "ms.avi")) as c:
+        s = c.streams.video[0]
+        times = sorted(float(f.pts * f.time_base) for f in c.decode(s))
+    assert len(times) == 12
+    assert abs((times[-1] - times[0]) - 0.44) < 0.045  # 12 frames 40 ms apart, not 12 ms in all
+
+
+def test_video_frame_size_bound(tmp_path, weights, capsys):
+    src = tmp_path / "clip.mp4"
+    make_clip(src, n=3, audio=False)
+    assert sharpen(weights, src, "-o", tmp_path / "o", "--max-frame-pixels", "1000") == 1
+    _, err = capsys.readouterr()
+    assert err.splitlines() == [f"skipped {src}: its 64x48 frames (3,072 pixels) exceed the bound of 1,000 pixels "
+                                "per frame; --max-frame-pixels raises it"]
+    assert not (tmp_path / "o" / "clip.mp4").exists()
+    assert sharpen(weights, src, "-o", tmp_path / "o", "--max-frame-pixels", "3072") == 0
+    assert "16000x16000" in video.frame_size_problem(16000, 16000, video.MAX_FRAME_PIXELS)
+    assert video.frame_size_problem(7680, 4320, video.MAX_FRAME_PIXELS) is None
+    assert main(["stream", "--size", "16000x16000", "--weights", str(weights)]) == 2
+    assert capsys.readouterr().err.startswith("error: --size 16000x16000: 16000x16000 frames")

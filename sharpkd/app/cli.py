@@ -44,6 +44,15 @@ def _weights(args: argparse.Namespace):
     return args.weights or shipped_weights(args.student or DEFAULT_STUDENT)
 
 
+def _check_output_file(path: str | None, option: str) -> None:
+    """Refuse ``option PATH`` up front (before any work) when PATH is something an output must not
+    replace (a FIFO, a device, a symbolic link, a folder; :func:`sharpkd.files.replace_problem`)."""
+    from sharpkd.files import replace_problem
+
+    if path is not None and (problem := replace_problem(path)) is not None:
+        raise UsageError(f"{option} {path}: {problem}")
+
+
 def _device(name: str) -> str:
     from sharpkd.process import resolve_device
 
@@ -59,7 +68,7 @@ def cmd_sharpen(args: argparse.Namespace) -> int:
     from sharpkd.app.measure import check_student, chosen_weights
 
     fmt = check_options(tile=args.tile, strength=args.strength, fmt=args.format)
-    video = check_video_options(args.codec, args.crf, args.preset, args.keep_partial)
+    video = check_video_options(args.codec, args.crf, args.preset, args.keep_partial, args.max_frame_pixels)
     check_student(args.student)
     if args.timings and __import__("os").path.isdir(args.timings):
         raise UsageError(f"--timings {args.timings}: is a folder; give the JSON file to write")
@@ -85,7 +94,11 @@ def cmd_sharpen(args: argparse.Namespace) -> int:
     for v in videos:
         ratio = v["flicker_ratio"]
         copied = (", ".join(f"{v['copied_streams'].count(t)} {t}" for t in ("audio", "subtitle")
-                            if t in v["copied_streams"]) + " stream(s) copied") if v["copied_streams"] else "no audio"
+                            if t in v["copied_streams"]) + f" stream(s) copied ({sum(v['copied_packets'])} packets)"
+                  ) if v["copied_streams"] else "no audio"
+        if v.get("empty_streams"):
+            copied += (f", {len(v['empty_streams'])} {'/'.join(sorted(set(v['empty_streams'])))} stream(s) not "
+                       "copied: declared by the container but no packet of them could be read")
         dropped = f", {len(v['dropped_streams'])} data stream(s) dropped" if v["dropped_streams"] else ""
         speed = f"{v['processing_fps']:.2f} frames/s" if v["processing_fps"] else "n/a"
         t = v.get("per_frame_ms") or {}
@@ -124,11 +137,19 @@ def cmd_stream(args: argparse.Namespace) -> int:
     from sharpkd.app.measure import check_student, chosen_weights
 
     width, height = parse_size(args.size)
+    from sharpkd.video.codec import check_max_frame_pixels, frame_size_problem
+
+    if problem := frame_size_problem(width, height, check_max_frame_pixels(args.max_frame_pixels)):
+        raise UsageError(f"--size {args.size}: {problem.removeprefix('its ')}")
     check_options(tile=args.tile, strength=args.strength, fmt="png")
     check_student(args.student)
     fps = check_fps(args.fps)
     if args.pix_fmt not in RAW_FORMATS:
         raise UsageError(f"--pix-fmt {args.pix_fmt!r}: use one of {', '.join(RAW_FORMATS)}")
+    for name, f in (("stdin", sys.stdin), ("stdout", sys.stdout)):
+        if f is None or not _fd_open(f):
+            raise UsageError(f"{name} is closed: pipe raw frames in and read the sharpened ones from stdout, e.g. "
+                             f"ffmpeg ... -f rawvideo - | sharpkd stream --size {width}x{height} | ffmpeg ...")
     if sys.stdin.isatty():
         raise UsageError("stdin is a terminal: pipe raw frames in, e.g. ffmpeg -i in.mp4 -f rawvideo "
                          f"-pix_fmt {args.pix_fmt} - | sharpkd stream --size {width}x{height} | ...")
@@ -152,6 +173,24 @@ def cmd_stream(args: argparse.Namespace) -> int:
         fps = f"{result['fps']:.1f} frames/s" if result["fps"] else "n/a"
         print(f"stream: {result['frames']} frame(s) of {width}x{height} {args.pix_fmt} at {fps}", file=sys.stderr)
     return 0
+
+
+def _fd_open(f) -> bool:
+    """False when the file object ``f`` is closed or its file descriptor is (a stream without a
+    descriptor, such as a test's stand-in, counts as open)."""
+    import os
+
+    if getattr(f, "closed", False):
+        return False
+    try:
+        fd = f.fileno()
+    except Exception:
+        return True
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
 
 
 def _one_line_usage(parser: argparse.ArgumentParser):
@@ -183,7 +222,27 @@ def _load_model(arch: str | None, args: argparse.Namespace):
     return model.eval(), arch
 
 
+#: Ranges of ``sharpkd bench``'s numeric options (checked before anything is built or timed).
+BENCH_RANGES = {"height": (1, 16384), "width": (1, 16384), "runs": (1, 10000), "warmup": (0, 1000),
+                "threads": (0, 1024), "tile": (64, 16384)}
+
+
+def _check_bench_options(args: argparse.Namespace) -> None:
+    """:class:`UsageError` naming the first ``bench`` option outside its range (:data:`BENCH_RANGES`)."""
+    import math
+
+    for name, (lo, hi) in BENCH_RANGES.items():
+        value = getattr(args, name)
+        if not lo <= value <= hi:
+            extra = " (0: torch's choice)" if name == "threads" else ""
+            raise UsageError(f"--{name} must be between {lo} and {hi}{extra}, got {value}")
+    if not (math.isfinite(args.degrade) and 0 < args.degrade <= 1):
+        raise UsageError(f"--degrade must be above 0 and at most 1 (1 = off), got {args.degrade}")
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
+    _check_bench_options(args)
+    _check_output_file(args.out, "--out")
     import torch
 
     from sharpkd.inference.bench import benchmark, machine, temporal_stability_of_frames
@@ -309,6 +368,7 @@ def _bench_teacher(args: argparse.Namespace, device: str) -> int:
 def cmd_export_onnx(args: argparse.Namespace) -> int:
     from sharpkd.inference.export import export_onnx
 
+    _check_output_file(args.output, "-o")
     model, arch = _load_model(None, args)
     export_onnx(model, args.output)
     print(f"wrote {args.output} ({arch}, dynamic height and width)")
@@ -349,6 +409,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="encoder speed/size trade-off: ultrafast ... veryfast (keeps up with the model "
                         "on a CPU) ... medium ... veryslow (AV1: also the encoder's speed number)")
     _add_runtime(s, " on 8-bit input")
+    s.add_argument("--max-frame-pixels", type=int, default=0,
+                   help="largest video frame decoded, in pixels (default 0: 8192x8192); larger ones fail the file "
+                        "before decoding")
     s.add_argument("--keep-partial", action="store_true",
                    help="keep what decoded of a truncated or damaged video (without it: skip the file, exit 1)")
     s.add_argument("--reuse-unchanged", action="store_true",
@@ -374,6 +437,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_weights(r, auto=True)
     r.add_argument("--fps", type=float, default=30.0,
                    help="frame rate the stream must keep up with (chooses the student with --student auto)")
+    r.add_argument("--max-frame-pixels", type=int, default=0,
+                   help="largest --size accepted, in pixels (0: 8192x8192)")
     r.add_argument("--strength", type=float, default=1.0,
                    help="0 = input, 1 = model output, up to 2 = stronger (extrapolated) sharpening")
     r.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="auto: cuda when a GPU is visible")

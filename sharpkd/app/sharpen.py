@@ -258,6 +258,12 @@ def plan(inputs: Iterable[str | os.PathLike], out_dir: str | os.PathLike, fmt: s
 def sharpen_image(job: Job, sharpener: Sharpener) -> None:
     """Sharpen one image file; a grey source is written back as grey (same bit depth)."""
     img = load_image(job.src)
+    if img.frames > 1:  # animated GIF/WebP/PNG, multi-page TIFF: the output is one still image
+        import warnings
+
+        what = "pages" if job.src.suffix.lower() in (".tif", ".tiff") else "frames"
+        warnings.warn(f"{job.src}: holds {img.frames} {what}; only the first was sharpened "
+                      f"(into the still image {job.dst.name})", stacklevel=2)
     alpha, grey = img.alpha, img.grey
     out = sharpener(img.rgb)
     del img  # the decoded input is not needed while the output is encoded: one image less at the peak
@@ -301,7 +307,11 @@ def _output_problem(job: Job, overwrite: bool) -> str | None:
             if not parent.is_dir():
                 return f"its output folder {parent} is a file; remove it or choose another output folder (-o)"
             break
-    if (dst.exists() or dst.is_symlink()) and not overwrite:
+    from sharpkd.files import replace_problem
+
+    if (problem := replace_problem(dst)) is not None:
+        return f"its output {dst} {problem}"
+    if dst.exists() and not overwrite:
         return "keep"
     return None
 
@@ -341,6 +351,9 @@ def run_jobs(jobs: list[Job], sharpener: Sharpener, progress: bool = True,
             summary.failed.append((job.src, one_line(f"OpenCV failed ({str(exc).strip() or 'no detail'})")))
         except OSError as exc:  # disk full, permission denied, ... while writing the output
             summary.failed.append((job.src, os_error_message(exc, "cannot write", path=job.dst)))
+        except Exception as exc:  # anything else a library raises on this file fails this file only
+            detail = _reason(exc, job.src) or "no detail"
+            summary.failed.append((job.src, one_line(f"failed ({type(exc).__name__}: {detail})")))
         if interrupt_requested():  # a library swallowed the KeyboardInterrupt: stop here anyway
             raise KeyboardInterrupt
 

@@ -58,6 +58,34 @@ def fake_quant_weight(w: torch.Tensor, bits: int = 8, axis: int = 0) -> torch.Te
     return torch.fake_quantize_per_channel_affine(w, scale, torch.zeros_like(scale, dtype=torch.int32), axis, -128, 127)
 
 
+def qdq_activation(z: torch.Tensor, top: float) -> torch.Tensor:
+    """:func:`fake_quant_activation` as a quantize/dequantize pair (``quantized_decomposed``
+    ops: ONNX QuantizeLinear/DequantizeLinear), for ``torch.export``, which has no fake kernel of
+    ``fake_quantize_*``.  ``top`` is a Python float (a constant of the exported graph)."""
+    import torch.ao.quantization.fx._decomposed  # noqa: F401 - registers torch.ops.quantized_decomposed
+
+    qd = torch.ops.quantized_decomposed
+    scale = float(top) / 255.0
+    return qd.dequantize_per_tensor(qd.quantize_per_tensor(z, scale, 0, 0, 255, torch.uint8), scale, 0, 0, 255,
+                                    torch.uint8)
+
+
+def qdq_weight(w: torch.Tensor, bits: int = 8, axis: int = 0) -> torch.Tensor:
+    """:func:`fake_quant_weight` as a per-channel quantize/dequantize pair (see
+    :func:`qdq_activation`); the same values: ``|w| / e`` never exceeds ``2^(b-1) - 1``."""
+    import torch.ao.quantization.fx._decomposed  # noqa: F401
+
+    if not 2 <= bits <= 8:
+        raise SharpkdError(f"int8 weights take 2 to 8 bits, got {bits}")
+    qd = torch.ops.quantized_decomposed
+    top = 2 ** (bits - 1) - 1
+    dims = [d for d in range(w.ndim) if d != axis]
+    scale = (w.detach().abs().amax(dim=dims).clamp_min(1e-12) / top).float()
+    zero = torch.zeros_like(scale, dtype=torch.int64)
+    q = qd.quantize_per_channel(w, scale, zero, axis, -top - 1, top, torch.int8)
+    return qd.dequantize_per_channel(q, scale, zero, axis, -top - 1, top, torch.int8)
+
+
 @torch.no_grad()
 def calibrate(model: nn.Module, layers: list[nn.Module], inputs: Iterable) -> list[float]:
     """The largest value of each layer's input over ``inputs`` (``H x W x 3`` uint8 frames), the
@@ -85,4 +113,4 @@ def calibrate(model: nn.Module, layers: list[nn.Module], inputs: Iterable) -> li
     return [max(t, 1e-6) for t in tops]  # a layer that never fires still needs a positive step
 
 
-__all__ = ["calibrate", "fake_quant_activation", "fake_quant_weight"]
+__all__ = ["calibrate", "fake_quant_activation", "fake_quant_weight", "qdq_activation", "qdq_weight"]

@@ -50,7 +50,7 @@ from safetensors import safe_open
 from torch import nn
 
 from sharpkd.tensors import _tracing, crop_to, pad_to_multiple, padded_size
-from sharpkd.errors import SharpkdError
+from sharpkd.errors import SharpkdError, one_line
 from sharpkd.files import write_safetensors
 
 FORMAT = "sharpkd-student-v1"
@@ -187,11 +187,11 @@ class SharpNet(nn.Module):
     def __init__(self, channels: int = 16, blocks: int = 1, unshuffle: int = 2, rep: bool = True,
                  head: str = "conv3x3", int8: dict | None = None) -> None:
         super().__init__()
-        if channels < 8 or channels % 8:
+        _check_int("channels", channels, 8, MAX_CHANNELS)
+        if channels % 8:
             raise SharpkdError(f"sharp student: channels must be a positive multiple of 8, got {channels}")
-        if blocks < 0:
-            raise SharpkdError(f"sharp student: blocks must be >= 0, got {blocks}")
-        if unshuffle not in (1, 2, 4):
+        _check_int("blocks", blocks, 0, MAX_BLOCKS)
+        if isinstance(unshuffle, bool) or unshuffle not in (1, 2, 4):
             raise SharpkdError(f"sharp student: unshuffle must be 1, 2 or 4, got {unshuffle}")
         if head not in HEADS:
             raise SharpkdError(f"sharp student: head must be one of {list(HEADS)}, got {head!r}")
@@ -199,9 +199,12 @@ class SharpNet(nn.Module):
         if head != "conv3x3":  # the default is left out, so older student files load unchanged
             self.config["head"] = head
         if int8 is not None:  # the int8 form (sharpkd.nets.quant): built by int8.to_int8 or loaded from its file
+            if not isinstance(int8, dict):
+                raise SharpkdError(f"sharp student: int8 must be a mapping such as {{\"first_bits\": 7}}, got {int8!r}")
             unknown = sorted(set(int8) - {"first_bits"})
             if unknown:
                 raise SharpkdError(f"sharp student: unknown int8 settings {unknown}")
+            _check_int("int8.first_bits", int8.get("first_bits", 7), 2, 8)
             int8 = {"first_bits": int(int8.get("first_bits", 7))}
             self.config["int8"] = int8
         self.int8 = int8
@@ -296,17 +299,28 @@ class SharpNet(nn.Module):
 
     def _int8_layers(self, z: torch.Tensor) -> torch.Tensor:
         """The residual of the int8 form: its convolutions on the int8 grid, in the head's layout."""
-        from sharpkd.nets.quant import fake_quant_activation, fake_quant_weight
+        from sharpkd.nets.quant import fake_quant_activation, fake_quant_weight, qdq_activation, qdq_weight
 
         layers = self.layers()
+        exporting = torch.compiler.is_exporting()
+        if exporting:
+            # torch.export: the activation ranges as constants (reading the buffer would be a
+            # data-dependent value) and quantize/dequantize ops (ONNX QuantizeLinear/DequantizeLinear)
+            tops = getattr(self, "export_tops", None)
+            if tops is None:
+                raise SharpkdError("int8 student: set export_tops (sharpkd.inference.export does) before torch.export")
+            act_q, weight_q = qdq_activation, qdq_weight
+        else:
+            tops = [float(v) for v in self.act_max]
+            act_q, weight_q = fake_quant_activation, fake_quant_weight
         for i, layer in enumerate(layers):
-            z = fake_quant_activation(z, float(self.act_max[i]))
+            z = act_q(z, tops[i])
             bits = self.int8["first_bits"] if i == 0 else 8
             if isinstance(layer, nn.ConvTranspose2d):
-                w = fake_quant_weight(layer.weight, bits, axis=1)
+                w = weight_q(layer.weight, bits, axis=1)
                 z = F.conv_transpose2d(z, w, layer.bias, stride=layer.stride)
             else:
-                w = fake_quant_weight(layer.weight, bits, axis=0)
+                w = weight_q(layer.weight, bits, axis=0)
                 z = F.conv2d(z, w, layer.bias, stride=layer.stride, padding=layer.padding)
             if i < len(layers) - 1:
                 z = F.relu(z)
@@ -318,6 +332,17 @@ class SharpNet(nn.Module):
             if isinstance(m, RepConv):
                 m.reparameterize()
         return self
+
+
+MAX_CHANNELS, MAX_BLOCKS = 512, 64
+"""Bounds of a sharp student's config (checked before anything is allocated): far above any
+real-time student, far below what would exhaust memory while building one."""
+
+
+def _check_int(name: str, value, lo: int, hi: int) -> None:
+    """``value`` must be an int (not a bool) in ``[lo, hi]``, else a :class:`SharpkdError` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise SharpkdError(f"sharp student: {name} must be an integer from {lo} to {hi}, got {value!r}")
 
 
 STUDENTS: dict[str, Callable[..., nn.Module]] = {
@@ -389,7 +414,16 @@ def load_student(path: str | os.PathLike, device: str | torch.device = "cpu") ->
         config = json.loads(metadata.get("config", "{}"))
     except json.JSONDecodeError:
         raise SharpkdError(f"{path}: corrupt student config metadata {metadata.get('config')!r}") from None
-    model = build_student(metadata.get("arch", "?"), **config)
+    if not isinstance(config, dict):
+        raise SharpkdError(f"{path}: student config metadata must be a JSON object, got {one_line(config)[:80]!r}")
+    try:
+        model = build_student(metadata.get("arch", "?"), **config)
+    except SharpkdError as exc:
+        raise SharpkdError(f"{path}: {exc}") from None
+    act_max = state.get("act_max")
+    if act_max is not None and not bool(torch.isfinite(act_max).all() and (act_max > 0).all()):
+        raise SharpkdError(f"{path}: int8 activation ranges (act_max) must be finite and positive, got "
+                           f"{[round(float(v), 6) for v in act_max.flatten()[:8]]}")
     if hasattr(model, "reparameterize"):
         model.reparameterize()
     try:

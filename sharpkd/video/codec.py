@@ -71,13 +71,16 @@ class VideoOptions:
     crf: int = DEFAULT_CRF
     preset: str = DEFAULT_PRESET
     keep_partial: bool = False
+    max_frame_pixels: int = 0  # 0: MAX_FRAME_PIXELS
 
 
 def check_video_options(codec: str = DEFAULT_CODEC, crf: int = DEFAULT_CRF, preset: str = DEFAULT_PRESET,
-                        keep_partial: bool = False) -> VideoOptions:
-    """Validate ``--codec/--crf/--preset`` before any file is read; :class:`UsageError` names the option."""
+                        keep_partial: bool = False, max_frame_pixels: int = 0) -> VideoOptions:
+    """Validate ``--codec/--crf/--preset/--max-frame-pixels`` before any file is read;
+    :class:`UsageError` names the option."""
     import av
 
+    check_max_frame_pixels(max_frame_pixels)
     name = CODECS.get(codec.lower())
     if name is None:
         raise UsageError(f"--codec {codec!r} is not one sharpkd encodes; use one of {', '.join(CODECS)}")
@@ -87,10 +90,34 @@ def check_video_options(codec: str = DEFAULT_CODEC, crf: int = DEFAULT_CRF, pres
     if not lo <= crf <= hi:
         raise UsageError(f"--crf for {name} must be between {lo} and {hi}, got {crf}")
     preset = preset.lower()
-    if preset not in X264_PRESETS and not (name in ("libsvtav1", "libaom-av1") and preset.isdigit()):
+    speeds = {"libsvtav1": 13, "libaom-av1": 8}
+    if name in speeds and preset.isdigit() and int(preset) > speeds[name]:
+        raise UsageError(f"--preset {preset}: {name}'s speed numbers go from 0 to {speeds[name]}")
+    if preset not in X264_PRESETS and not (name in speeds and preset.isdigit()):
         extra = " (or the encoder's speed number)" if name in ("libsvtav1", "libaom-av1") else ""
         raise UsageError(f"--preset {preset!r}: use one of {', '.join(X264_PRESETS)}{extra}")
-    return VideoOptions(name, crf, preset, keep_partial)
+    return VideoOptions(name, crf, preset, keep_partial, max_frame_pixels or MAX_FRAME_PIXELS)
+
+
+MAX_FRAME_PIXELS = 8192 * 8192
+"""The largest video frame (pixels) sharpkd decodes unless ``--max-frame-pixels`` raises it: 8K
+(7680x4320) fits four times over; a header declaring 16000x16000 (several GiB of frames in
+flight) is refused before anything is decoded, as Pillow's bound refuses image bombs."""
+
+
+def check_max_frame_pixels(value: int) -> int:
+    """``--max-frame-pixels``: 0 (the default, :data:`MAX_FRAME_PIXELS`) or 1 to 2^32."""
+    if not 0 <= value <= 1 << 32:
+        raise UsageError(f"--max-frame-pixels must be between 1 and {1 << 32} (0: {MAX_FRAME_PIXELS}), got {value}")
+    return value or MAX_FRAME_PIXELS
+
+
+def frame_size_problem(width: int, height: int, limit: int) -> str | None:
+    """Why a ``width x height`` frame is refused (above ``limit`` pixels), else ``None``."""
+    if width * height > limit:
+        return (f"its {width}x{height} frames ({width * height:,} pixels) exceed the bound of {limit:,} pixels "
+                "per frame; --max-frame-pixels raises it")
+    return None
 
 
 def _encoder_options(opts: VideoOptions) -> dict[str, str]:
@@ -270,8 +297,12 @@ class _Reader(_CPUTimed):
         return yuv444.to_ndarray(format=self.rgb_fmt, src_colorspace=matrix, src_color_range=rng,
                                  interpolation=Interpolation.BICUBIC)
 
+    max_pixels = MAX_FRAME_PIXELS  # a frame larger than this (its size changed mid-stream) ends the decode
+
     def _frames(self, packet):
         for frame in packet.decode():
+            if frame.width * frame.height > self.max_pixels:
+                raise ValueError(frame_size_problem(frame.width, frame.height, self.max_pixels))
             self.decoded += 1
             if frame.pts is not None and frame.time_base is not None:
                 dur = frame.duration if frame.duration else 0
@@ -314,6 +345,7 @@ class _Writer(_CPUTimed):
         self.out = None
         self.vout = None
         self.map: dict[int, object] = {}
+        self.packets = {s.index: 0 for s in copied}  # packets copied, per input stream
         self.written = 0
         self.cpu_s = self.convert_s = 0.0  # this thread's CPU time: all of it, and the YUV conversion
         self.pending: list = []
@@ -336,14 +368,17 @@ class _Writer(_CPUTimed):
             raise SharpkdError(f"cannot write a {self.path.suffix} video ({_av_reason(exc)})") from None
         out = self.out
         out.metadata.update({k: v for k, v in self.inp.metadata.items() if k not in _SKIP_TAGS})
-        rate = self.vin.average_rate or self.vin.guessed_rate or Fraction(25)
+        rate = frame_rate(self.vin) or Fraction(25)
         v = out.add_stream(self.opts.codec, rate=rate)
         ctx = v.codec_context
         v.width, v.height, v.pix_fmt = w, h, self.pix_fmt
-        self.tb = self.vin.time_base or Fraction(1, 90000)
-        # no timestamps in the source, or AVI (it holds constant frame rate only): frames at the rate
-        self.cfr = first.pts is None or self.path.suffix.lower() == ".avi"
-        if self.cfr:
+        self.tb = self.in_tb = self.vin.time_base or Fraction(1, 90000)
+        # no timestamps in the source: frames at the rate; AVI (it holds constant frame rate only):
+        # the time base is one frame and each frame's pts its input pts in frames, so the output
+        # lasts as long as the input whatever the input's time base (an AVI may count 1/1000 s ticks)
+        self.cfr = first.pts is None
+        self.avi = self.path.suffix.lower() == ".avi"
+        if self.cfr or self.avi:
             self.tb = 1 / Fraction(rate)
         ctx.time_base = self.tb
         v.time_base = self.tb
@@ -388,8 +423,10 @@ class _Writer(_CPUTimed):
         self.out.mux(packet)
 
     def _copy(self, packet) -> None:
-        packet.stream = self.map[packet.stream.index]
+        index = packet.stream.index
+        packet.stream = self.map[index]
         self.mux(packet)
+        self.packets[index] += 1
 
     def _encode(self, frame: _Frame) -> None:
         import av
@@ -400,7 +437,12 @@ class _Writer(_CPUTimed):
         vf = vf.reformat(format=self.pix_fmt, dst_colorspace=_SWS_MATRIX.get(self.colorspace),
                          dst_color_range=self.range, interpolation=_SWS_FLAGS())
         self.convert_s += time.thread_time() - t
-        pts = self.written if self.cfr else frame.pts
+        if self.cfr or frame.pts is None:
+            pts = self.written
+        elif self.avi:
+            pts = round(frame.pts * self.in_tb / self.tb)
+        else:
+            pts = frame.pts
         if self.last_pts is not None and pts <= self.last_pts:  # broken timestamps: keep them increasing
             pts = self.last_pts + 1
         self.last_pts = pts
@@ -494,6 +536,16 @@ def _expected(inp, vstream) -> tuple[int | None, float | None, float]:
     return frames, None, 0.0
 
 
+def frame_rate(vstream) -> Fraction | None:
+    """The stream's frame rate: its average rate, unless that is a tick rate rather than a frame
+    rate (above 240/s, as an AVI with a 1/1000 time base declares) and FFmpeg's estimate from the
+    timestamps (``guessed_rate``) is a real one."""
+    avg, guessed = vstream.average_rate, vstream.guessed_rate
+    if avg and guessed and float(avg) > 240 and float(guessed) <= 240:
+        return Fraction(guessed)
+    return Fraction(avg) if avg else Fraction(guessed) if guessed else None
+
+
 def sharpen_video(src: Path, dst: Path, sharpener, opts: VideoOptions | None = None, progress: bool = True) -> dict:
     """Sharpen every frame of ``src`` into ``dst`` (container from its suffix), pipelined.
 
@@ -510,6 +562,11 @@ def sharpen_video(src: Path, dst: Path, sharpener, opts: VideoOptions | None = N
     inp = _open_input(src)
     try:
         vstream = inp.streams.video[0]
+        limit = opts.max_frame_pixels or MAX_FRAME_PIXELS
+        problem = frame_size_problem(int(vstream.codec_context.width or 0), int(vstream.codec_context.height or 0),
+                                     limit)
+        if problem:
+            raise SharpkdError(f"{src}: {problem}")
         threads = codec_threads(getattr(sharpener, "device", "cpu"))
         vstream.codec_context.thread_count = threads
         if threads != 1:
@@ -517,7 +574,7 @@ def sharpen_video(src: Path, dst: Path, sharpener, opts: VideoOptions | None = N
         copied = [s for s in inp.streams if s.type in ("audio", "subtitle")]
         dropped = [s for s in inp.streams if s is not vstream and s not in copied]
         expected, duration, slack = _expected(inp, vstream)
-        rate = vstream.average_rate or vstream.guessed_rate
+        rate = frame_rate(vstream)
         total = expected or (round(duration * float(rate)) if duration and rate else None)  # the bar's
         stop = threading.Event()
         q_in: queue.Queue = queue.Queue(_QUEUE)
@@ -526,6 +583,7 @@ def sharpen_video(src: Path, dst: Path, sharpener, opts: VideoOptions | None = N
         t0 = time.perf_counter()
         with atomic_path(dst) as tmp:
             reader = _Reader(inp, vstream, copied, q_in, stop)
+            reader.max_pixels = limit
             writer = _Writer(tmp, inp, vstream, copied, opts, q_out, stop, threads)
             threads = [threading.Thread(target=reader.run, name="sharpkd-decode", daemon=True),
                        threading.Thread(target=writer.run, name="sharpkd-encode", daemon=True)]
@@ -588,10 +646,15 @@ def sharpen_video(src: Path, dst: Path, sharpener, opts: VideoOptions | None = N
                                    "--keep-partial keeps the frames that decoded")
             partial = short or reader.error
         # read everything from the streams before the container closes (PyAV objects die with it)
-        rate = vstream.average_rate or vstream.guessed_rate
+        rate = frame_rate(vstream)
         return {"frames": writer.written, "frames_expected": expected, "fps": float(rate) if rate else 0.0,
                 "size": list(writer.size), "codec": opts.codec, "crf": opts.crf, "preset": opts.preset,
-                "pix_fmt": writer.pix_fmt, "copied_streams": [s.type for s in copied],
+                "pix_fmt": writer.pix_fmt,
+                # what really reached the output: a stream the container declares but whose packets
+                # cannot be read (a damaged index) is listed as empty, not as copied
+                "copied_streams": [s.type for s in copied if writer.packets[s.index]],
+                "copied_packets": [writer.packets[s.index] for s in copied if writer.packets[s.index]],
+                "empty_streams": [s.type for s in copied if not writer.packets[s.index]],
                 "dropped_streams": [s.type for s in dropped], "partial": partial, "elapsed_s": round(elapsed, 3),
                 "processing_fps": round(writer.written / elapsed, 3) if elapsed > 0 else None,
                 "per_frame_ms": _per_frame(reader, writer, waits, writer.written)} | stab.result()
