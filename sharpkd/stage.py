@@ -42,7 +42,20 @@ def load_params(section: str, path: str | Path = "params.yaml") -> dict:
     for name in PARAMS_SCHEMA:  # the whole file: a bad value stops the first stage, not the one using it
         if name in params:
             check_params(name, params[name], path)
-    return params[section]
+    value = params[section]
+    return Params(value, section, str(path)) if isinstance(value, dict) else value
+
+
+class Params(dict):
+    """A params section: a key the stage needs and the file lacks is a :class:`SharpkdError`
+    naming the key and its section (not a ``KeyError``); sub-sections are :class:`Params` too."""
+
+    def __init__(self, data: dict, where: str, path: str) -> None:
+        super().__init__({k: Params(v, f"{where}.{k}", path) if isinstance(v, dict) else v for k, v in data.items()})
+        self.where, self.path = where, path
+
+    def __missing__(self, key):
+        raise SharpkdError(f"{self.path}: section {self.where} has no key {key!r}; add it (params.yaml lists every key)")
 
 
 # --------------------------------------------------------------------------------------------

@@ -1026,3 +1026,27 @@ def test_a_write_failure_names_the_output_not_its_temporary_file(tmp_path, weigh
     err = capsys.readouterr().err.splitlines()
     assert err == [f"error: {out}: No space left on device (free some space or write to another disk)"]
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_missing_params_key_is_one_error_naming_it(tmp_path):
+    """A key a stage needs that the file lacks: one line naming it and its section, exit 1."""
+    import yaml
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    del params["degrade"]["scale"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    p = stage.load_params("degrade", tmp_path / "params.yaml")
+    with pytest.raises(SharpkdError, match=r"section degrade has no key 'scale'"):
+        p["scale"]
+    assert p.get("scale") is None and p["codec"] == params["degrade"]["codec"]
+    del params["teacher"]["adapt"]["lr"]
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    with pytest.raises(SharpkdError, match=r"section teacher.adapt has no key 'lr'"):
+        stage.load_params("teacher", tmp_path / "params.yaml")["adapt"]["lr"]
+    proc = subprocess.run([sys.executable, "-m", "stages.degrade", "--slices", str(tmp_path / "s"), "--out",
+                           str(tmp_path / "d"), "--links-out", str(tmp_path / "l"), "--provenance",
+                           str(tmp_path / "p.json")], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env=os.environ | {"PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines() == ["error: params.yaml: section degrade has no key 'scale'; add it "
+                                                "(params.yaml lists every key)"]
