@@ -744,8 +744,34 @@ the received and the sharpened video against the ground truth.
 `sharpkd sharpen` on a video runs a decode thread, the model and an encode thread with short
 queues between them; on a 2-core CPU the model already uses both cores, so the codecs compete with
 it, and "pipeline / bench" is the share of the model's own frame rate the whole command keeps.
+
+## Recomputing only what changed
+
+`sharpkd sharpen --reuse-unchanged` runs only the windows of the `--tile` grid whose input pixels
+changed from the previous frame and reuses the previous output elsewhere (the same bytes as running
+every window). Each clip was run with and without it, one after the other:
+
+{reuse_table(root)}
 """
     return re.sub(r"\n{3,}", "\n\n", text)
+
+
+def reuse_table(root: Path) -> str:
+    """``metrics/photos/bench/reuse_unchanged.json`` (``experiments/reuse_unchanged.py``) as a table."""
+    path = root / "metrics" / "photos" / "bench" / "reuse_unchanged.json"
+    if not path.exists():
+        return f"No measurement is committed (`{path.relative_to(root).as_posix()}`)."
+    r = _load(path)
+    rows = ["| clip | windows recomputed | model ms, all windows | model ms, changed only | frames/s, all | frames/s, changed only |",
+            "|---|---:|---:|---:|---:|---:|"]
+    for name in sorted(r["runs"]):
+        a, c = r["runs"][name]["all_windows"], r["runs"][name]["reuse_unchanged"]
+        rows.append(f"| {name}: {r['clips'][name]} | {100 * c['recomputed']:.1f}% | {a['model_ms']:.1f} | "
+                    f"{c['model_ms']:.1f} | {a['processing_fps']:.1f} | {c['processing_fps']:.1f} |")
+    note = (f"\n\n`--student {r['student']} --tile {r['tile']}`, {r['frames']} frames per clip; machine "
+            f"{results.machine_label(r['machine'])}; revision {r['revision'][:12]}; command `{r['command']}`. "
+            "Timings from one run each on a shared machine: read them as ratios within a row.")
+    return "\n".join(rows) + note
 
 
 # ---------------------------------------------------------------------------------------------
