@@ -333,6 +333,11 @@ class _Writer:
         v.time_base = self.tb
         ctx.framerate = rate
         ctx.thread_count = self.threads
+        if self.avi:
+            # AVI stores one timestamp per chunk, in decoding order: frames reordered for B-frames
+            # would come back with their neighbours' timestamps, and a gap (a dropped frame) in the
+            # wrong place.  Without B-frames the decoding order is the display order.
+            ctx.max_b_frames = 0
         if cin.sample_aspect_ratio:
             ctx.sample_aspect_ratio = cin.sample_aspect_ratio
         self.colorspace = int(cin.colorspace or 2)
@@ -565,7 +570,7 @@ def sharpen_video(src: Path, dst: Path, sharpener, opts: VideoOptions | None = N
                                    + (f" ({reader.error})" if reader.error else ""))
             if writer.written != reader.decoded or modelled != reader.decoded:
                 raise SharpkdError(f"{src}: wrote {writer.written} of {reader.decoded} decoded frames")
-            short = _short(reader, expected, duration, slack)
+            short = _short(reader, expected, duration, slack, avi_slots=(inp.format.name or "") == "avi")
             if short and not opts.keep_partial:
                 raise SharpkdError(f"{src}: {short} (the file is truncated or damaged); "
                                    "--keep-partial keeps the frames that decoded")
@@ -600,9 +605,16 @@ def _per_frame(reader: _Reader, writer: _Writer, pipe: Pipeline, frames: int) ->
             "wait_decode": ms(pipe.wait_source_s), "wait_encode": ms(pipe.wait_sink_s)}
 
 
-def _short(reader: _Reader, expected: int | None, duration: float | None, slack: float) -> str | None:
-    """Why the decoded frames fall short of what the container declares, or ``None``."""
+def _short(reader: _Reader, expected: int | None, duration: float | None, slack: float,
+           avi_slots: bool = False) -> str | None:
+    """Why the decoded frames fall short of what the container declares, or ``None``.
+
+    ``avi_slots``: the declared count is an AVI's, which counts frame slots, the dropped frames
+    (empty chunks, no picture) included; fewer frames than slots is then a short file only when
+    the frames stop before the last slot (by more than half a frame)."""
     if expected and reader.decoded < expected:
+        if avi_slots and duration and reader.last_end is not None and reader.last_end >= duration - 0.5 * duration / expected:
+            return None
         return f"only {reader.decoded} of {expected} frames could be decoded"
     if not expected and duration and reader.last_end is not None and reader.last_end + slack < duration:
         return f"its frames stop at {reader.last_end:.2f} s of {duration:.2f} s"
