@@ -1,5 +1,7 @@
 """Fuzzing with hypothesis: random and mutated bytes (mutations of small valid PNG, JPEG, zip
-and tar files) fed to the image reader, the archive extractor and ``sharpkd sharpen``.  Only the
+and tar files) fed to the image reader, the archive extractor and ``sharpkd sharpen``, and
+mutated MP4/MKV/AVI files sharpened by a ``sharpkd sharpen`` subprocess (where a native crash
+in FFmpeg shows as a signal instead of ending the test run).  Only the
 project's own clean errors may come out: :class:`SharpkdError` subclasses, or exit codes with
 one-line messages -- never another exception, never a traceback.
 
@@ -18,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -176,3 +178,107 @@ def test_fuzz_sharpen_command(weights, capsys, data, ext):
         else:
             assert err == [] and len(os.listdir(out)) == 1
         assert [p for p in out.rglob(".*")] == []  # no temporary file left
+
+
+def _video_bytes(suffix: str) -> bytes:
+    """A small valid video made with PyAV: 64x48, 8 frames at 25 fps (H.264 in MP4 and MKV, with
+    a short AAC track in MP4; MPEG-4 Part 2 in AVI)."""
+    import av
+
+    from fractions import Fraction
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"seed{suffix}"
+        with av.open(str(path), "w") as c:
+            v = c.add_stream("mpeg4" if suffix == ".avi" else "libx264", rate=25)
+            v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
+            v.codec_context.time_base = Fraction(1, 25)
+            if suffix != ".avi":
+                v.codec_context.options = {"preset": "ultrafast", "crf": "30"}
+            a = c.add_stream("aac", rate=48000) if suffix == ".mp4" else None
+            if a is not None:
+                a.layout = "mono"
+            y, x = np.mgrid[0:48, 0:64]
+            for i in range(8):
+                rgb = np.stack([(x * 4 + i * 8) % 256, (y * 5) % 256, ((x + y) * 2 + i) % 256], -1).astype(np.uint8)
+                f = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+                f.pts, f.time_base = i, Fraction(1, 25)
+                for p in v.encode(f):
+                    c.mux(p)
+            for p in v.encode(None):
+                c.mux(p)
+            if a is not None:
+                tone = (0.2 * np.sin(np.arange(48000 * 8 // 25) / 10)).astype(np.float32)
+                for s in range(0, len(tone), 1024):
+                    af = av.AudioFrame.from_ndarray(tone[None, s:s + 1024], format="fltp", layout="mono")
+                    af.sample_rate, af.pts = 48000, s
+                    for p in a.encode(af):
+                        c.mux(p)
+                for p in a.encode(None):
+                    c.mux(p)
+        return path.read_bytes()
+
+
+VIDEO_SEEDS = {suffix: _video_bytes(suffix) for suffix in (".mp4", ".mkv", ".avi")}
+
+
+@st.composite
+def mutated_video(draw, seed: bytes) -> bytes:
+    """A seed container with a few bit flips, byte sets and splices (a run of its own bytes
+    copied over another place), and an optional truncation; most changes land in the first
+    kilobytes, where the headers and indexes are."""
+    data = bytearray(seed)
+    n = len(data)
+    position = st.one_of(st.integers(0, min(n, 2048) - 1), st.integers(0, n - 1))
+    for _ in range(draw(st.integers(1, 5))):
+        op = draw(st.sampled_from(["flip", "set", "splice"]))
+        pos = draw(position)
+        if op == "flip":
+            data[pos] ^= 1 << draw(st.integers(0, 7))
+        elif op == "set":
+            data[pos] = draw(st.sampled_from([0x00, 0xFF, 0x7F, 0x80, 0x01]))
+        else:
+            src, size = draw(position), draw(st.integers(1, 64))
+            data[pos:pos + size] = data[src:src + size]
+    if draw(st.booleans()):
+        data = data[:draw(st.integers(0, len(data)))]
+    return bytes(data)
+
+
+@settings(max_examples=20, deadline=None, database=None, derandomize=True, phases=[Phase.explicit, Phase.generate],
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture,
+                                 HealthCheck.data_too_large])
+@given(files=st.tuples(*(mutated_video(seed) for seed in VIDEO_SEEDS.values())))
+def test_fuzz_video_containers_in_a_subprocess(weights, files):
+    """Mutated MP4, MKV and AVI files, all three sharpened by one ``sharpkd sharpen`` process:
+    it exits 0 or 1 (a signal, a native crash of FFmpeg, is a failure), writes at most one line
+    per file to stderr besides warnings and never a traceback, and leaves no temporary file."""
+    import signal
+    import subprocess
+    import sys
+
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = []
+        for suffix, data in zip(VIDEO_SEEDS, files):
+            paths.append(Path(tmp) / f"x{suffix}")
+            paths[-1].write_bytes(data)
+        out = Path(tmp) / "out"
+        cmd = [sys.executable, "-m", "sharpkd.app.cli", "sharpen", *map(str, paths), "-o", str(out), "-q",
+               "--weights", str(weights), "--tile", "64"]
+        try:
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=60,
+                               env=os.environ | {"OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"})
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"sharpen did not finish in 60 s on {[len(d) for d in files]}-byte mutated videos")
+        if r.returncode < 0:
+            pytest.fail(f"sharpen died of {signal.Signals(-r.returncode).name}: {r.stderr[-2000:]}")
+        assert r.returncode in (0, 1), r.stderr
+        assert "Traceback" not in r.stderr and "Fatal Python error" not in r.stderr, r.stderr
+        err = [line for line in r.stderr.splitlines() if line and not line.startswith("warning:")]
+        assert len(err) <= len(paths), err
+        for path in paths:
+            mine = [line for line in err if line.startswith(f"skipped {path}: ")]
+            assert len(mine) <= 1, err
+            assert (out / path.name).exists() != bool(mine), (path.name, err)
+        assert [line for line in err if not line.startswith("skipped ")] == [], err
+        assert [p for p in out.rglob(".*")] == [] if out.exists() else True  # no temporary file left

@@ -422,3 +422,64 @@ def test_video_frame_size_bound(tmp_path, weights, capsys):
     assert video.frame_size_problem(7680, 4320, video.MAX_FRAME_PIXELS) is None
     assert main(["stream", "--size", "16000x16000", "--weights", str(weights)]) == 2
     assert capsys.readouterr().err.startswith("error: --size 16000x16000: 16000x16000 frames")
+
+
+def make_avi_with_dropped_frames(path: Path, slots: list[int]) -> None:
+    """An MPEG-4 AVI at 25 fps whose frames sit in the given frame slots: FFmpeg's AVI muxer
+    writes an empty chunk (a dropped frame) into every slot between them, and the header counts
+    every slot."""
+    with av.open(str(path), "w") as c:
+        v = c.add_stream("mpeg4", rate=25)
+        v.width, v.height, v.pix_fmt = W, H, "yuv420p"
+        v.codec_context.time_base = Fraction(1, 25)
+        for i, slot in enumerate(slots):
+            f = av.VideoFrame.from_ndarray(smooth(i), format="rgb24")
+            f.pts, f.time_base = slot, Fraction(1, 25)
+            for p in v.encode(f):
+                c.mux(p)
+        for p in v.encode(None):
+            c.mux(p)
+
+
+def avi_timing(path: Path) -> tuple[int, list[int], list[int]]:
+    """(frame slots the header declares, each frame's slot, decoded frames' pts), in frames.
+    AVI stores no presentation time, only each chunk's slot: FFmpeg derives the pts of H.264
+    frames from the slots, one frame later."""
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        assert v.time_base == Fraction(1, 25)
+        frames = list(c.decode(v))
+        return int(v.frames), [f.dts for f in frames], [f.pts for f in frames]
+
+
+def test_avi_with_dropped_frames_is_not_short_and_keeps_its_timing(tmp_path, weights, capsys):
+    """Dropped frames (empty chunks) are frame slots without a picture: the header counts 17
+    slots for 12 frames.  Not a short file; the output puts every frame in its slot (AVI keeps
+    one timestamp per chunk, so the encoder makes no B-frames there)."""
+    slots = [0, 1, 2, 4, 5, 6, 9, 10, 11, 12, 15, 16]
+    src = tmp_path / "dropped.avi"
+    make_avi_with_dropped_frames(src, slots)
+    declared, dts, pts = avi_timing(src)
+    assert declared == 17 and dts == pts == slots
+    assert sharpen(weights, src, "-o", tmp_path / "o") == 0
+    assert "partial" not in capsys.readouterr().out
+    out_declared, out_slots, out_pts = avi_timing(tmp_path / "o" / src.name)
+    assert out_slots == slots and abs(out_declared - declared) <= 1  # duration within one frame
+    assert len(out_pts) == len(slots) and out_pts == sorted(set(out_pts))  # in order, none reordered
+    assert abs((out_pts[-1] - out_pts[0]) - (slots[-1] - slots[0])) <= 1
+
+
+def test_truncated_avi_with_dropped_frames_keeps_the_slots_of_what_decoded(tmp_path, weights, capsys):
+    slots = [i + i // 3 for i in range(40)]  # a dropped frame after every third
+    src = tmp_path / "cut.avi"
+    make_avi_with_dropped_frames(src, slots)
+    data = src.read_bytes()
+    movi = data.index(b"movi")  # the frames' chunks: keep the headers, cut 40% of the chunks
+    src.write_bytes(data[: movi + (len(data) - movi) * 6 // 10])
+    assert sharpen(weights, src, "-o", tmp_path / "o") == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and "truncated or damaged" in err[0] and "--keep-partial" in err[0]
+    assert sharpen(weights, src, "-o", tmp_path / "o", "--keep-partial") == 0
+    assert "partial" in capsys.readouterr().out
+    _, out_dts, _ = avi_timing(tmp_path / "o" / src.name)
+    assert 0 < len(out_dts) < 40 and out_dts == slots[:len(out_dts)]

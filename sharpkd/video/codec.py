@@ -16,18 +16,17 @@
   (:func:`sharpkd.files.atomic_path`) and renamed only when complete; frames encoded are
   counted against frames decoded, and frames decoded against the frames (or the duration) the
   container declares.  A decode error or a short file fails the file unless ``keep_partial``.
-* **Pipelined**: a decode thread and an encode thread, with bounded queues around the model
-  in the calling thread (FFmpeg releases the GIL while it decodes, converts and encodes).  On a
+* **Pipelined** (:class:`sharpkd.video.pipeline.Pipeline`): a decode thread and an encode
+  thread, with bounded queues around the model in the calling thread (FFmpeg releases the GIL
+  while it decodes, converts and encodes).  On a
   CPU each codec gets one thread (the model has the cores) and the default preset is
   ``veryfast``: the work per frame is what limits the frame rate there, not latency.
 * **Raw streams**: :func:`stream` reads raw RGB frames from stdin and writes them to stdout
-  (``sharpkd stream``), with the same three-thread overlap.
+  (``sharpkd stream``), through the same pipeline.
 """
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
 from dataclasses import dataclass
 from fractions import Fraction
@@ -37,6 +36,7 @@ import numpy as np
 
 from sharpkd.errors import SharpkdError, UsageError, one_line
 from sharpkd.files import atomic_path
+from sharpkd.video.pipeline import Pipeline
 
 #: ``--codec`` names: the short ones and the FFmpeg encoder names they stand for.
 CODECS = {"h264": "libx264", "libx264": "libx264", "h265": "libx265", "hevc": "libx265", "libx265": "libx265",
@@ -48,7 +48,6 @@ X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium"
 # x264 preset names mapped to the AV1 encoders' speed numbers (higher = faster)
 _SVT_SPEED = dict(zip(X264_PRESETS, (12, 11, 10, 9, 8, 7, 5, 4, 2, 1)))
 _AOM_SPEED = dict(zip(X264_PRESETS, (8, 8, 7, 6, 5, 4, 3, 2, 1, 0)))
-_QUEUE = 4  # frames in flight between decode -> model -> encode (each queue)
 # FFmpeg colour matrices (AVColorSpace) -> the swscale matrices PyAV names (SWS_CS_*)
 _SWS_MATRIX = {1: 1, 4: 4, 5: 5, 6: 5, 7: 7, 9: 9, 10: 9}
 def _SWS_FLAGS():  # noqa: N802 - a constant, built lazily (PyAV is imported on first use)
@@ -224,57 +223,16 @@ class _Frame:
     rotation: int
 
 
-class _Stop(Exception):
-    """The other side of the pipeline stopped (an error or an interrupt)."""
+class _Reader:
+    """Demuxes and decodes (the pipeline's source, iterated in its own thread): yields
+    ``("frame", _Frame)`` and ``("packet", Packet)`` (of the streams that are copied) in file
+    order.  A decode error ends the stream early and is kept in ``error``."""
 
-
-def _put(q: queue.Queue, item, stop: threading.Event) -> None:
-    while True:
-        if stop.is_set():
-            raise _Stop
-        try:
-            q.put(item, timeout=0.1)
-            return
-        except queue.Full:
-            continue
-
-
-def _get(q: queue.Queue, stop: threading.Event):
-    while True:
-        try:
-            return q.get(timeout=0.1)
-        except queue.Empty:
-            if stop.is_set():
-                raise _Stop from None
-
-
-_END = ("end", None)
-
-
-class _CPUTimed:
-    """A thread body (the subclass's ``_run``) whose CPU time, this thread's only, is kept in
-    ``cpu_s`` however it ends."""
-
-    cpu_s = 0.0
-
-    def run(self) -> None:
-        t = time.thread_time()
-        try:
-            self._run()
-        finally:
-            self.cpu_s = time.thread_time() - t
-
-
-class _Reader(_CPUTimed):
-    """Demuxes and decodes in its own thread: puts ``("frame", _Frame)`` and ``("packet", Packet)``
-    (of the streams that are copied) on ``q`` in file order, then ``_END``.  A decode error ends
-    the stream early and is kept in ``error``."""
-
-    def __init__(self, inp, vstream, copied: list, q: queue.Queue, stop: threading.Event) -> None:
-        self.inp, self.vstream, self.copied, self.q, self.stop = inp, vstream, copied, q, stop
+    def __init__(self, inp, vstream, copied: list) -> None:
+        self.inp, self.vstream, self.copied = inp, vstream, copied
         self.error: str | None = None
         self.decoded = 0
-        self.cpu_s = self.convert_s = 0.0  # this thread's CPU time: all of it, and the RGB conversion
+        self.convert_s = 0.0  # CPU time of the RGB conversion
         self.last_end: float | None = None  # seconds: the end of the last decoded frame
         ctx = vstream.codec_context
         self.rgb_fmt = "rgb48le" if _deep(ctx.pix_fmt) else "rgb24"
@@ -310,46 +268,37 @@ class _Reader(_CPUTimed):
             t = time.thread_time()
             rgb = self._convert(frame)
             self.convert_s += time.thread_time() - t
-            _put(self.q, ("frame", _Frame(rgb, frame.pts, int(frame.rotation or 0))), self.stop)
+            yield "frame", _Frame(rgb, frame.pts, int(frame.rotation or 0))
 
-    def _run(self) -> None:
+    def __iter__(self):
         import av
 
         try:
             for packet in self.inp.demux(self.vstream, *self.copied):
                 if packet.stream.index == self.vstream.index:
-                    self._frames(packet)
+                    yield from self._frames(packet)
                 elif packet.dts is not None:
-                    _put(self.q, ("packet", packet), self.stop)
-        except _Stop:
-            return
+                    yield "packet", packet
         except (av.FFmpegError, OSError, ValueError, MemoryError) as exc:
             self.error = _av_reason(exc)
-        except BaseException as exc:  # noqa: BLE001 - reported in the calling thread, never lost
+        except Exception as exc:  # noqa: BLE001 - reported in the calling thread, never lost
             self.error = one_line(f"{type(exc).__name__}: {exc}")
-        try:
-            _put(self.q, _END, self.stop)
-        except _Stop:
-            pass
 
 
-class _Writer(_CPUTimed):
-    """Owns the output container: sets its streams up on the first frame, encodes frames and
-    muxes them with the copied packets.  Runs in its own thread (:meth:`run`)."""
+class _Writer:
+    """Owns the output container (the pipeline's sink, run in its own thread): sets its streams
+    up on the first frame, encodes frames and muxes them with the copied packets."""
 
-    def __init__(self, path: Path, inp, vstream, copied: list, opts: VideoOptions, q: queue.Queue,
-                 stop: threading.Event, threads: int = 0) -> None:
-        self.path, self.inp, self.vin, self.copied, self.opts, self.q, self.stop = (
-            path, inp, vstream, copied, opts, q, stop)
+    def __init__(self, path: Path, inp, vstream, copied: list, opts: VideoOptions, threads: int = 0) -> None:
+        self.path, self.inp, self.vin, self.copied, self.opts = path, inp, vstream, copied, opts
         self.threads = threads
         self.out = None
         self.vout = None
         self.map: dict[int, object] = {}
         self.packets = {s.index: 0 for s in copied}  # packets copied, per input stream
         self.written = 0
-        self.cpu_s = self.convert_s = 0.0  # this thread's CPU time: all of it, and the YUV conversion
+        self.convert_s = 0.0  # CPU time of the YUV conversion
         self.pending: list = []
-        self.error: BaseException | None = None
         self.last_pts: int | None = None
         self.pix_fmt = ""
         self.size = (0, 0)
@@ -384,6 +333,11 @@ class _Writer(_CPUTimed):
         v.time_base = self.tb
         ctx.framerate = rate
         ctx.thread_count = self.threads
+        if self.avi:
+            # AVI stores one timestamp per chunk, in decoding order: frames reordered for B-frames
+            # would come back with their neighbours' timestamps, and a gap (a dropped frame) in the
+            # wrong place.  Without B-frames the decoding order is the display order.
+            ctx.max_b_frames = 0
         if cin.sample_aspect_ratio:
             ctx.sample_aspect_ratio = cin.sample_aspect_ratio
         self.colorspace = int(cin.colorspace or 2)
@@ -467,26 +421,16 @@ class _Writer(_CPUTimed):
             except Exception:  # noqa: BLE001 - the file is removed anyway
                 pass
 
-    def _run(self) -> None:
-        try:
-            while True:
-                kind, item = _get(self.q, self.stop)
-                if kind == "end":
-                    self.finish()
-                    return
-                if kind == "frame":
-                    if self.vout is None:
-                        self._start(item)
-                    self._encode(item)
-                elif self.vout is None:
-                    self.pending.append(item)
-                else:
-                    self._copy(item)
-        except _Stop:
-            return
-        except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
-            self.error = exc
-            self.stop.set()
+    def __call__(self, entry: tuple) -> None:
+        kind, item = entry
+        if kind == "frame":
+            if self.vout is None:
+                self._start(item)
+            self._encode(item)
+        elif self.vout is None:
+            self.pending.append(item)
+        else:
+            self._copy(item)
 
 
 def _write_error(exc: BaseException, dst: Path) -> BaseException:
@@ -576,71 +520,57 @@ def sharpen_video(src: Path, dst: Path, sharpener, opts: VideoOptions | None = N
         expected, duration, slack = _expected(inp, vstream)
         rate = frame_rate(vstream)
         total = expected or (round(duration * float(rate)) if duration and rate else None)  # the bar's
-        stop = threading.Event()
-        q_in: queue.Queue = queue.Queue(_QUEUE)
-        q_out: queue.Queue = queue.Queue(_QUEUE)
         stab = TemporalStability()
         t0 = time.perf_counter()
         with atomic_path(dst) as tmp:
-            reader = _Reader(inp, vstream, copied, q_in, stop)
+            reader = _Reader(inp, vstream, copied)
             reader.max_pixels = limit
-            writer = _Writer(tmp, inp, vstream, copied, opts, q_out, stop, threads)
-            threads = [threading.Thread(target=reader.run, name="sharpkd-decode", daemon=True),
-                       threading.Thread(target=writer.run, name="sharpkd-encode", daemon=True)]
-            for t in threads:
-                t.start()
+            writer = _Writer(tmp, inp, vstream, copied, opts, threads)
             bar = tqdm(total=total, desc=src.name, unit="frame", disable=not progress, dynamic_ncols=True,
                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} "
                                   "[{elapsed}<{remaining}, {rate_noinv_fmt}]" if total else
                                   "{desc}: {n_fmt} [{elapsed}, {rate_noinv_fmt}]")
             modelled = 0
-            waits = {"model_s": 0.0, "wait_decode_s": 0.0, "wait_encode_s": 0.0}
+
+            def model(entry: tuple) -> tuple:
+                nonlocal modelled
+                kind, item = entry
+                if kind != "frame":
+                    return entry
+                out = sharpener(item.rgb)
+                stab.add(item.rgb, out)
+                modelled += 1
+                bar.update()
+                return kind, _Frame(out, item.pts, item.rotation)
+
+            def decoded_all() -> None:
+                if reader.error is not None and not opts.keep_partial:
+                    raise SharpkdError(f"{src}: decoding failed after {reader.decoded} frame(s) ({reader.error}; "
+                                       "the file is truncated or damaged); --keep-partial keeps the frames "
+                                       "before it")
+
+            pipe = Pipeline(reader, model, writer, finish=writer.finish, at_end=decoded_all,
+                            names=("sharpkd-decode", "sharpkd-encode"))
             try:
-                try:
-                    while True:
-                        t = time.perf_counter()
-                        kind, item = _get(q_in, stop)
-                        t1 = time.perf_counter()
-                        waits["wait_decode_s"] += t1 - t
-                        if kind == "end":
-                            break
-                        if kind == "frame":
-                            out = sharpener(item.rgb)
-                            stab.add(item.rgb, out)
-                            item = _Frame(out, item.pts, item.rotation)
-                            modelled += 1
-                            bar.update()
-                        t2 = time.perf_counter()
-                        waits["model_s"] += t2 - t1
-                        _put(q_out, (kind, item), stop)
-                        waits["wait_encode_s"] += time.perf_counter() - t2
-                    if reader.error is not None and not opts.keep_partial:
-                        raise SharpkdError(f"{src}: decoding failed after {reader.decoded} frame(s) ({reader.error}; "
-                                           "the file is truncated or damaged); --keep-partial keeps the frames "
-                                           "before it")
-                    _put(q_out, _END, stop)
-                except _Stop:
-                    pass
-                for t in threads:
-                    t.join()
+                pipe.run()
             except BaseException:
-                stop.set()
-                for t in threads:
-                    t.join(timeout=10)
                 writer.abort()
                 raise
             finally:
                 bar.close()
-            if writer.error is not None:
+            if pipe.sink_error is not None:
                 writer.abort()
-                raise _write_error(writer.error, dst)
+                raise _write_error(pipe.sink_error, dst)
+            if pipe.source_error is not None:  # the reader keeps its errors; anything else fails the file
+                raise SharpkdError(one_line(f"{src}: decoding failed ({type(pipe.source_error).__name__}: "
+                                            f"{pipe.source_error})"))
             elapsed = time.perf_counter() - t0
             if reader.decoded == 0:
                 raise SharpkdError(f"{src}: no frame could be decoded"
                                    + (f" ({reader.error})" if reader.error else ""))
             if writer.written != reader.decoded or modelled != reader.decoded:
                 raise SharpkdError(f"{src}: wrote {writer.written} of {reader.decoded} decoded frames")
-            short = _short(reader, expected, duration, slack)
+            short = _short(reader, expected, duration, slack, avi_slots=(inp.format.name or "") == "avi")
             if short and not opts.keep_partial:
                 raise SharpkdError(f"{src}: {short} (the file is truncated or damaged); "
                                    "--keep-partial keeps the frames that decoded")
@@ -657,12 +587,12 @@ def sharpen_video(src: Path, dst: Path, sharpener, opts: VideoOptions | None = N
                 "empty_streams": [s.type for s in copied if not writer.packets[s.index]],
                 "dropped_streams": [s.type for s in dropped], "partial": partial, "elapsed_s": round(elapsed, 3),
                 "processing_fps": round(writer.written / elapsed, 3) if elapsed > 0 else None,
-                "per_frame_ms": _per_frame(reader, writer, waits, writer.written)} | stab.result()
+                "per_frame_ms": _per_frame(reader, writer, pipe, writer.written)} | stab.result()
     finally:
         inp.close()
 
 
-def _per_frame(reader: _Reader, writer: _Writer, waits: dict, frames: int) -> dict:
+def _per_frame(reader: _Reader, writer: _Writer, pipe: Pipeline, frames: int) -> dict:
     """Where the time went, in ms per frame: CPU time of the decode thread (decoding and
     demuxing, and the YUV -> RGB conversion), of the encode thread (RGB -> YUV conversion, and
     encoding and muxing), and wall time of the model thread (the model with the flicker measure,
@@ -670,14 +600,21 @@ def _per_frame(reader: _Reader, writer: _Writer, waits: dict, frames: int) -> di
     if not frames:
         return {}
     ms = lambda v: round(1000 * v / frames, 1)  # noqa: E731
-    return {"decode": ms(reader.cpu_s - reader.convert_s), "to_rgb": ms(reader.convert_s), "model": ms(waits["model_s"]),
-            "to_yuv": ms(writer.convert_s), "encode": ms(writer.cpu_s - writer.convert_s),
-            "wait_decode": ms(waits["wait_decode_s"]), "wait_encode": ms(waits["wait_encode_s"])}
+    return {"decode": ms(pipe.source_cpu_s - reader.convert_s), "to_rgb": ms(reader.convert_s),
+            "model": ms(pipe.model_s), "to_yuv": ms(writer.convert_s), "encode": ms(pipe.sink_cpu_s - writer.convert_s),
+            "wait_decode": ms(pipe.wait_source_s), "wait_encode": ms(pipe.wait_sink_s)}
 
 
-def _short(reader: _Reader, expected: int | None, duration: float | None, slack: float) -> str | None:
-    """Why the decoded frames fall short of what the container declares, or ``None``."""
+def _short(reader: _Reader, expected: int | None, duration: float | None, slack: float,
+           avi_slots: bool = False) -> str | None:
+    """Why the decoded frames fall short of what the container declares, or ``None``.
+
+    ``avi_slots``: the declared count is an AVI's, which counts frame slots, the dropped frames
+    (empty chunks, no picture) included; fewer frames than slots is then a short file only when
+    the frames stop before the last slot (by more than half a frame)."""
     if expected and reader.decoded < expected:
+        if avi_slots and duration and reader.last_end is not None and reader.last_end >= duration - 0.5 * duration / expected:
+            return None
         return f"only {reader.decoded} of {expected} frames could be decoded"
     if not expected and duration and reader.last_end is not None and reader.last_end + slack < duration:
         return f"its frames stop at {reader.last_end:.2f} s of {duration:.2f} s"
@@ -737,88 +674,56 @@ def stream(sharpener, width: int, height: int, pix_fmt: str = "rgb24", src=None,
     dst = dst if dst is not None else sys.stdout.buffer
     shape = (height, width, channels)
     nbytes = width * height * channels * dtype.itemsize
-    stop = threading.Event()
-    q_in: queue.Queue = queue.Queue(_QUEUE)
-    q_out: queue.Queue = queue.Queue(_QUEUE)
-    state = {"short": None, "read_error": None, "write_error": None, "broken": False, "written": 0}
+    state = {"short": None, "written": 0}
 
-    def read() -> None:
+    def read():
         index = 0
-        try:
-            while not stop.is_set():
-                frame = np.empty(shape, dtype)
-                got = _read_exact(src, memoryview(frame).cast("B"))
-                if got == 0:
-                    break
-                if got < nbytes:
-                    state["short"] = (index, got)
-                    break
-                _put(q_in, frame, stop)
-                index += 1
-            _put(q_in, None, stop)
-        except _Stop:
-            pass
-        except OSError as exc:
-            state["read_error"] = exc
-            stop.set()
+        while True:
+            frame = np.empty(shape, dtype)
+            got = _read_exact(src, memoryview(frame).cast("B"))
+            if got == 0:
+                return
+            if got < nbytes:
+                state["short"] = (index, got)
+                return
+            yield frame
+            index += 1
 
-    def write() -> None:
-        try:
-            while True:
-                frame = _get(q_out, stop)
-                if frame is None:
-                    dst.flush()
-                    return
-                dst.write(memoryview(np.ascontiguousarray(frame, dtype=dtype)).cast("B"))
-                state["written"] += 1
-        except _Stop:
-            pass
-        except BrokenPipeError:
-            state["broken"] = True
-            stop.set()
-        except OSError as exc:
-            state["write_error"] = exc
-            stop.set()
+    def write(frame: np.ndarray) -> None:
+        dst.write(memoryview(np.ascontiguousarray(frame, dtype=dtype)).cast("B"))
+        state["written"] += 1
 
-    threads = [threading.Thread(target=read, name="sharpkd-read", daemon=True),
-               threading.Thread(target=write, name="sharpkd-write", daemon=True)]
+    def model(frame: np.ndarray) -> np.ndarray:
+        out = sharpener(frame)
+        bar.update()
+        return out
+
+    # after a stop the reader may still wait on stdin (a sender that went quiet): it is left, a daemon
+    pipe = Pipeline(read(), model, write, finish=dst.flush, names=("sharpkd-read", "sharpkd-write"),
+                    source_blocks=True)
     bar = tqdm(desc=f"stream {width}x{height}", unit="frame", disable=not progress, dynamic_ncols=True,
                bar_format="{desc}: {n_fmt} [{elapsed}, {rate_noinv_fmt}]")
     t0 = time.perf_counter()
-    for t in threads:
-        t.start()
     try:
-        try:
-            while True:
-                frame = _get(q_in, stop)
-                if frame is None:
-                    break
-                out = sharpener(frame)
-                bar.update()
-                _put(q_out, out, stop)
-            _put(q_out, None, stop)
-        except _Stop:
-            pass
-        threads[1].join()
-        # after a stop the reader may still wait on stdin (a sender that went quiet): leave it, a daemon
-        threads[0].join(timeout=1 if stop.is_set() else None)
-    except BaseException:
-        stop.set()
-        threads[1].join(timeout=10)
-        raise
+        pipe.run()
     finally:
         bar.close()
     elapsed = time.perf_counter() - t0
     n = state["written"]
+    broken = isinstance(pipe.sink_error, BrokenPipeError)
     result = StreamResult(frames=n, elapsed_s=round(elapsed, 3), fps=round(n / elapsed, 3) if elapsed > 0 else None,
-                          broken_pipe=state["broken"])
-    if state["broken"]:
+                          broken_pipe=broken)
+    if broken:
         return result
-    if state["write_error"] is not None:
-        exc = state["write_error"]
+    if pipe.sink_error is not None:
+        exc = pipe.sink_error
+        if not isinstance(exc, OSError):
+            raise exc
         raise OSError(exc.errno, f"cannot write to stdout after {n} frame(s): {exc.strerror or exc}")
-    if state["read_error"] is not None:
-        exc = state["read_error"]
+    if pipe.source_error is not None:
+        exc = pipe.source_error
+        if not isinstance(exc, OSError):
+            raise exc
         raise SharpkdError(f"cannot read stdin after {n} frame(s): {exc.strerror or exc}")
     if state["short"] is not None:
         index, got = state["short"]
