@@ -1050,3 +1050,23 @@ def test_a_missing_params_key_is_one_error_naming_it(tmp_path):
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines() == ["error: params.yaml: section degrade has no key 'scale'; add it "
                                                 "(params.yaml lists every key)"]
+
+
+def test_a_closed_stdout_after_the_work_is_quiet(tmp_path, weights):
+    """`sharpkd sharpen ... | head -c 0`: the file is written, nothing is reported as an error, exit 141."""
+    Image.fromarray(rand(16, 20)).save(tmp_path / "a.png")
+    cmd = (f"{sys.executable} -m sharpkd.app.cli sharpen {tmp_path / 'a.png'} -o {tmp_path / 'o'} -q "
+           f"--weights {weights} | head -c 0; exit ${{PIPESTATUS[0]}}")
+    proc = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 141 and proc.stderr == ""
+    assert (tmp_path / "o" / "a.png").is_file()
+
+
+def test_torch_compile_runtime_keeps_the_compilers_notes_out_of_the_terminal(tmp_path):
+    """`--runtime torch-compile` on an int8 student: only sharpen's own lines, no dynamo warnings."""
+    Image.fromarray(rand(16, 20)).save(tmp_path / "a.png")
+    proc = subprocess.run([sys.executable, "-m", "sharpkd.app.cli", "sharpen", str(tmp_path / "a.png"), "-o",
+                           str(tmp_path / "o"), "--student", "fast", "--runtime", "torch-compile", "-q"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == "" and proc.stdout.strip().splitlines()[-1].startswith("sharpened 1 file(s)")

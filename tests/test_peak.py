@@ -49,7 +49,7 @@ def test_peak_json_kept_and_carried_into_a_student_bench(tmp_path, capsys, weigh
 
 
 @pytest.mark.parametrize("argv, needle", [(["--height", "15"], "error: --height must be a positive multiple of 2"),
-                                          (["--runs", "0"], "error: --runs must be at least 1"),
+                                          (["--runs", "0"], "error: --runs must be between 1 and 10000"),
                                           (["--teacher", "t.safetensors"], "error: --teacher names one model"),
                                           (["--device", "cuda"], "error: ")])
 def test_peak_bad_options_are_one_line(argv, needle, capsys):

@@ -498,7 +498,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run one command: 0 done, 1 a user error or some files skipped, 2 an unusable command line
     (option value, output folder), 130 interrupted (Ctrl-C or SIGTERM; temporary files removed),
-    141 (``stream``) the reader of stdout went away.  Every error is one line on stderr."""
+    141 the reader of stdout went away (the work itself is done and written: only what was left to
+    print is lost, and nothing is printed about it).  Every error is one line on stderr."""
     import warnings
 
     from sharpkd.process import sigterm_as_interrupt
@@ -508,6 +509,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with sigterm_as_interrupt():
             return args.fn(args)
+    except BrokenPipeError:  # stdout's reader stopped (`sharpkd sharpen ... | head -1`): quiet, as SIGPIPE is
+        import os
+
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # no second BrokenPipeError when Python flushes at exit
+        return 141
     except UsageError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2

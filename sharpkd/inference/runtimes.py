@@ -292,9 +292,20 @@ def compile_for(model: nn.Module, runtime: str, device: str | torch.device = "cp
     if runtime == "torch":
         return model
     if runtime == "torch-compile":
+        _quiet_compiler()
         return torch.compile(model, dynamic=False)
     return CompiledStudent(model, runtime)
 
 
 __all__ = ["INT8_ROUTES", "RUNTIMES", "CompiledStudent", "UInt8Graph", "available", "compile_for", "cpu_flags",
            "int8_route", "onednn_isa_cap", "resolve"]
+
+
+def _quiet_compiler() -> None:
+    """Keep torch.compile's notes (graph breaks on the int8 students' ranges, a missing CUDA
+    toolkit) out of the user's terminal: they describe the compiler, not a problem with the run.
+    Its errors still surface as exceptions."""
+    import logging
+
+    torch._logging.set_logs(dynamo=logging.ERROR, inductor=logging.ERROR)
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
