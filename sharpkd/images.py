@@ -128,13 +128,20 @@ def iter_visible_files(root: str | os.PathLike) -> list[Path]:
     """All regular files under ``root`` (recursive), sorted by relative POSIX path.
 
     Hidden files and hidden folders (name starting with ``.``) below ``root`` are skipped; symlinked
-    folders are not followed.  Raises :class:`SharpkdError` if ``root`` is not a folder.
+    folders are not followed; a folder that cannot be read is skipped with one warning naming it.
+    Raises :class:`SharpkdError` if ``root`` is not a folder.
     """
+    import warnings
+
     root = Path(root)
     if not root.is_dir():
         raise SharpkdError(f"{root}: not a folder (expected a folder of images)")
     found: list[tuple[str, Path]] = []
-    for dirpath, dirnames, filenames in os.walk(root):
+    def unreadable(exc: OSError) -> None:
+        warnings.warn(f"{exc.filename}: cannot read this folder ({exc.strerror or exc}); its files are skipped",
+                      stacklevel=2)
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable):
         dirnames[:] = [d for d in dirnames if not _is_hidden(d)]
         for name in filenames:
             if _is_hidden(name):

@@ -1070,3 +1070,27 @@ def test_torch_compile_runtime_keeps_the_compilers_notes_out_of_the_terminal(tmp
                           capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == "" and proc.stdout.strip().splitlines()[-1].startswith("sharpened 1 file(s)")
+
+
+def test_an_unreadable_subfolder_is_one_warning_not_silence(tmp_path, weights, monkeypatch, capsys):
+    """A folder below an input that cannot be listed (permission denied): named in one warning line,
+    the other files sharpened."""
+    src = tmp_path / "in"
+    (src / "locked").mkdir(parents=True)
+    Image.fromarray(rand(16, 20)).save(src / "a.png")
+    Image.fromarray(rand(16, 20)).save(src / "locked" / "b.png")
+    real = os.scandir
+
+    def scandir(path="."):
+        if Path(path).name == "locked":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    from sharpkd.app.cli import main
+
+    with pytest.warns(UserWarning) as record:  # the command prints each as one `warning:` line
+        assert main(["sharpen", str(src), "-o", str(tmp_path / "o"), "--weights", str(weights), "-q"]) == 0
+    assert [str(w.message) for w in record] == [
+        f"{src / 'locked'}: cannot read this folder (Permission denied); its files are skipped"]
+    assert (tmp_path / "o" / "in" / "a.png").is_file() and not (tmp_path / "o" / "in" / "locked").exists()
