@@ -128,7 +128,7 @@ def test_bad_nproc_is_one_error_line(tmp_path, nproc):
     proc = run_stage(tmp_path, PARAMS | {"nproc": nproc})
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
-    assert proc.stderr.startswith("error: teacher.nproc must be an integer >= 1")
+    assert proc.stderr.startswith("error: params.yaml: teacher.nproc must be an integer from 1")
 
 
 def test_a_failure_of_every_process_is_one_error_line(tmp_path):
