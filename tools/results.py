@@ -482,11 +482,14 @@ RUNTIME_LABELS = {"torch": "PyTorch", "torch-compile": "torch.compile", "openvin
 
 def machine_label(m: dict) -> str:
     """``AMD EPYC, 2 cores, AVX512 kernels`` from a bench JSON's ``machine`` (``, AMX`` added where
-    the CPU has AMX int8 tiles)."""
+    the CPU has AMX int8 tiles, and ``, oneDNN capped at AVX2``
+    where ``ONEDNN_MAX_CPU_ISA`` made OpenVINO run that instruction set's kernels only: the
+    kernels, not the clock, of a CPU of that class)."""
     isa = f", {m['cpu_isa']} kernels" if m.get("cpu_isa") else ""
-    amx = ", AMX" if "amx_int8" in (m.get("cpu_features") or []) else ""
+    extra = ", AMX" if "amx_int8" in (m.get("cpu_features") or []) else ""
+    cap = f", oneDNN capped at {m['onednn_isa_cap']}" if m.get("onednn_isa_cap") else ""
     cpu = re.sub(r"\((R|TM)\)", "", m.get("cpu", "?"))  # Intel(R) Xeon(R) Processor -> Intel Xeon Processor
-    return f"{cpu}, {m.get('cpu_cores', '?')} cores{isa}{amx}"
+    return f"{cpu}, {m.get('cpu_cores', '?')} cores{isa}{extra}{cap}"
 
 
 def student_label(arch: str | None, config: dict | None) -> str:
