@@ -112,11 +112,11 @@ def main() -> int:
                                   "fps_best": max(fps), "fps_median": statistics.median(fps),
                                   "cpu_ms_per_frame": statistics.median(r["cpu_ms_per_frame"] for r in runs),
                                   "vs_first": round(statistics.median(fps) / base, 3), "per_frame_ms": per}
-    text = json.dumps(result, indent=2, sort_keys=True)
-    print(text)
+    print(json.dumps(result, indent=2, sort_keys=True))
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
+        from sharpkd.files import write_json
+
+        write_json(args.out, result)
     return 0
 
 

@@ -63,9 +63,7 @@ def overrides(profile: dict, params: dict, where: str = "profile") -> list[str]:
                 walk(value, base[key], dotted + ".")
             else:
                 text = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
-                if text.endswith("\n..."):
-                    text = text[: -len("\n...")]
-                out.append(f"{dotted}={text.removesuffix(chr(10) + '...').strip()}")
+                out.append(f"{dotted}={text.removesuffix(chr(10) + '...')}")  # a scalar ends its document
 
     walk(profile, params, "")
     name = profile.get("profile")

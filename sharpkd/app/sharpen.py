@@ -21,6 +21,7 @@ import torch
 
 from sharpkd.errors import SharpkdError, UsageError, one_line, os_error_message
 from sharpkd.images import IMAGE_EXTENSIONS, grey_from_rgb, iter_visible_files, load_image, save_image
+from sharpkd.app.shipped import shipped_weights
 from sharpkd.nets.students import load_student
 from sharpkd.inference.tiled import DEFAULT_TILE, prepare, run_model
 
@@ -31,7 +32,6 @@ SAME_FORMAT = "same"  # --format: each image keeps its own format
 """Tile overlap of ``sharpkd sharpen`` (pixels); ``--tile`` must be at least twice this."""
 
 
-from sharpkd.app.shipped import SHIPPED, shipped_weights  # noqa: E402,F401  (re-exported)
 
 
 class Sharpener:

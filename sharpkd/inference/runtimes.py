@@ -297,10 +297,6 @@ def compile_for(model: nn.Module, runtime: str, device: str | torch.device = "cp
     return CompiledStudent(model, runtime)
 
 
-__all__ = ["INT8_ROUTES", "RUNTIMES", "CompiledStudent", "UInt8Graph", "available", "compile_for", "cpu_flags",
-           "int8_route", "onednn_isa_cap", "resolve"]
-
-
 def _quiet_compiler() -> None:
     """Keep torch.compile's notes (graph breaks on the int8 students' ranges, a missing CUDA
     toolkit) out of the user's terminal: they describe the compiler, not a problem with the run.
@@ -309,3 +305,7 @@ def _quiet_compiler() -> None:
 
     torch._logging.set_logs(dynamo=logging.ERROR, inductor=logging.ERROR)
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+
+
+__all__ = ["INT8_ROUTES", "RUNTIMES", "CompiledStudent", "UInt8Graph", "available", "compile_for", "cpu_flags",
+           "int8_route", "onednn_isa_cap", "resolve"]
