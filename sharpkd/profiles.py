@@ -50,7 +50,7 @@ def load_profile(name: str, root: str | Path = ".") -> dict:
 def overrides(profile: dict, params: dict, where: str = "profile") -> list[str]:
     """``key=value`` for every leaf of ``profile``, each key checked against ``params`` (an unknown
     key is an error naming it).  Mappings that ``params`` holds as one value (``arch_config``) and
-    lists stay one value, written as YAML flow."""
+    lists stay one value, written as YAML flow; a mapping is ``++key=value``."""
     yaml = _yaml()
     out: list[str] = []
 
@@ -63,7 +63,10 @@ def overrides(profile: dict, params: dict, where: str = "profile") -> list[str]:
                 walk(value, base[key], dotted + ".")
             else:
                 text = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
-                out.append(f"{dotted}={text.removesuffix(chr(10) + '...')}")  # a scalar ends its document
+                text = text.removesuffix(chr(10) + "...")  # a scalar ends its document
+                # A whole mapping replaces params.yaml's (often empty) one: Hydra's ``++`` (add or
+                # override), since plain ``key=`` cannot add keys to a mapping that lacks them.
+                out.append(f"{'++' if isinstance(value, dict) else ''}{dotted}={text}")
 
     walk(profile, params, "")
     name = profile.get("profile")

@@ -18,6 +18,7 @@ def apply(params: dict, sets: list[str]) -> dict:
     out = copy.deepcopy(params)
     for kv in sets:
         key, value = kv.split("=", 1)
+        key = key.removeprefix("++")
         node = out
         *parents, leaf = key.split(".")
         for p in parents:
@@ -39,6 +40,18 @@ def test_the_photos_profile_is_the_run_the_shipped_balanced_student_came_from():
     params = apply(PARAMS, overrides(load_profile("photos", ROOT), PARAMS))
     assert params["train"] == recorded["train"]
     assert params["profile"] == recorded["profile"] and params["degrade"]["scale"] == recorded["degrade.scale"]
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (ROOT / "profiles").glob("*.yaml")))
+def test_dvc_applies_every_profile_to_params_yaml(tmp_path, name):
+    """The overrides go through DVC's own parser (Hydra's grammar), as `dvc exp run -S` applies them."""
+    from dvc.utils.hydra import apply_overrides
+
+    target = tmp_path / "params.yaml"
+    target.write_text((ROOT / "params.yaml").read_text())
+    sets = overrides(load_profile(name, ROOT), PARAMS)
+    apply_overrides(str(target), sets)
+    assert yaml.safe_load(target.read_text()) == apply(PARAMS, sets)
 
 
 def test_the_command_is_dvc_exp_run_with_extra_arguments_last():
