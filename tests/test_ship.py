@@ -85,3 +85,15 @@ def test_shipped_card_needs_the_distill_train_stage(tmp_path):
     (tmp_path / "w").write_bytes(b"x")
     with pytest.raises(SharpkdError, match="no train stage"):
         shipped_card({}, {}, {}, {"stages": {}}, tmp_path / "w", profile="p", revision="r")
+
+
+@pytest.mark.parametrize("name", sorted(__import__("sharpkd.app.shipped", fromlist=["SHIPPED"]).SHIPPED))
+def test_every_shipped_student_is_described_with_its_network(name):
+    """The help's line names the network from the weights' own config (a card trained with the
+    arch's defaults has an empty arch_config)."""
+    import re
+
+    from sharpkd.app.shipped import describe
+
+    line = describe(name)
+    assert re.search(r"\(sharp c\d+b\d+, [+-]\d+\.\d\d dB over the degraded input", line), line

@@ -41,10 +41,24 @@ def shipped_card(name: str) -> dict:
         return {}
 
 
+def shipped_config(name: str) -> dict:
+    """The network config stored in the shipped weights' safetensors header (every setting, defaults
+    included; ``{}`` when unreadable), read without loading the tensors."""
+    try:
+        with open(shipped_weights(name), "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            if not 0 < size <= 1 << 20:
+                return {}
+            config = json.loads(json.loads(f.read(size))["__metadata__"]["config"])
+    except (SharpkdError, OSError, ValueError, KeyError, TypeError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
 def describe(name: str) -> str:
     """One line: the student's network and what the card says it gains over the received frame."""
     card = shipped_card(name)
-    cfg = card.get("arch_config") or {}
+    cfg = shipped_config(name) or card.get("arch_config") or {}
     net = f"{card.get('arch', '?')} c{cfg.get('channels', '?')}b{cfg.get('blocks', '?')}" if card else "?"
     gain = ""
     g = ((card.get("evaluation") or {}).get("student_gain_over_input") or {}).get("psnr_db")
