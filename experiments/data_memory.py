@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -79,7 +78,7 @@ def measure(module: str, args: list[str], cwd: Path, env: dict) -> dict:
     kib = int(peak.read_text()) if peak.exists() else 0
     out = {"exit": proc.returncode, "peak_rss_mib": round(kib / 1024, 1), "seconds": round(time.perf_counter() - t0, 2)}
     if proc.returncode != 0:
-        out["stderr_tail"] = stderr.decode(errors="replace").strip().splitlines()[-3:]
+        out["stderr_tail"] = proc.stderr.decode(errors="replace").strip().splitlines()[-3:]
     return out
 
 
@@ -102,14 +101,6 @@ def run_size(n: int, args) -> dict:
     return out
 
 
-def git_revision() -> str:
-    try:
-        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "sharpkd", "stages"], cwd=ROOT,
-                               capture_output=True, text=True).stdout.strip()
-    except OSError:
-        return "unknown"
-    return rev + ("+dirty" if dirty else "")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,9 +120,10 @@ def main(argv: list[str] | None = None) -> int:
     runs = {str(n): run_size(n, args) for n in args.sizes}
     sys.path.insert(0, str(ROOT))
     from sharpkd.inference.bench import machine  # imports torch: after the runs
+    from sharpkd.provenance import record as provenance
 
-    record = {"runs": runs, "git_revision": git_revision(), "machine": machine("cpu"),
-              "command": shlex.join(["python", "experiments/data_memory.py", *(argv if argv is not None else sys.argv[1:])]),
+    record = {"runs": runs, "machine": machine("cpu"),
+              **provenance([__file__, *(argv if argv is not None else sys.argv[1:])]),
               "source_size": f"{args.source_width}x{args.source_height}", "resize": f"{args.width}x{args.height}"}
     print(json.dumps(record, indent=2, sort_keys=True))
     if args.out:

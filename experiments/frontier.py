@@ -123,6 +123,10 @@ def run(args: argparse.Namespace) -> dict:
               "best_epoch": best.get("epoch"), "ms_per_1080p": timing["median_ms"], "fps_1080p": timing["fps"],
               "train_threads": args.threads, "train_seconds": train_s} | model_cost(folded)
     from sharpkd.files import write_json
+    from sharpkd.inference.bench import machine
+    from sharpkd.provenance import record
+
+    result |= {"machine": machine("cpu")} | record()
 
     write_json(out / f"{args.name}.json", result)
     return result
@@ -132,9 +136,10 @@ def retime(folder: Path, runs: int, passes: int = 3) -> None:
     """Time every saved run's weights again (``ms_per_1080p``, ``fps_1080p``) in ``passes``
     interleaved passes over all runs, keeping each run's fastest median: on a VM whose speed drifts
     within minutes, interleaving spreads the drift over every run alike."""
-    from sharpkd.inference.bench import benchmark
+    from sharpkd.inference.bench import benchmark, machine
     from sharpkd.files import write_json
     from sharpkd.nets.students import load_student
+    from sharpkd.provenance import record
 
     paths = sorted(folder.glob("*.json"))
     models = {p: load_student(ROOT / ".sharpkd/frontier" / f"{json.loads(p.read_text())['name']}.safetensors")[0]
@@ -145,7 +150,9 @@ def retime(folder: Path, runs: int, passes: int = 3) -> None:
             ms = benchmark(model, 1080, 1920, runs=runs, warmup=2, runtime="auto")["median_ms"]
             best[path] = min(ms, best.get(path, ms))
     for path, ms in best.items():
-        result = json.loads(path.read_text()) | {"ms_per_1080p": ms, "fps_1080p": 1000.0 / ms, "timing_passes": passes}
+        # the timing's machine and command replace the training run's
+        result = json.loads(path.read_text()) | {"ms_per_1080p": ms, "fps_1080p": 1000.0 / ms, "timing_passes": passes,
+                                                 "machine": machine("cpu")} | record()
         write_json(path, result)
         print(f"{result['name']}: {ms:.1f} ms, {1000.0 / ms:.1f} fps (fastest median of {passes} passes)")
 

@@ -97,13 +97,13 @@ def main(argv: list[str] | None = None) -> int:
             src = tmp / f"{name}.mp4"
             _write(frames, src)
             rows[name] = {"all_windows": run(src, tmp, args, False), "reuse_unchanged": run(src, tmp, args, True)}
-    rev = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    from sharpkd.provenance import record
+
     result = {"what": "sharpen --reuse-unchanged on a static scene and on camera footage",
               "clips": {"static": "synthetic 1280x720, noise background, one moving block",
                         "camera": f"{args.clip.name}, first {args.frames} frames"},
               "frames": args.frames, "student": args.student, "tile": args.tile, "runs": rows,
-              "machine": machine("cpu"), "revision": rev,
-              "command": "python experiments/reuse_unchanged.py " + " ".join(argv if argv is not None else sys.argv[1:])}
+              "machine": machine("cpu")} | record([__file__, *(argv if argv is not None else sys.argv[1:])])
     print(json.dumps(result, indent=2, sort_keys=True))
     if args.out:
         write_json(args.out, result)

@@ -157,7 +157,10 @@ def main() -> None:
 
     out = args.out or ROOT / "metrics" / args.profile / "seeds.json"
     report = run(args.profile, args.seeds, args.zoom, args.root.resolve(), out)
-    write_json(out, report)
+    from sharpkd.inference.bench import machine
+    from sharpkd.provenance import record
+
+    write_json(out, report | {"machine": machine("cpu")} | record())
     s, i = report["seed_paired"], report["image_paired"]
     print(f"distilled - gt_only: {s['mean']:+.3f} dB over {s['n']} seeds (95% CI {s['ci95_low']:+.3f} to "
           f"{s['ci95_high']:+.3f}); per image {i['mean']:+.3f} dB (95% CI {i['ci95_low']:+.3f} to "

@@ -89,6 +89,7 @@ def main() -> int:
     import os
 
     from sharpkd.inference.bench import machine
+    from sharpkd.provenance import record
 
     width, height = map(int, args.size.lower().split("x"))
     splits = [tuple(map(int, s.split(":"))) for s in args.splits]
@@ -103,7 +104,7 @@ def main() -> int:
                 print(f"{name}: {r['processing_fps']:.2f} frames/s, {r['cpu_ms_per_frame']} CPU ms/frame {r['per_frame_ms']}", file=sys.stderr, flush=True)
     result = {"size": [width, height], "frames": args.frames, "student": args.student, "runtime": args.runtime,
               "load_average": os.getloadavg(), "machine": machine("cpu"),
-              "command": " ".join(["experiments/thread_budget.py", *sys.argv[1:]]), "splits": {}}
+              **record(), "splits": {}}
     base = statistics.median(r["processing_fps"] for r in rows[args.splits[0]])
     for name, runs in rows.items():
         fps = [r["processing_fps"] for r in runs]

@@ -268,6 +268,9 @@ def run(args: argparse.Namespace) -> int:
         "machine": machine("cpu" if args.device != "cuda" else "cuda")
         | {"env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY") if k in os.environ}},
     }
+    from sharpkd.provenance import record
+
+    result |= record()
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:

@@ -28,12 +28,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -49,13 +47,6 @@ def sha256_file(path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def git_revision() -> dict:
-    def git(*a):
-        r = subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True)
-        return r.stdout.strip() if r.returncode == 0 else None
-
-    status = git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": git("rev-parse", "HEAD"), "dirty": bool(status) if status is not None else None}
 
 
 def clip_files(paths: list[str]) -> list[Path]:
@@ -160,7 +151,9 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         methods["teacher"] = lambda rgb: run_model(teacher, rgb, tile=512, overlap=32, device="cpu")
         info["teacher"] = {"file": str(args.teacher), "sha256": sha256_file(args.teacher), "runtime": "torch"}
 
-    revision = git_revision()  # the code that measures, before anything below runs
+    from sharpkd.provenance import record
+
+    made_by = record([__file__, *argv])  # the code that measures, before anything below runs
     clips, t0 = {}, time.time()
     for f in files:
         gts, fps = read_clip(f, args.frames, args.start)
@@ -191,8 +184,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     mean = {spec: mean_over_clips([c["links"][spec]["methods"] for c in clips.values()]) for spec in links}
     result = {
         "what": "every method on real clips sent over video links with motion prediction (experiments/video_links.py)",
-        "command": "python experiments/video_links.py " + " ".join(argv),
-        "revision": revision,
+        **made_by,
         "machine": machine("cpu"),
         "seconds": round(time.time() - t0, 1),
         "settings": {

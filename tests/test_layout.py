@@ -12,7 +12,7 @@ PKG = ROOT / "sharpkd"
 #: Each module or sub-package and the layer it sits in: a module may import only from its own
 #: layer or lower ones (never from a higher one, and never from ``stage``, the stages' plumbing).
 LAYERS = {
-    "errors": 0, "files": 1, "cache": 1, "images": 1, "tensors": 1, "fetch": 1, "process": 1,
+    "errors": 0, "provenance": 1, "files": 1, "cache": 1, "images": 1, "tensors": 1, "fetch": 1, "process": 1,
     "data": 2, "nets": 2,
     "training": 3, "evaluation": 3, "inference": 3,
     "video": 4,

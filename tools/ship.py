@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -21,17 +20,10 @@ import yaml
 
 from sharpkd.nets.card import shipped_card
 from sharpkd.errors import SharpkdError
+from sharpkd import provenance
 from sharpkd.files import atomic_path, write_json
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def git_revision(root: Path) -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def _read(path: Path, loader=json.loads):
@@ -57,7 +49,7 @@ def ship(profile: str, root: str | Path = ROOT, dest: str | Path | None = None, 
                         _read(root / "metrics" / profile / "eval.json"),
                         _read(root / "metrics" / profile / "eval_settings.json"),
                         _read(root / "dvc.lock", yaml.safe_load), weights, profile=profile,
-                        revision=revision or git_revision(root))
+                        revision=revision or provenance.revision(root).get("commit", "unknown"))
     dest.mkdir(parents=True, exist_ok=True)
     with atomic_path(target) as tmp:
         shutil.copyfile(weights, tmp)

@@ -335,7 +335,12 @@ def _precision(args: argparse.Namespace, device: str, model=None) -> str:
 
 
 def _emit_bench(args: argparse.Namespace, result: dict) -> None:
-    """Print the result as JSON (``--json``) and/or write it to ``--out`` atomically."""
+    """Print the result as JSON (``--json``) and/or write it to ``--out`` atomically, with the code
+    revision and command that made it (:func:`sharpkd.provenance.record`)."""
+    if args.json or args.out:
+        from sharpkd.provenance import record
+
+        result |= record()
     if args.json:
         print(json.dumps(result, sort_keys=True))
     if args.out:

@@ -24,6 +24,10 @@ def _check_size(args: argparse.Namespace, multiple: int = 1) -> None:
 
 
 def _emit(args: argparse.Namespace, result: dict) -> None:
+    if args.json or args.out:
+        from sharpkd.provenance import record
+
+        result |= record()
     if args.json:
         print(json.dumps(result, sort_keys=True))
     if args.out:
