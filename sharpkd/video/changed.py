@@ -58,14 +58,17 @@ class ChangedWindows:
         prev = self._prev_in
         changed = None
         if prev is not None and prev.shape == rgb.shape and prev.dtype == rgb.dtype:
-            changed = np.any(rgb != prev, axis=2)  # one pass over the frame; windows then look up their part
+            # one pass over the frame, channels side by side in each row (a reduction over the last
+            # axis of length 3 would cost more than the comparison); windows then look up their part
+            ch = rgb.shape[2]
+            changed = np.not_equal(rgb.reshape(h, -1), prev.reshape(h, -1))
         out = np.empty_like(rgb)
         with torch.inference_mode():
             for y0 in ys:
                 for x0 in xs:
                     (a, b), (c, d) = ycore[y0], xcore[x0]
                     self.total += 1
-                    if changed is not None and not changed[y0:y0 + th, x0:x0 + tw].any():
+                    if changed is not None and not changed[y0:y0 + th, x0 * ch:(x0 + tw) * ch].any():
                         out[a:b, c:d] = self._prev_out[a:b, c:d]
                         continue
                     y = run_model(model, rgb[y0:y0 + th, x0:x0 + tw], tile=s.tile, overlap=s.overlap,
