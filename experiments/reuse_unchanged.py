@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -90,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     from sharpkd.files import write_json
     from sharpkd.inference.bench import machine
 
+    load = [round(x, 2) for x in os.getloadavg()]  # another job on the CPU shows here (1, 5, 15 min)
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -103,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
               "clips": {"static": "synthetic 1280x720, noise background, one moving block",
                         "camera": f"{args.clip.name}, first {args.frames} frames"},
               "frames": args.frames, "student": args.student, "tile": args.tile, "runs": rows,
-              "machine": machine("cpu")} | record([__file__, *(argv if argv is not None else sys.argv[1:])])
+              "machine": machine("cpu"), "load_average_before": load} | record([__file__, *(argv if argv is not None else sys.argv[1:])])
     print(json.dumps(result, indent=2, sort_keys=True))
     if args.out:
         write_json(args.out, result)
