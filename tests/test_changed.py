@@ -18,9 +18,9 @@ def frames(h=96, w=160):
     rng = np.random.default_rng(0)
     f0 = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
     f1 = f0.copy()
-    f1[10:14, 20:23] = 255 - f1[10:14, 20:23]  # a small change in one corner
+    f1[10:14, 20:23] = 255 - f1[10:14, 20:23]  # a small change in one corner, off the probed rows (every 8th)
     f2 = f1.copy()  # nothing changed
-    f3 = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)  # everything changed
+    f3 = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)  # everything changed: the frame runs whole
     f4 = f3.copy()
     f4[-1, -1, 2] ^= 1  # one value of one pixel
     return [f0, f1, f2, f3, f4]
