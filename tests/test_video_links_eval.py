@@ -118,7 +118,8 @@ def test_merge_takes_the_teachers_rows_and_checks_they_are_of_the_same_clips(cli
     summary = eval_summary(merged)
     assert summary["n_clips"] == 2 and summary["frames_per_clip"] == 3
     row = summary["links"]["h264v:28"]["clips"]["a"]
-    assert set(row) == {"coded_size", "kbps", "methods"} and "sha256" not in json.dumps(summary)
+    assert set(row) == {"coded_width", "coded_height", "kbps", "methods"} and "sha256" not in json.dumps(summary)
+    assert (row["coded_width"], row["coded_height"]) == (38, 29)
     table = format_link_table("h264v:28", summary["links"]["h264v:28"]["mean"], 2, 3)
     assert table.splitlines()[2].split()[0] == "received" and "teacher" in table
     rec = settings_record(merged, dir="v", scale=0.6, links=LINKS, frames=3, start=0, unsharp=None, teacher_from="t")
@@ -225,10 +226,34 @@ def test_evaluate_stage_puts_video_rows_in_eval_json_and_nothing_without_a_video
         assert set(mean) == {"received", "lanczos", "unsharp", "teacher", "student"}
         assert mean["teacher"] == tv["mean"][spec]["teacher"] and mean["received"] == tv["mean"][spec]["received"]
         assert set(v["links"][spec]["clips"]) == {"a", "b"}
-        assert v["links"][spec]["clips"]["a"]["coded_size"] == "38x29"
+        assert v["links"][spec]["clips"]["a"]["coded_width"] == 38
+
+    def numbers(obj):  # eval.json holds numbers only
+        return all(numbers(x) if isinstance(x, dict) else isinstance(x, (int, float)) or x is None for x in obj.values())
+
+    assert numbers(v)
     assert "sha256" not in json.dumps(ev) and "frame_types" not in json.dumps(ev)
     assert info["video"]["clips"]["a"]["links"]["h264v:28"]["sha256"] == tv["clips"]["a"]["links"]["h264v:28"]["sha256"]
     assert info["video"]["unsharp"] == {"radius": 1.0, "amount": 0.5} and info["video"]["teacher_from"] == "tv.json"
     # a teacher_video output of no video set, while evaluate.video.dir is set, is one clear error
     with pytest.raises(SharpkdError, match="was not measured on evaluate.video.dir"):
         evaluate(workdir, str(clips), "none.json", "mismatch", monkeypatch)
+
+
+def test_docs_table_per_link_only_when_eval_json_has_video(clips, tmp_path):
+    from tools.results import video_set_tables
+
+    d = tmp_path / "metrics" / "photos"
+    d.mkdir(parents=True)
+    (d / "eval.json").write_text(json.dumps({"methods": {}}))
+    assert video_set_tables(d) == ""
+    files = clip_files(clips)
+    r = merge_method(score_clips(files, LINKS, frames=3, methods={"student": brighter}),
+                     score_clips(files, LINKS, frames=3, methods={"teacher": brighter}), "teacher", "t.json")
+    (d / "eval.json").write_text(json.dumps({"methods": {}, "video": eval_summary(r)}, sort_keys=True))
+    info = settings_record(r, dir="clips", scale=0.6, links=LINKS, frames=3, start=0, unsharp=None, teacher_from="t")
+    (d / "eval_settings.json").write_text(json.dumps({"video": info}))
+    text = video_set_tables(d)
+    assert text.index("**`h264v:28`**") < text.index("**`h264v:100k`**")  # params order, not key order
+    rows = [line for line in text.splitlines() if line.startswith("| student |")]
+    assert len(rows) == 2 and rows[0].endswith(" of 6 |") and "2 clips of `clips`, 3 frames each" in text

@@ -196,9 +196,14 @@ def _ordered(methods: Mapping[str, dict]) -> dict:
     return {m: methods[m] for m in [*METHOD_ORDER, *sorted(set(methods) - set(METHOD_ORDER))] if m in methods}
 
 
+def _coded(link: dict) -> dict:
+    w, h = map(int, link["coded_size"].split("x"))
+    return {"coded_width": w, "coded_height": h, "kbps": link["kbps"]}
+
+
 def eval_summary(result: dict) -> dict:
-    """eval.json's ``video``: per link, the mean over clips and each clip's scores, coded size and
-    bit rate (numbers worth diffing only; bytes, hashes and frame types go to the settings)."""
+    """eval.json's ``video``: per link, the mean over clips and each clip's scores, coded frame size
+    and bit rate (numbers only, worth diffing; bytes, hashes and frame types go to the settings)."""
     clips = result["clips"]
     links = list(result["mean"])
     out = {"n_clips": len(clips), "frames_per_clip": next(iter(clips.values()))["frames"] if clips else 0,
@@ -206,8 +211,8 @@ def eval_summary(result: dict) -> dict:
     for spec in links:
         out["links"][spec] = {
             "mean": _ordered(result["mean"][spec]),
-            "clips": {stem: {"coded_size": c["links"][spec]["coded_size"], "kbps": c["links"][spec]["kbps"],
-                             "methods": _ordered(c["links"][spec]["methods"])} for stem, c in clips.items()}}
+            "clips": {stem: _coded(c["links"][spec]) | {"methods": _ordered(c["links"][spec]["methods"])}
+                      for stem, c in clips.items()}}
     return out
 
 
