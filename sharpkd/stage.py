@@ -181,7 +181,9 @@ PARAMS_SCHEMA: dict = {
                       "layers": _optional(_list(_str(optional=False))), "deep_layer": _str(), "sha256": _str(),
                       "url": _str(), "cache_dir": _str()}},
     "evaluate": {"unsharp_radii": _list(_num(0, 100, lo_open=True), 1), "unsharp_amounts": _list(_num(0, 100), 1),
-                 "grid_images": _int(0, 1000), "device": _DEVICE},
+                 "grid_images": _int(0, 1000), "device": _DEVICE,
+                 "video": {"dir": _str(), "frames": _int(2, 100_000), "start": _int(0, 10_000_000),
+                           "links": _list(_str(optional=False), 1)}},
 }
 """What ``params.yaml`` may hold: per section, each key's rule (a nested dict is a sub-section).
 Keys may be absent (the stage's default applies); a key that is not listed is an error."""

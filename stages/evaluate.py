@@ -1,15 +1,22 @@
 """Stage evaluate: restore every full validation image with every method and score them, at full
 size and (when the slice stage wrote them) at the report's protocol size, through the primary link
-(``degrade.codec``) and through each extra link of ``degrade.val_links``."""
+(``degrade.codec``) and through each extra link of ``degrade.val_links``; with ``evaluate.video.dir``
+set, also on real clips sent over video links (``eval.json`` ``video``, the teacher's rows from the
+teacher_video stage)."""
 
 import argparse
+import json
+from pathlib import Path
 
 from sharpkd import stage
 from sharpkd.evaluation.classical import tune_unsharp
 from sharpkd.evaluation.evaluate import evaluate, grid, settings, summary, write_outputs
 from sharpkd.evaluation.figures import format_scores_table, save_grid, write_scores_csv
 from sharpkd.files import atomic_dir, safetensors_metadata, write_json
-from sharpkd.inference.tiled import prepare, run_many
+from sharpkd.evaluation.video_links import (clip_files, eval_summary, format_link_table, merge_method, score_clips,
+                                            settings_record)
+from sharpkd.errors import SharpkdError
+from sharpkd.inference.tiled import prepare, run_many, run_model
 from sharpkd.nets.cost import model_cost
 from sharpkd.data.degrade import link_list, link_name, link_params, link_split, parse_link, val_links
 from sharpkd.nets.students import load_student
@@ -25,6 +32,7 @@ def run() -> None:
     ap.add_argument("--teacher-links", required=True, help="teacher outputs on the extra link sets (teacher stage)")
     ap.add_argument("--teacher-model", required=True, help="teacher weights (their metadata names the teacher)")
     ap.add_argument("--model", required=True, help="student weights")
+    ap.add_argument("--teacher-video", required=True, help="the teacher's scores on the video set (teacher_video stage)")
     ap.add_argument("--metrics", required=True, help="summary JSON: the declared metrics (committed)")
     ap.add_argument("--settings", required=True, help="how the metrics were measured (settings, not metrics)")
     ap.add_argument("--scores", required=True, help="per-image CSV (committed)")
@@ -96,9 +104,37 @@ def run() -> None:
     info = settings(scale=scale, unsharp=unsharp, sizes=sizes, student_arch=meta.get("arch", "?"),
                     teacher={"arch": teacher.get("arch"), "kind": teacher.get("kind")}, report_size=report_size,
                     link=link, val_links=extra, train_links=link_list(degrade_p.get("train_links"), "train_links", video=True))
+    video = p["video"]
+    if video["dir"]:
+        vmetrics, info["video"] = score_video(video, args.teacher_video, scale, unsharp,
+                                              lambda rgb: run_model(student, rgb, device=device))
+        metrics["video"] = vmetrics
     write_scores_csv(args.scores, rows)
     write_json(args.settings, info)
     write_json(args.metrics, metrics)
+
+
+def score_video(video: dict, teacher_video: str, scale: float, unsharp: tuple, student) -> tuple[dict, dict]:
+    """(eval.json ``video``, eval_settings.json ``video``): received, Lanczos, unsharp and the student
+    on the clips of ``evaluate.video.dir``, the teacher's rows merged from ``teacher_video``."""
+    files = clip_files(video["dir"])
+    try:
+        teacher = json.loads(Path(teacher_video).read_text())["video"]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SharpkdError(f"{teacher_video}: not a teacher_video stage output ({exc}); run dvc repro teacher_video") \
+            from None
+    if not teacher or teacher.get("dir") != video["dir"] or teacher.get("scale") != scale:
+        raise SharpkdError(f"{teacher_video} was not measured on evaluate.video.dir {video['dir']!r} at degrade.scale "
+                           f"{scale}: run dvc repro teacher_video")
+    result = score_clips(files, video["links"], frames=video["frames"], start=video["start"], scale=scale,
+                         methods={"student": student}, unsharp=unsharp, log=print)
+    result = merge_method(result, teacher, "teacher", teacher_video)
+    summary = eval_summary(result)
+    for spec, link in summary["links"].items():
+        print(format_link_table(spec, link["mean"], summary["n_clips"], summary["frames_per_clip"]))
+    return summary, settings_record(result, dir=video["dir"], scale=scale, links=list(result["mean"]),
+                                    frames=video["frames"], start=video["start"], unsharp=unsharp,
+                                    teacher_from=teacher_video)
 
 
 if __name__ == "__main__":

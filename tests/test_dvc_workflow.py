@@ -17,7 +17,7 @@ import yaml
 from tests.e2e import BIN, GIT_ID, make_repo, ran_stages, run, set_param
 
 DVC = str(BIN / "dvc")
-STAGES = ["download", "resize", "slice", "degrade", "teacher", "train", "evaluate"]
+STAGES = ["download", "resize", "slice", "degrade", "teacher", "teacher_video", "train", "evaluate"]
 
 
 @pytest.fixture(scope="module")

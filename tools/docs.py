@@ -470,6 +470,22 @@ def _seed_diff(path: Path, name: str = "distilled-gt_only") -> dict:
     return c
 
 
+def video_set_md(root: Path) -> str:
+    """The video set of the photos profile's evaluate stage (``eval.json`` ``video``), if it has one."""
+    photos = root / "metrics" / "photos"
+    tables = results.video_set_tables(photos)
+    if not tables:
+        return ""
+    return f"""### In the pipeline
+
+The evaluate stage scores the same clips (`evaluate.video`, [pipeline](pipeline.md#stages)) with
+the pipeline's own student and teacher, per video link:
+
+{tables}
+{sources([(photos / 'eval.json', 'dvc exp run (evaluate stage)'), (photos / 'teacher_video.json', 'dvc exp run (teacher_video stage)')], root)}
+"""
+
+
 def results_md(root: Path) -> str:
     m = root / "metrics"
     photos, ev = m / "photos", _load(m / "photos" / "eval.json")
@@ -618,7 +634,7 @@ method on what each link delivered.
 {video_links_table(root)}<!-- /results:video_links -->
 
 {sources([(root / VIDEO_LINKS, 'python experiments/video_links.py --out FILE')], root)}
-## The embedded default
+{video_set_md(root)}## The embedded default
 
 `dvc repro` on the colour photographs inside scikit-image, resized to 464x256 as in the report.
 Two validation images are far too few to rank methods: this run proves the machinery in minutes.

@@ -522,6 +522,50 @@ def runtimes_table(metrics_dir: str | Path) -> str:
                                "A 1920x1080 uint8 frame; median and p95 of `--runs` calls after warm-up.\n")
 
 
+VIDEO_SET_ORDER = ("received", "lanczos", "unsharp", "teacher", "student")
+VIDEO_SET_LABELS = {"received": "received frame (bilinear up)", "lanczos": "Lanczos from the decoded 60% frame",
+                    "unsharp": "unsharp mask (tuned on training crops)", "teacher": "teacher", "student": "student"}
+
+
+def video_set_tables(metrics_dir: str | Path) -> str:
+    """Markdown: one table per video link of ``eval.json`` ``video`` (the evaluate stage's video set,
+    ``evaluate.video``): each method's PSNR (mean over clips), its gain over the received frame and
+    over Lanczos, its temporal error and the frames where it is below the received frame.  An empty
+    string when ``eval.json`` has no ``video``."""
+    metrics_dir = Path(metrics_dir)
+    ev = _load(metrics_dir / "eval.json") or {}
+    video = ev.get("video")
+    if not video:
+        return ""
+    info = settings(metrics_dir).get("video") or {}
+    links = [s for s in info.get("links") or [] if s in video["links"]]
+    links += sorted(s for s in video["links"] if s not in links)
+    frames = video["frames_per_clip"] * video["n_clips"]
+    out = []
+    for spec in links:
+        link = video["links"][spec]
+        mean = link["mean"]
+        rec, lz = mean["received"]["psnr"], (mean.get("lanczos") or {}).get("psnr")
+        kbps = sum(c["kbps"] for c in link["clips"].values()) / max(1, len(link["clips"]))
+        out.append(f"**`{spec}`** ({kbps:.0f} kbit/s on average)\n")
+        out.append("| method | PSNR (dB) | Δ vs received | Δ vs Lanczos | temporal error | frames below received |")
+        out.append("|---|---:|---:|---:|---:|---:|")
+        methods = [m for m in VIDEO_SET_ORDER if m in mean] + sorted(m for m in mean if m not in VIDEO_SET_ORDER)
+        for m in methods:
+            v = mean[m]
+            below = [c["methods"][m].get("frames_below_reference") for c in link["clips"].values() if m in c["methods"]]
+            below_text = "—" if None in below or not below else f"{sum(below)} of {frames}"
+            out.append(f"| {VIDEO_SET_LABELS.get(m, m)} | {v['psnr']:.3f} | {v['psnr'] - rec:+.3f} | "
+                       f"{_num(None if lz is None else v['psnr'] - lz, '+.3f')} | {_num(v.get('temporal_error'), '.3f')} "
+                       f"| {below_text} |")
+        out.append("")
+    note = (f"{video['n_clips']} clips of `{info.get('dir', '?')}`, {video['frames_per_clip']} frames each"
+            + (f" from frame {info['start']}" if info.get("start") else "")
+            + "; PSNR: mean over frames, then over clips (RGB, data_range 255); temporal error: mean over consecutive "
+            "frames of mean |(o_t − o_t−1) − (g_t − g_t−1)| (0..255); frames below received: over all clips.")
+    return "\n".join(out) + "\n" + note + "\n"
+
+
 def video_table(folder: str | Path) -> str:
     """Markdown: one row per ``experiments/video_bench.py --out`` JSON in ``folder`` (``metrics/video``)."""
     rows = []
