@@ -769,15 +769,20 @@ def reuse_table(root: Path) -> str:
     if not path.exists():
         return f"No measurement is committed (`{path.relative_to(root).as_posix()}`)."
     r = _load(path)
-    rows = ["| clip | windows recomputed | model ms, all windows | model ms, changed only | frames/s, all | frames/s, changed only |",
-            "|---|---:|---:|---:|---:|---:|"]
+    rows = ["| clip | windows recomputed | model ms, all windows | model ms, changed only | ratio | frames/s, all | frames/s, changed only |",
+            "|---|---:|---:|---:|---:|---:|---:|"]
     for name in sorted(r["runs"]):
         a, c = r["runs"][name]["all_windows"], r["runs"][name]["reuse_unchanged"]
         rows.append(f"| {name}: {r['clips'][name]} | {100 * c['recomputed']:.1f}% | {a['model_ms']:.1f} | "
-                    f"{c['model_ms']:.1f} | {a['processing_fps']:.1f} | {c['processing_fps']:.1f} |")
-    note = (f"\n\n`--student {r['student']} --tile {r['tile']}`, {r['frames']} frames per clip; machine "
-            f"{results.machine_label(r['machine'])}; revision {r['revision'][:12]}; command `{r['command']}`. "
-            "Timings from one run each on a shared machine: read them as ratios within a row.")
+                    f"{c['model_ms']:.1f} | {c['model_ms'] / a['model_ms']:.2f} | {a['processing_fps']:.1f} | "
+                    f"{c['processing_fps']:.1f} |")
+    runs = a.get("runs", 1)
+    load = r.get("load_average_before")
+    note = (f"\n\n`--student {r['student']} --tile {r['tile']}`, {r['frames']} frames per clip; "
+            + (f"median of {runs} interleaved runs of each mode" if runs > 1 else "one run of each mode")
+            + (f"; load average {load[0]:.1f} on {r['machine'].get('cpu_cores', '?')} cores when it started "
+               "(another job shared the CPU: read the ratios, not the milliseconds)" if load and load[0] > 0.5 else "")
+            + ".\n\n" + sources([(path, None)], root))
     return "\n".join(rows) + note
 
 

@@ -9,6 +9,10 @@ output in its core; every other window runs through the model as
 window's input, so the result is bit for bit what recomputing every window gives (tested), and
 a still camera over a static scene costs a comparison per frame instead of the model.
 
+Every :data:`PROBE`-th row is compared first: when :data:`ALL_CHANGED` of the windows changed
+there (a moving camera), the frame runs whole through the wrapped sharpener, on the same grid,
+without the exact comparison and the per-window bookkeeping.
+
 The grid is ``tile``'s: a 1920x1080 frame at the default tile is one window (only a frame equal
 to the previous one is reused); ``--tile 256`` gives about 40 windows, so a change touches few.
 """
