@@ -486,6 +486,38 @@ the pipeline's own student and teacher, per video link:
 """
 
 
+def profile_adapt_steps(root: Path, profile: str = "photos") -> int:
+    """``teacher.adapt.steps`` of ``profiles/<profile>.yaml`` (else of params.yaml)."""
+    prof = yaml.safe_load((root / "profiles" / f"{profile}.yaml").read_text())
+    steps = ((prof.get("teacher") or {}).get("adapt") or {}).get("steps")
+    if steps is None:
+        steps = yaml.safe_load((root / "params.yaml").read_text())["teacher"]["adapt"]["steps"]
+    return int(steps)
+
+
+def teacher_runs(root: Path, eval_gain: float, teacher: dict) -> str:
+    """A sentence when ``teacher.json`` (the profile's teacher stage) is another teacher than the
+    one ``eval.json``'s students were distilled from (their gains differ), else nothing."""
+    t = teacher["gain_over_input_db"]
+    if abs(t - eval_gain) < 0.005:
+        return ""
+    return (f"\n  `teacher.json` holds the profile's teacher stage as `profiles/photos.yaml` sets it (adapted "
+            f"{profile_adapt_steps(root):,} steps): {t:+.3f} dB; the students in this table were distilled from "
+            f"the teacher of the row above, none from this one.")
+
+
+def longer_teacher_note(root: Path, teacher: dict, adapt: dict) -> str:
+    """Whether the profile's teacher stage is one of the longer adaptations measured outside it."""
+    steps = profile_adapt_steps(root)
+    if steps >= adapt["adapt"]["steps"]:
+        return (f"The photo profile's teacher stage adapts {steps:,} steps (`teacher.json`: "
+                f"{teacher['gain_over_input_db']:+.3f} dB). "
+                "Whether distillation helps from a teacher that far above the student is not measured: the "
+                "seed comparisons above used the teacher of `eval.json`.")
+    return ("Neither longer teacher is a pipeline run; whether distillation helps from a teacher that far\n"
+            "above the student is not measured.")
+
+
 def results_md(root: Path) -> str:
     m = root / "metrics"
     photos, ev = m / "photos", _load(m / "photos" / "eval.json")
@@ -540,7 +572,7 @@ What it shows:
   int8 costs it {q_gain - s_gain:.3f} dB against the float `quality` ({q_gain:+.3f}). `fast` (c16b1 int8)
   gains {f_gain:+.3f} dB, {c_gain - f_gain:.3f} dB below its float form ({c_gain:+.3f}).
 * **The teacher.** VDSR as downloaded gains {_gain(ev, 'teacher_as_is'):+.3f} dB (Lanczos: {_gain(ev, 'lanczos'):+.3f});
-  adapted on the training pairs, {t_gain:+.3f} dB.
+  adapted on the training pairs, {t_gain:+.3f} dB.{teacher_runs(root, t_gain, teacher)}
 * **Compressed links** (the H.264 columns): every method gains far less over what it received.
   {'; '.join(f"At {link_label(s)} the student {lk[s]['student']:+.3f} dB, the teacher {lk[s]['teacher']:+.3f}, Lanczos {lk[s]['lanczos']:+.3f}" for s in links)}.
   The shipped students were trained on clean pairs; a tiny per-frame student does not undo the
@@ -612,14 +644,13 @@ x8 self-ensemble (the mean over the 8 flips and rotations; `teacher.self_ensembl
 
 | teacher | photos scored | gain over the input (dB) | x8 self-ensemble (dB) |
 |---|---:|---:|---:|
-| the pipeline's, `teacher.json` | {ev['n_images']} | {teacher['gain_over_input_db']:+.3f} | — |
+| the profile's teacher stage (adapted {profile_adapt_steps(root):,} steps), `teacher.json` | {ev['n_images']} | {teacher['gain_over_input_db']:+.3f} | — |
 | the pipeline's, `teacher_ensemble.json` | {ens['images']} | {ens['gain_over_input_db']['teacher']:+.3f} | {ens['gain_over_input_db']['teacher_x8']:+.3f} |
 | adapted {adapt['adapt']['steps']:,} steps, `teacher_adapt.json` | {len(adapt['images'])} | {adapt['curve'][-1]['gain_over_input_db']:+.3f} | {adapt['x8']['gain_over_input_db']:+.3f} |
 | adapted {adapt['adapt']['steps']:,} steps, `teacher_adapt4000.json` | {x4000['images']} | {x4000['gain_over_input_db']['teacher']:+.3f} | {x4000['gain_over_input_db']['teacher_x8']:+.3f} |
 
 Gain along the adaptation ({len(adapt['images'])} photos), step: dB: {curve}.
-Neither longer teacher is a pipeline run yet; whether distillation helps from a teacher that far
-above the student is not measured.
+{longer_teacher_note(root, teacher, adapt)}
 
 {sources([(photos / 'teacher_ensemble.json', None), (photos / 'teacher_adapt.json', None),
           (photos / 'teacher_adapt4000.json', None)], root)}
