@@ -971,7 +971,7 @@ def _profile_overrides() -> list[dict]:
     out = []
     for f in sorted((ROOT / "profiles").glob("*.yaml")):
         sets = overrides(load_profile(f.stem, ROOT), params)
-        out.append({k: yaml.safe_load(v) for k, v in (s.split("=", 1) for s in sets)})
+        out.append({k.removeprefix("++"): yaml.safe_load(v) for k, v in (s.split("=", 1) for s in sets)})
     return out
 
 
