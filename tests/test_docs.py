@@ -18,13 +18,14 @@ def test_generated_docs_match_the_committed_metrics():
 
 
 def fresh_clone(tmp_path: Path) -> Path:
-    """What a fresh clone has of the inputs: metrics/, the model cards, params.yaml, the docs."""
+    """What a fresh clone has of the inputs: metrics/, the model cards, params.yaml and the profiles, the docs."""
     root = tmp_path / "clone"
     shutil.copytree(ROOT / "metrics", root / "metrics", ignore=shutil.ignore_patterns("*.png", "*.csv", "*.tsv"))
     (root / "sharpkd" / "weights").mkdir(parents=True)
     for card in (ROOT / "sharpkd" / "weights").glob("*.json"):
         shutil.copy(card, root / "sharpkd" / "weights" / card.name)
     shutil.copy(ROOT / "params.yaml", root / "params.yaml")
+    shutil.copytree(ROOT / "profiles", root / "profiles")
     shutil.copy(ROOT / "README.md", root / "README.md")
     shutil.copytree(ROOT / "docs", root / "docs")
     return root
