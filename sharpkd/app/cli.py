@@ -275,10 +275,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.frames:
         result |= {"temporal": temporal_stability_of_frames(model, args.frames, args.pattern, device, args.degrade)}
     result["machine"] = machine(device)
-    from sharpkd.app.measure import with_peak
+    from sharpkd.app.measure import emit, with_peak
 
     result = with_peak(result, model)  # the cached `bench --peak` figures of this machine, when there are some
-    _emit_bench(args, result)
+    emit(args, result)
     if not args.json:
         form = " int8" if getattr(model, "int8", None) else ""  # sharpkd.nets.quant: int8 convolutions in the runtimes
         route = f" ({result['int8_route']})" if "int8_route" in result else ""  # runtime.int8_route
@@ -319,7 +319,9 @@ def _bench_compare(args: argparse.Namespace, model, arch: str, device: str) -> i
               "width": args.width, "threads": torch.get_num_threads(), "parameters": count_params(model),
               "macs_per_frame": count_macs(model, args.height, args.width), "runtimes": rows,
               "machine": machine(device)}
-    _emit_bench(args, result)
+    from sharpkd.app.measure import emit
+
+    emit(args, result)
     return 0
 
 
@@ -332,21 +334,6 @@ def _precision(args: argparse.Namespace, device: str, model=None) -> str:
                              "student as it ships (float32, or int8)")
         return "int8" if getattr(model, "int8", None) else "fp32"
     return "bf16" if args.precision == "auto" else args.precision
-
-
-def _emit_bench(args: argparse.Namespace, result: dict) -> None:
-    """Print the result as JSON (``--json``) and/or write it to ``--out`` atomically, with the code
-    revision and command that made it (:func:`sharpkd.provenance.record`)."""
-    if args.json or args.out:
-        from sharpkd.provenance import record
-
-        result |= record()
-    if args.json:
-        print(json.dumps(result, sort_keys=True))
-    if args.out:
-        from sharpkd.files import write_json
-
-        write_json(args.out, result)
 
 
 def _bench_teacher(args: argparse.Namespace, device: str) -> int:
@@ -363,7 +350,9 @@ def _bench_teacher(args: argparse.Namespace, device: str) -> int:
                        tile=args.tile, precision=args.precision)
     result = d | timing | {"device": device, "precision": precision, "height": args.height, "width": args.width, "tile": args.tile,
                            "threads": torch.get_num_threads(), "runs": args.runs, "machine": machine(device)}
-    _emit_bench(args, result)
+    from sharpkd.app.measure import emit
+
+    emit(args, result)
     if not args.json:
         print(f"teacher {d['arch']} ({d['parameters']:,} parameters) on {device}, {args.width}x{args.height} "
               f"in {args.tile}px tiles: median {timing['median_ms']:.0f} ms per frame over {args.runs} runs")

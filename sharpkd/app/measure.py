@@ -23,7 +23,9 @@ def _check_size(args: argparse.Namespace, multiple: int = 1) -> None:
             raise UsageError(f"{option} must be {what}, got {value}")
 
 
-def _emit(args: argparse.Namespace, result: dict) -> None:
+def emit(args: argparse.Namespace, result: dict) -> None:
+    """Print a bench result as JSON (``--json``) and/or write it to ``--out`` atomically, with the
+    code revision and command that made it (:func:`sharpkd.provenance.record`)."""
     if args.json or args.out:
         from sharpkd.provenance import record
 
@@ -51,7 +53,7 @@ def bench_peak(args: argparse.Namespace) -> int:
                            threads=torch.get_num_threads())
     result = {"peak": figures, "machine": machine("cpu")}
     peak.save(result)
-    _emit(args, result)
+    emit(args, result)
     if not args.json:
         print(f"peak through OpenVINO {figures['openvino']} on {result['machine']['cpu']}, "
               f"{figures['threads']} thread(s):")
@@ -89,7 +91,7 @@ def bench_calibrate(args: argparse.Namespace) -> int:
     timings = auto.calibrate(args.width, args.height, device=args.device, runtime=args.runtime, force=True)
     result = {"calibration": timings, "width": args.width, "height": args.height,
               "key": auto.calibration_key(args.device, args.runtime), "cache": str(cache_dir() / auto.CACHE_NAME)}
-    _emit(args, result)
+    emit(args, result)
     if not args.json:
         print(f"calibrated at {args.width}x{args.height} ({result['key']['runtime']}, "
               f"{result['key']['threads']} thread(s)); kept in {result['cache']}:")

@@ -44,13 +44,11 @@ def shipped_card(name: str) -> dict:
 def shipped_config(name: str) -> dict:
     """The network config stored in the shipped weights' safetensors header (every setting, defaults
     included; ``{}`` when unreadable), read without loading the tensors."""
+    from sharpkd.files import safetensors_metadata
+
     try:
-        with open(shipped_weights(name), "rb") as f:
-            size = int.from_bytes(f.read(8), "little")
-            if not 0 < size <= 1 << 20:
-                return {}
-            config = json.loads(json.loads(f.read(size))["__metadata__"]["config"])
-    except (SharpkdError, OSError, ValueError, KeyError, TypeError):
+        config = json.loads(safetensors_metadata(shipped_weights(name))["config"])
+    except (SharpkdError, ValueError, KeyError, TypeError):
         return {}
     return config if isinstance(config, dict) else {}
 
