@@ -23,6 +23,8 @@ reports for every pair of arms (``zoom-gt_only``, ``zoom-distilled``, ...).
 
 Each finished run is written to the output at once, and a later call with the same settings
 trains only the runs that are missing (``--seeds 5`` after ``--seeds 3`` adds seeds 3 and 4).
+The report records the teacher (``teacher``: its weights' sha256 and adaptation steps); under another
+teacher only the ``gt_only`` runs are kept, since that arm never sees the teacher.
 The per-epoch validation leaves SSIM out (the best epoch is chosen by PSNR either way), so a run
 costs about a third of the ``train`` stage's time.  ``--root`` reads params, data and
 models from another checkout (one that ran the photo pool, say).
@@ -86,6 +88,18 @@ def settings(params: dict, profile: str, zoom: float, val_images: int) -> dict:
             "loss": params["loss"], "zoom_weight": float(zoom), "val_images": val_images}
 
 
+def teacher_identity(root: Path, profile: str) -> dict:
+    """The teacher the distilled arms learn from: its weights' sha256 and the profile's adaptation steps."""
+    import yaml
+
+    from sharpkd.fetch import sha256_file
+
+    weights = root / "models" / profile / "teacher.safetensors"
+    params = yaml.safe_load((root / "params.yaml").read_text()) or {}
+    adapt = (params.get("teacher") or {}).get("adapt") or {}
+    return {"sha256": sha256_file(weights) if weights.exists() else None, "adapt_steps": adapt.get("steps")}
+
+
 def run(profile: str, seeds: int, zoom: float = 0.0, root: Path = ROOT, out: Path | None = None) -> dict:
     """Train every (seed, arm) not already in ``out`` (same settings), writing ``out`` after each run."""
     from sharpkd import stage
@@ -109,16 +123,21 @@ def run(profile: str, seeds: int, zoom: float = 0.0, root: Path = ROOT, out: Pat
         teacher_model=load_teacher(root / "models" / profile / "teacher.safetensors") if zoom > 0 else None,
         scale=float(stage.load_params("degrade", root / "params.yaml")["scale"]))
     config = settings(params, profile, zoom, len(val_gt))
+    teacher = teacher_identity(root, profile)
     per_image: dict[str, dict[int, list[float]]] = {"gt_only": {}, "distilled": {}} | ({"zoom": {}} if zoom > 0 else {})
     if out is not None and out.exists():
         saved = json.loads(out.read_text())
         if {k: saved.get(k) for k in config} == config:
+            same_teacher = saved.get("teacher") == teacher
             for arm, runs in saved.get("per_image", {}).items():
-                if arm in per_image:
+                # the gt_only arm never sees the teacher: its runs stay valid under another teacher
+                if arm in per_image and (arm == "gt_only" or same_teacher):
                     per_image[arm] = {int(s): v for s, v in runs.items() if int(s) < seeds}
-            print(f"resuming {out}: {sum(map(len, per_image.values()))} runs already there", flush=True)
+            print(f"resuming {out}: {sum(map(len, per_image.values()))} runs already there"
+                  + ("" if same_teacher else " (another teacher: its distilled runs are redone)"), flush=True)
         else:
             print(f"{out} was made with other settings: starting over", flush=True)
+    config = config | {"teacher": teacher}
     for seed in range(seeds):
         for arm in per_image:
             if seed in per_image[arm]:

@@ -65,3 +65,28 @@ def test_seeds_runs_every_seed_and_arm_once_and_resumes_only_under_the_same_sett
     _seeds_root(tmp_path, lr=0.002)  # other settings: the saved runs are not reused
     with pytest.raises(AssertionError, match="trained again"):
         run("p", 2, root=root, out=out)
+
+
+def test_seeds_keeps_the_ground_truth_arm_and_redoes_the_distilled_one_under_another_teacher(tmp_path, monkeypatch):
+    import sharpkd.training.distill
+    from experiments.seeds import run
+
+    root, out = _seeds_root(tmp_path), tmp_path / "seeds.json"
+    weights = root / "models" / "p" / "teacher.safetensors"
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"teacher one")
+    first = run("p", 2, root=root, out=out)
+    assert first["teacher"]["sha256"] is not None
+    weights.write_bytes(b"teacher two")  # another teacher: only the arms that learn from it are redone
+    trained = []
+    real = sharpkd.training.distill.train_student
+
+    def counting(p, *a, **k):
+        trained.append(p["loss"]["l2_teacher"])
+        return real(p, *a, **k)
+
+    monkeypatch.setattr(sharpkd.training.distill, "train_student", counting)
+    second = run("p", 2, root=root, out=out)
+    assert trained == [1.0, 1.0]  # the distilled arm's two seeds, no gt_only run
+    assert second["per_image"]["gt_only"] == {int(s): v for s, v in first["per_image"]["gt_only"].items()}
+    assert second["teacher"]["sha256"] != first["teacher"]["sha256"]
