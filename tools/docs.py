@@ -470,6 +470,51 @@ def _seed_diff(path: Path, name: str = "distilled-gt_only") -> dict:
     return c
 
 
+STRONG_SEEDS = "seeds-c32b2_strong.json"  # experiments/seeds.py --out: c32b2 distilled from the profile's teacher stage
+
+
+def verdict(d: dict) -> str:
+    """What a paired 95% interval says of distillation."""
+    if d["ci95_low"] > 0:
+        return "helps (the interval excludes zero)"
+    if d["ci95_high"] < 0:
+        return "hurts (the interval excludes zero)"
+    return "is not shown to help or hurt (the interval spans zero)"
+
+
+def strong_seeds_bullet(root: Path) -> str:
+    """The c32b2 seed comparison from the profile's own teacher stage, when it has been run."""
+    path = root / "metrics" / "photos" / STRONG_SEEDS
+    if not path.exists():
+        return ""
+    r = _load(path)
+    s, i = r["seed_paired"], r["image_paired"]
+    steps = (r.get("teacher") or {}).get("adapt_steps")
+    return (f"\n  From the teacher of `teacher.json` (adapted {steps:,} steps), distillation {verdict(s)} for c32b2: "
+            f"{s['mean']:+.3f} dB over {s['n']} seeds ({s['ci95_low']:+.3f} to {s['ci95_high']:+.3f}); per "
+            f"image {i['mean']:+.3f} dB ({i['ci95_low']:+.3f} to {i['ci95_high']:+.3f}), ahead on {i['ahead']} of "
+            f"{i['images']}.")
+
+
+def strong_seeds_md(root: Path) -> str:
+    """The section of the c32b2 seeds distilled from the profile's teacher stage, when run."""
+    photos = root / "metrics" / "photos"
+    if not (photos / STRONG_SEEDS).exists():
+        return ""
+    r = _load(photos / STRONG_SEEDS)
+    steps = (r.get("teacher") or {}).get("adapt_steps")
+    return f"""### The photo pool, c32b2, from the teacher of `teacher.json`
+
+The same student and budget, distilled from the photo profile's teacher stage (adapted {steps:,} steps,
+`teacher.json`); the ground-truth-only runs are the ones above (that arm never sees a teacher).
+
+<!-- seeds:photos:c32b2_strong -->
+{results.seeds_table(photos, 'c32b2_strong')}<!-- /seeds:photos:c32b2_strong -->
+
+{sources([(photos / STRONG_SEEDS, 'python experiments/seeds.py --profile photos --seeds 3 --root RUN --out metrics/photos/' + STRONG_SEEDS)], root)}
+"""
+
+
 def video_set_md(root: Path) -> str:
     """The video set of the photos profile's evaluate stage (``eval.json`` ``video``), if it has one."""
     photos = root / "metrics" / "photos"
@@ -510,10 +555,14 @@ def longer_teacher_note(root: Path, teacher: dict, adapt: dict) -> str:
     """Whether the profile's teacher stage is one of the longer adaptations measured outside it."""
     steps = profile_adapt_steps(root)
     if steps >= adapt["adapt"]["steps"]:
-        return (f"The photo profile's teacher stage adapts {steps:,} steps (`teacher.json`: "
-                f"{teacher['gain_over_input_db']:+.3f} dB). "
-                "Whether distillation helps from a teacher that far above the student is not measured: the "
-                "seed comparisons above used the teacher of `eval.json`.")
+        head = (f"The photo profile's teacher stage adapts {steps:,} steps (`teacher.json`: "
+                f"{teacher['gain_over_input_db']:+.3f} dB). ")
+        if (root / "metrics" / "photos" / STRONG_SEEDS).exists():
+            d = _seed_diff(root / "metrics" / "photos" / STRONG_SEEDS)["seed_paired"]
+            return head + (f"Distilled from it, c32b2 gains {d['mean']:+.3f} dB over ground truth only "
+                           f"({d['ci95_low']:+.3f} to {d['ci95_high']:+.3f} over {d['n']} seeds; \"Distillation over seeds\").")
+        return head + ("Whether distillation helps from a teacher that far above the student is not measured: the "
+                       "seed comparisons above used the teacher of `eval.json`.")
     return ("Neither longer teacher is a pipeline run; whether distillation helps from a teacher that far\n"
             "above the student is not measured.")
 
@@ -582,7 +631,7 @@ What it shows:
   output has to relearn the whole image, not a correction. This run predates the link sets.
 * **Distillation is not shown to help**: the seed-paired difference, distilled minus ground truth
   only, is {d_c16['mean']:+.3f} dB for c16b1 (95% interval {d_c16['ci95_low']:+.3f} to {d_c16['ci95_high']:+.3f}) and
-  {d_c32['mean']:+.3f} dB for c32b2 ({d_c32['ci95_low']:+.3f} to {d_c32['ci95_high']:+.3f}); see "Distillation over seeds".
+  {d_c32['mean']:+.3f} dB for c32b2 ({d_c32['ci95_low']:+.3f} to {d_c32['ci95_high']:+.3f}), each from the teacher of this table; see "Distillation over seeds".{strong_seeds_bullet(root)}
   `train.loss.l2_teacher` stays 1: it is no worse, and the cards record it.
 
 Per image (`python tools/results.py --profile photos --paired RUN [--base RUN]`):
@@ -626,7 +675,7 @@ batches, and scores each run's best epoch on the full-size validation images.
 {results.seeds_table(photos, 'c32b2')}<!-- /seeds:photos:c32b2 -->
 
 {sources([(photos / 'seeds-c32b2.json', 'python experiments/seeds.py --profile photos --seeds 3 --out metrics/photos/seeds-c32b2.json')], root)}
-### The embedded default
+{strong_seeds_md(root)}### The embedded default
 
 <!-- seeds:default -->
 {results.seeds_table(m / 'default')}<!-- /seeds:default -->

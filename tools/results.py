@@ -428,6 +428,12 @@ def seeds_table(metrics_dir: str | Path, name: str = "") -> str:
                  f"seeds (95% t-interval {s['ci95_low']:+.3f} to {s['ci95_high']:+.3f}); per validation image, "
                  f"averaged over the seeds, {i['mean']:+.3f} dB (95% t-interval {i['ci95_low']:+.3f} to "
                  f"{i['ci95_high']:+.3f}, over {i['images']} images), ahead on {i['ahead']} of {i['images']}.\n")
+    teacher = r.get("teacher")
+    if teacher and teacher.get("sha256"):
+        steps = teacher.get("adapt_steps")
+        text += (f"\nThe distilled arms learn from the teacher adapted {steps:,} steps (weights sha256 "
+                 f"{teacher['sha256'][:12]}).\n" if isinstance(steps, int) else
+                 f"\nThe distilled arms learn from the teacher with weights sha256 {teacher['sha256'][:12]}.\n")
     train = r.get("train")
     if train:  # the student and budget every run of this file shares (experiments/seeds.py settings)
         from sharpkd.nets.students import build_student
