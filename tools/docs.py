@@ -473,6 +473,13 @@ def _seed_diff(path: Path, name: str = "distilled-gt_only") -> dict:
 STRONG_SEEDS = "seeds-c32b2_strong.json"  # experiments/seeds.py --out: c32b2 distilled from the profile's teacher stage
 
 
+def strong_seeds(root: Path) -> dict | None:
+    """The finished report of :data:`STRONG_SEEDS` (None while absent or still running)."""
+    path = root / "metrics" / "photos" / STRONG_SEEDS
+    r = _load(path) if path.exists() else {}
+    return r if "seed_paired" in r and (r.get("teacher") or {}).get("adapt_steps") else None
+
+
 def verdict(d: dict) -> str:
     """What a paired 95% interval says of distillation."""
     if d["ci95_low"] > 0:
@@ -484,10 +491,9 @@ def verdict(d: dict) -> str:
 
 def strong_seeds_bullet(root: Path) -> str:
     """The c32b2 seed comparison from the profile's own teacher stage, when it has been run."""
-    path = root / "metrics" / "photos" / STRONG_SEEDS
-    if not path.exists():
+    r = strong_seeds(root)
+    if r is None:
         return ""
-    r = _load(path)
     s, i = r["seed_paired"], r["image_paired"]
     steps = (r.get("teacher") or {}).get("adapt_steps")
     return (f"\n  From the teacher of `teacher.json` (adapted {steps:,} steps), distillation {verdict(s)} for c32b2: "
@@ -499,10 +505,10 @@ def strong_seeds_bullet(root: Path) -> str:
 def strong_seeds_md(root: Path) -> str:
     """The section of the c32b2 seeds distilled from the profile's teacher stage, when run."""
     photos = root / "metrics" / "photos"
-    if not (photos / STRONG_SEEDS).exists():
+    r = strong_seeds(root)
+    if r is None:
         return ""
-    r = _load(photos / STRONG_SEEDS)
-    steps = (r.get("teacher") or {}).get("adapt_steps")
+    steps = r["teacher"]["adapt_steps"]
     return f"""### The photo pool, c32b2, from the teacher of `teacher.json`
 
 The same student and budget, distilled from the photo profile's teacher stage (adapted {steps:,} steps,
@@ -557,7 +563,7 @@ def longer_teacher_note(root: Path, teacher: dict, adapt: dict) -> str:
     if steps >= adapt["adapt"]["steps"]:
         head = (f"The photo profile's teacher stage adapts {steps:,} steps (`teacher.json`: "
                 f"{teacher['gain_over_input_db']:+.3f} dB). ")
-        if (root / "metrics" / "photos" / STRONG_SEEDS).exists():
+        if strong_seeds(root) is not None:
             d = _seed_diff(root / "metrics" / "photos" / STRONG_SEEDS)["seed_paired"]
             return head + (f"Distilled from it, c32b2 gains {d['mean']:+.3f} dB over ground truth only "
                            f"({d['ci95_low']:+.3f} to {d['ci95_high']:+.3f} over {d['n']} seeds; \"Distillation over seeds\").")
