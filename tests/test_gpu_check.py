@@ -11,6 +11,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "tools" / "gpu_check.sh"
+SHIPPED = __import__("sharpkd.app.shipped", fromlist=["SHIPPED"]).SHIPPED
 
 
 def test_gpu_check_script_parses_and_lists_every_step(tmp_path):
@@ -21,7 +22,7 @@ def test_gpu_check_script_parses_and_lists_every_step(tmp_path):
     assert steps[:2] == ["cuda visible", "gpu tests"]
     for size in ("1920x1080", "3840x2160"):
         for p in ("fp16", "bf16"):
-            assert {f"bench {s} {size} {p}" for s in ("fast", "balanced", "quality", "teacher")} <= set(steps)
+            assert {f"bench {s} {size} {p}" for s in (*SHIPPED, "teacher")} <= set(steps)
     assert steps[-1] == "tiny pipeline on cuda"
     assert "-S teacher.device=cuda -S train.device=cuda -S evaluate.device=cuda" in r.stdout
     assert "metrics/photos/bench/gpu/student-balanced-3840x2160-cuda-fp16.json" in r.stdout

@@ -32,7 +32,9 @@ done
 
 PY=.venv/bin/python
 OUT=metrics/photos/bench/gpu
-STUDENTS="fast balanced quality"
+# every shipped student (sharpkd.app.shipped.SHIPPED; that module imports nothing heavy)
+STUDENTS=$(python3 -c "import sys; sys.path.insert(0, '.'); from sharpkd.app.shipped import SHIPPED; print(' '.join(SHIPPED))") \
+  || { echo "error: cannot read the shipped students from sharpkd/app/shipped.py" >&2; exit 2; }
 SIZES="1920x1080 3840x2160"
 PRECISIONS=${PRECISIONS:-"fp16 bf16"}  # autocast dtypes to bench (sharpen runs bf16)
 FAILED=0
