@@ -638,7 +638,7 @@ What it shows:
 * **Distillation is not shown to help**: the seed-paired difference, distilled minus ground truth
   only, is {d_c16['mean']:+.3f} dB for c16b1 (95% interval {d_c16['ci95_low']:+.3f} to {d_c16['ci95_high']:+.3f}) and
   {d_c32['mean']:+.3f} dB for c32b2 ({d_c32['ci95_low']:+.3f} to {d_c32['ci95_high']:+.3f}), each from the teacher of this table; see "Distillation over seeds".{strong_seeds_bullet(root)}
-  `train.loss.l2_teacher` stays 1: it is no worse, and the cards record it.
+  `train.loss.l2_teacher` stays 1: no arm is ahead beyond the noise, and the cards record the loss.
 
 Per image (`python tools/results.py --profile photos --paired RUN [--base RUN]`):
 
