@@ -97,3 +97,11 @@ def test_every_shipped_student_is_described_with_its_network(name):
 
     line = describe(name)
     assert re.search(r"\(sharp c\d+b\d+, [+-]\d+\.\d\d dB over the degraded input", line), line
+
+
+def test_ship_main_takes_the_run_of_another_checkout(run, tmp_path_factory, monkeypatch):
+    here = tmp_path_factory.mktemp("checkout")
+    monkeypatch.setattr("tools.ship.ROOT", here)
+    assert main(["--profile", "p", "--root", str(run)]) == 0
+    assert (here / "sharpkd" / "weights" / "student-balanced.safetensors").read_bytes() == b"weights"
+    assert not (run / "sharpkd").exists()  # the other checkout is only read

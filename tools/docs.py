@@ -502,6 +502,29 @@ def strong_seeds_bullet(root: Path) -> str:
             f"{i['images']}.")
 
 
+def finished_seeds(path: Path) -> dict | None:
+    """An ``experiments/seeds.py`` report that has its summary (None while absent or still running)."""
+    r = _load(path) if path.exists() else {}
+    return r if "seed_paired" in r else None
+
+
+def lite_seeds_md(root: Path) -> str:
+    """The seed comparison of the smallest shipped network (``seeds-c8b1.json``), when run."""
+    photos = root / "metrics" / "photos"
+    r = finished_seeds(photos / "seeds-c8b1.json")
+    if r is None:
+        return ""
+    return f"""### The photo pool, c8b1
+
+The smallest network, with the budget it ships with, from the teacher of `teacher.json`.
+
+<!-- seeds:photos:c8b1 -->
+{results.seeds_table(photos, 'c8b1')}<!-- /seeds:photos:c8b1 -->
+
+{sources([(photos / 'seeds-c8b1.json', 'python experiments/seeds.py --profile photos --seeds 3 --root RUN --out metrics/photos/seeds-c8b1.json')], root)}
+"""
+
+
 def strong_seeds_md(root: Path) -> str:
     """The section of the c32b2 seeds distilled from the profile's teacher stage, when run."""
     photos = root / "metrics" / "photos"
@@ -681,7 +704,7 @@ batches, and scores each run's best epoch on the full-size validation images.
 {results.seeds_table(photos, 'c32b2')}<!-- /seeds:photos:c32b2 -->
 
 {sources([(photos / 'seeds-c32b2.json', 'python experiments/seeds.py --profile photos --seeds 3 --out metrics/photos/seeds-c32b2.json')], root)}
-{strong_seeds_md(root)}### The embedded default
+{strong_seeds_md(root)}{lite_seeds_md(root)}### The embedded default
 
 <!-- seeds:default -->
 {results.seeds_table(m / 'default')}<!-- /seeds:default -->

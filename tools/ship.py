@@ -1,6 +1,6 @@
 """Make a pipeline-trained student the one shipped inside the package (a repository tool).
 
-``python tools/ship.py --profile photos [--name balanced]`` copies ``models/<profile>/student.safetensors``
+``python tools/ship.py --profile photos [--name balanced] [--root CHECKOUT]`` copies ``models/<profile>/student.safetensors``
 to the file of the shipped student ``name`` (:data:`sharpkd.app.shipped.SHIPPED`; ``balanced`` is
 ``sharpkd/weights/student-balanced.safetensors``) and writes its card beside it (``.json``): the model
 card of the training stage plus the run's evaluation and what identifies the run
@@ -61,9 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="photos")
     ap.add_argument("--name", default="balanced", help="which shipped student it becomes (sharpkd.app.shipped.SHIPPED)")
+    ap.add_argument("--root", type=Path, default=ROOT,
+                    help="the checkout whose run to ship (its models/, metrics/, dvc.lock and git revision); "
+                         "the weights go into this checkout's sharpkd/weights")
     args = ap.parse_args(argv)
     try:
-        print("shipped", ship(args.profile, name=args.name))
+        print("shipped", ship(args.profile, root=args.root, dest=ROOT / "sharpkd" / "weights", name=args.name))
     except SharpkdError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
