@@ -110,14 +110,16 @@ def _same(config: dict | None, other: dict | None) -> bool:
     return json.dumps(config or {}, sort_keys=True) == json.dumps(other or {}, sort_keys=True)
 
 
-def measurements(metrics_dir: Path) -> list[dict]:
-    """Every CPU timing of a student at 1920x1080 under ``metrics_dir/bench``: one per file
+def measurements(metrics_dir: Path, size: tuple[int, int] = (1920, 1080)) -> list[dict]:
+    """Every CPU timing of a student at ``size`` (width, height) under ``metrics_dir/bench``: one per file
     (the fastest runtime of a ``--compare`` file), ``{file, machine, arch, config, runtime, fps, ms}``."""
     out = []
     bench = Path(metrics_dir) / "bench"
     for path in sorted(bench.glob("*-cpu.json")) + sorted((bench / "runtimes").glob("*.json")):
         r = _load(path)
         if "arch" not in r or "machine" not in r or r.get("kind"):  # teachers (kind) are not students
+            continue
+        if (r.get("width", 1920), r.get("height", 1080)) != tuple(size):
             continue
         best = min(r["runtimes"], key=lambda x: x["median_ms"]) if "runtimes" in r else r
         out.append({"file": path, "machine": machine_label(r["machine"]), "arch": r["arch"],
@@ -179,10 +181,16 @@ def realtime_table(root: Path) -> str:
                 others.setdefault(student_label(m["arch"], m["config"]), []).append(m["fps"])
         cells.append(", ".join(f"{k} {_fps_range(v)}" for k, v in sorted(others.items())) or "—")
         lines.append("| " + " | ".join(cells) + " |")
+    small = []
+    for m in measurements(root / "metrics" / "photos", (1280, 720)):
+        name = next((f"`{s['name']}`" for s in studs if m["arch"] == s["card"]["arch"] and _same(m["config"], s["config"])),
+                    student_label(m["arch"], m["config"]))
+        small.append(f"{name} {m['fps']:.1f} fps on {m['machine']}")
     return ("\n".join(lines) + "\n\nOne 1920x1080 frame through `sharpkd bench` (median of its calls after warm-up, "
             "the fastest runtime of each file: OpenVINO wherever it was measured); every committed file under "
             "`metrics/photos/bench/` counts, so a range is the spread between files on one CPU class. "
-            "Files and their provenance: [Benchmarks](docs/benchmarks.md).\n")
+            + (f"At 1280x720 (`--width 1280 --height 720`): {'; '.join(small)}. " if small else "")
+            + "Files and their provenance: [Benchmarks](docs/benchmarks.md).\n")
 
 
 def links_table(root: Path) -> str:
@@ -777,14 +785,15 @@ four terms: `l1_gt`, `ssim`, `vgg_feature`, `deep_feature`), `seed` (the report'
 
 def benchmarks_md(root: Path) -> str:
     photos = root / "metrics" / "photos"
-    rows = ["| file | network | runtime | machine | threads | median ms | p95 ms | fps |",
-            "|---|---|---|---|---:|---:|---:|---:|"]
+    rows = ["| file | network | runtime | machine | threads | frame | median ms | p95 ms | fps |",
+            "|---|---|---|---|---:|---|---:|---:|---:|"]
     for path in sorted((photos / "bench").glob("*-cpu.json")):
         r = _load(path)
         what = (f"teacher `{r['arch']}` (tile {r.get('tile')})" if r.get("kind")
                 else student_label(r.get("arch"), r.get("config")))
         rows.append(f"| `{path.name}` | {what} | {results.RUNTIME_LABELS.get(r.get('runtime', 'torch'), r.get('runtime', 'torch'))} "
-                    f"| {machine_label(r.get('machine', {}))} | {r.get('threads', '?')} | {r['median_ms']:,.1f} "
+                    f"| {machine_label(r.get('machine', {}))} | {r.get('threads', '?')} "
+                    f"| {r.get('width', 1920)}x{r.get('height', 1080)} | {r['median_ms']:,.1f} "
                     f"| {r['p95_ms']:,.1f} | {r['fps']:.3g} |")
     teacher = _load(photos / "bench" / "teacher-cpu.json")
     student = _load(photos / "bench" / "student-cpu.json")
