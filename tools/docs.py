@@ -555,16 +555,25 @@ The same student and budget, distilled from the photo profile's teacher stage (a
 def video_set_md(root: Path) -> str:
     """The video set of the photos profile's evaluate stage (``eval.json`` ``video``), if it has one."""
     photos = root / "metrics" / "photos"
-    tables = results.video_set_tables(photos)
-    if not tables:
-        return ""
+    run, tables = "", results.video_set_tables(photos)
+    if not tables:  # else a saved run of the profile that scored the video set (the last by name)
+        saved = sorted(p.stem for p in (photos / "ablation").glob("*.json")
+                       if not p.stem.endswith("-settings") and "video" in _load(p)
+                       and (photos / "ablation" / f"{p.stem}-settings.json").exists())
+        if not saved:
+            return ""
+        run = saved[-1]
+        tables = results.video_set_tables(photos, run)
+    source = photos / "ablation" / f"{run}.json" if run else photos / "eval.json"
+    whose = (f"the saved run `{run}` (its student: the student row below; `eval.json`'s run predates the video set)"
+             if run else "the pipeline's own student and teacher")
     return f"""### In the pipeline
 
 The evaluate stage scores the same clips (`evaluate.video`, [pipeline](pipeline.md#stages)) with
-the pipeline's own student and teacher, per video link:
+{whose}, per video link:
 
 {tables}
-{sources([(photos / 'eval.json', 'dvc exp run (evaluate stage)'), (photos / 'teacher_video.json', 'dvc exp run (teacher_video stage)')], root)}
+{sources([(source, 'dvc exp run (evaluate stage)'), (photos / 'teacher_video.json', 'dvc exp run (teacher_video stage)')], root)}
 """
 
 

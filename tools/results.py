@@ -44,6 +44,7 @@ ABLATION_ROWS = {
     "c16b1": ("`{arch}` c16b1, distilled (float)", "c16b1"),
     "int8": ("`{arch}` c16b1, distilled, then int8 (`--student fast`)", "fast"),
     "quality": ("`{arch}` c32b2 (32 channels, 2 blocks), distilled (`--student quality`)", "quality"),
+    "lite": ("`{arch}` c8b1 (8 channels, 1 block), distilled (`--student lite`)", "lite"),
 }
 # The label of the profile's own run (its eval.json), where it is not the embedded default's student.
 MAIN_ROWS = {
@@ -533,17 +534,17 @@ VIDEO_SET_LABELS = {"received": "received frame (bilinear up)", "lanczos": "Lanc
                     "unsharp": "unsharp mask (tuned on training crops)", "teacher": "teacher", "student": "student"}
 
 
-def video_set_tables(metrics_dir: str | Path) -> str:
+def video_set_tables(metrics_dir: str | Path, run: str = "") -> str:
     """Markdown: one table per video link of ``eval.json`` ``video`` (the evaluate stage's video set,
-    ``evaluate.video``): each method's PSNR (mean over clips), its gain over the received frame and
-    over Lanczos, its temporal error and the frames where it is below the received frame.  An empty
-    string when ``eval.json`` has no ``video``."""
+    ``evaluate.video``; with ``run``, of the saved run ``ablation/<run>.json``): each method's PSNR
+    (mean over clips), its gain over the received frame and over Lanczos, its temporal error and the
+    frames where it is below the received frame.  An empty string when there is no ``video``."""
     metrics_dir = Path(metrics_dir)
-    ev = _load(metrics_dir / "eval.json") or {}
+    ev = _load(metrics_dir / "ablation" / f"{run}.json" if run else metrics_dir / "eval.json") or {}
     video = ev.get("video")
     if not video:
         return ""
-    info = settings(metrics_dir).get("video") or {}
+    info = ((_load(metrics_dir / "ablation" / f"{run}-settings.json") or {}) if run else settings(metrics_dir)).get("video") or {}
     links = [s for s in info.get("links") or [] if s in video["links"]]
     links += sorted(s for s in video["links"] if s not in links)
     frames = video["frames_per_clip"] * video["n_clips"]
