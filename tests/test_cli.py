@@ -259,8 +259,10 @@ def test_every_shipped_student_has_its_weights_and_card_and_runs_by_name(tmp_pat
 def test_student_names_and_weights_are_one_or_the_other(tmp_path, capsys, argv, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(argv + ["--student", "no-such"]) == 2
+    from sharpkd.app.shipped import SHIPPED
+
     names = "auto or one of" if argv[0] in ("sharpen", "stream") else "one of"
-    assert capsys.readouterr().err.strip().splitlines() == [f"error: --student must be {names} balanced, fast, quality, got 'no-such'"]
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: --student must be {names} {', '.join(SHIPPED)}, got 'no-such'"]
     with pytest.raises(SystemExit) as exit_:
         main(argv + ["--student", "balanced", "--weights", "w.safetensors"])
     assert exit_.value.code == 2
