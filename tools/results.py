@@ -87,7 +87,9 @@ def _bench(metrics_dir: Path) -> dict:
     out: dict[str, dict] = {}
     for path in sorted(Path(metrics_dir, "bench").glob("*-*.json")):
         row, kind = path.stem.rsplit("-", 1)
-        out.setdefault(row, {})[kind] = json.loads(path.read_text())
+        r = json.loads(path.read_text())
+        if (r.get("width", 1920), r.get("height", 1080)) == (1920, 1080):  # the table's fps are per 1080p frame
+            out.setdefault(row, {})[kind] = r
     return out
 
 
