@@ -119,7 +119,7 @@ def measurements(metrics_dir: Path, size: tuple[int, int] = (1920, 1080)) -> lis
         r = _load(path)
         if "arch" not in r or "machine" not in r or r.get("kind"):  # teachers (kind) are not students
             continue
-        if (r.get("width", 1920), r.get("height", 1080)) != tuple(size):
+        if results.frame_size(r) != tuple(size):
             continue
         best = min(r["runtimes"], key=lambda x: x["median_ms"]) if "runtimes" in r else r
         out.append({"file": path, "machine": machine_label(r["machine"]), "arch": r["arch"],
@@ -482,7 +482,8 @@ STRONG_SEEDS = "seeds-c32b2_strong.json"  # experiments/seeds.py --out: c32b2 di
 
 
 def strong_seeds(root: Path) -> dict | None:
-    """The finished report of :data:`STRONG_SEEDS` (None while absent or still running)."""
+    """The finished report of :data:`STRONG_SEEDS` (None while absent or still running: the summary
+    and the teacher are written when the last run ends)."""
     path = root / "metrics" / "photos" / STRONG_SEEDS
     r = _load(path) if path.exists() else {}
     return r if "seed_paired" in r and (r.get("teacher") or {}).get("adapt_steps") else None
@@ -503,34 +504,10 @@ def strong_seeds_bullet(root: Path) -> str:
     if r is None:
         return ""
     s, i = r["seed_paired"], r["image_paired"]
-    steps = (r.get("teacher") or {}).get("adapt_steps")
-    return (f"\n  From the teacher of `teacher.json` (adapted {steps:,} steps), distillation {verdict(s)} for c32b2: "
-            f"{s['mean']:+.3f} dB over {s['n']} seeds ({s['ci95_low']:+.3f} to {s['ci95_high']:+.3f}); per "
-            f"image {i['mean']:+.3f} dB ({i['ci95_low']:+.3f} to {i['ci95_high']:+.3f}), ahead on {i['ahead']} of "
-            f"{i['images']}.")
-
-
-def finished_seeds(path: Path) -> dict | None:
-    """An ``experiments/seeds.py`` report that has its summary (None while absent or still running)."""
-    r = _load(path) if path.exists() else {}
-    return r if "seed_paired" in r else None
-
-
-def lite_seeds_md(root: Path) -> str:
-    """The seed comparison of the smallest shipped network (``seeds-c8b1.json``), when run."""
-    photos = root / "metrics" / "photos"
-    r = finished_seeds(photos / "seeds-c8b1.json")
-    if r is None:
-        return ""
-    return f"""### The photo pool, c8b1
-
-The smallest network, with the budget it ships with, from the teacher of `teacher.json`.
-
-<!-- seeds:photos:c8b1 -->
-{results.seeds_table(photos, 'c8b1')}<!-- /seeds:photos:c8b1 -->
-
-{sources([(photos / 'seeds-c8b1.json', 'python experiments/seeds.py --profile photos --seeds 3 --root RUN --out metrics/photos/seeds-c8b1.json')], root)}
-"""
+    return (f"\n  From the teacher of `teacher.json` (adapted {r['teacher']['adapt_steps']:,} steps), distillation "
+            f"{verdict(s)} for c32b2: {s['mean']:+.3f} dB over {s['n']} seeds ({s['ci95_low']:+.3f} to "
+            f"{s['ci95_high']:+.3f}); per image {i['mean']:+.3f} dB ({i['ci95_low']:+.3f} to {i['ci95_high']:+.3f}), "
+            f"ahead on {i['ahead']} of {i['images']}.")
 
 
 def strong_seeds_md(root: Path) -> str:
@@ -539,10 +516,9 @@ def strong_seeds_md(root: Path) -> str:
     r = strong_seeds(root)
     if r is None:
         return ""
-    steps = r["teacher"]["adapt_steps"]
     return f"""### The photo pool, c32b2, from the teacher of `teacher.json`
 
-The same student and budget, distilled from the photo profile's teacher stage (adapted {steps:,} steps,
+The same student and budget, distilled from the photo profile's teacher stage (adapted {r['teacher']['adapt_steps']:,} steps,
 `teacher.json`); the ground-truth-only runs are the ones above (that arm never sees a teacher).
 
 <!-- seeds:photos:c32b2_strong -->
@@ -603,8 +579,9 @@ def longer_teacher_note(root: Path, teacher: dict, adapt: dict) -> str:
     if steps >= adapt["adapt"]["steps"]:
         head = (f"The photo profile's teacher stage adapts {steps:,} steps (`teacher.json`: "
                 f"{teacher['gain_over_input_db']:+.3f} dB). ")
-        if strong_seeds(root) is not None:
-            d = _seed_diff(root / "metrics" / "photos" / STRONG_SEEDS)["seed_paired"]
+        strong = strong_seeds(root)
+        if strong is not None:
+            d = strong["seed_paired"]
             return head + (f"Distilled from it, c32b2 gains {d['mean']:+.3f} dB over ground truth only "
                            f"({d['ci95_low']:+.3f} to {d['ci95_high']:+.3f} over {d['n']} seeds; \"Distillation over seeds\").")
         return head + ("Whether distillation helps from a teacher that far above the student is not measured: the "
@@ -721,7 +698,7 @@ batches, and scores each run's best epoch on the full-size validation images.
 {results.seeds_table(photos, 'c32b2')}<!-- /seeds:photos:c32b2 -->
 
 {sources([(photos / 'seeds-c32b2.json', 'python experiments/seeds.py --profile photos --seeds 3 --out metrics/photos/seeds-c32b2.json')], root)}
-{strong_seeds_md(root)}{lite_seeds_md(root)}### The embedded default
+{strong_seeds_md(root)}### The embedded default
 
 <!-- seeds:default -->
 {results.seeds_table(m / 'default')}<!-- /seeds:default -->
@@ -802,7 +779,7 @@ def benchmarks_md(root: Path) -> str:
                 else student_label(r.get("arch"), r.get("config")))
         rows.append(f"| `{path.name}` | {what} | {results.RUNTIME_LABELS.get(r.get('runtime', 'torch'), r.get('runtime', 'torch'))} "
                     f"| {machine_label(r.get('machine', {}))} | {r.get('threads', '?')} "
-                    f"| {r.get('width', 1920)}x{r.get('height', 1080)} | {r['median_ms']:,.1f} "
+                    f"| {'x'.join(map(str, results.frame_size(r)))} | {r['median_ms']:,.1f} "
                     f"| {r['p95_ms']:,.1f} | {r['fps']:.3g} |")
     teacher = _load(photos / "bench" / "teacher-cpu.json")
     student = _load(photos / "bench" / "student-cpu.json")

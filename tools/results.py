@@ -81,6 +81,11 @@ def keep_settings(metrics_dir: Path) -> Path | None:
     return out
 
 
+def frame_size(bench: dict) -> tuple[int, int]:
+    """(width, height) a ``sharpkd bench`` JSON timed (files from before ``--width``/``--height``: 1920x1080)."""
+    return bench.get("width", 1920), bench.get("height", 1080)
+
+
 def _bench(metrics_dir: Path) -> dict:
     """``{row: {"cpu": result, "cuda": result}}`` from ``metrics_dir/bench/<row>-<cpu|cuda>.json``
     (written by ``sharpkd bench --out``)."""
@@ -88,7 +93,7 @@ def _bench(metrics_dir: Path) -> dict:
     for path in sorted(Path(metrics_dir, "bench").glob("*-*.json")):
         row, kind = path.stem.rsplit("-", 1)
         r = json.loads(path.read_text())
-        if (r.get("width", 1920), r.get("height", 1080)) == (1920, 1080):  # the table's fps are per 1080p frame
+        if frame_size(r) == (1920, 1080):  # the table's fps are per 1080p frame
             out.setdefault(row, {})[kind] = r
     return out
 
