@@ -133,9 +133,12 @@ def score(frames: dict[int, np.ndarray], truth: list[np.ndarray]) -> dict:
     return {"psnr": round(float(np.mean(p)), 3), "ssim": round(float(np.mean(s)), 4), "frames_scored": len(idx)}
 
 
-def _sharpen(args, received: Path, out_dir: Path) -> dict:
+def _sharpen(args, received: Path, out_dir: Path, strength: float = 1.0) -> dict:
+    """One ``sharpkd sharpen`` of ``received`` in its own process; ``strength`` 0 skips the model
+    (each frame passes through as is), which times the codecs alone."""
     cmd = [sys.executable, "-m", "sharpkd.app.cli", "sharpen", str(received), "-o", str(out_dir), "--overwrite",
-           "-q", "--device", args.device, "--codec", args.codec, "--crf", str(args.crf), "--preset", args.preset]
+           "-q", "--device", args.device, "--codec", args.codec, "--crf", str(args.crf), "--preset", args.preset,
+           "--strength", str(strength)]
     if args.weights:
         cmd += ["--weights", args.weights]
     t0 = time.perf_counter()
@@ -227,16 +230,21 @@ def run(args: argparse.Namespace) -> int:
         received = work / "received.mp4"
         encode_link(received, [degrade(f, args.scale) for f in truth], args.fps, args.link_crf, args.link_preset)
         out_dir = work / "sharpened"
-        runs, benches = [], []
-        for _ in range(args.repeat):  # alternate, so both see the same machine state
+        runs, benches, codecs = [], [], []
+        for _ in range(args.repeat):  # alternate, so all three see the same machine state
             runs.append(_sharpen(args, received, out_dir))
             benches.append(_bench(args, w, h))
+            codecs.append(_sharpen(args, received, work / "codecs", strength=0))
         rec_frames, rec_info = decode(received, keep)
         out_frames, out_info = decode(out_dir / received.name, keep)
         meta = load_student(args.weights or shipped_weights())[1]
     pipeline = [r["fps"] for r in runs if r["fps"]]
     bench_fps = [b["fps"] for b in benches]
     ratios = [p / b for p, b in zip(pipeline, bench_fps)]
+    codec_fps = [r["fps"] for r in codecs if r["fps"]]
+    # The codecs and the model share the cores: if they only took turns, a frame would cost the
+    # codecs' time plus the model's, and the pipeline would run at 1 / (1/codecs + 1/bench).
+    serial = [1 / (1 / c + 1 / b) for c, b in zip(codec_fps, bench_fps)]
     result = {
         "clip": {"photos": str(args.photos), "pattern": args.pattern, "first": names[0], "last": names[-1],
                  "photos_used": len(names), "hold": args.hold, "size": [w, h], "fps": args.fps,
@@ -254,6 +262,10 @@ def run(args: argparse.Namespace) -> int:
         "speed": {"pipeline_fps": _summary(pipeline) if pipeline else None,
                   "bench_fps": _summary(bench_fps),
                   "pipeline_over_bench": _summary(ratios) if ratios else None,
+                  "codecs_alone_fps": _summary(codec_fps) if codec_fps else None,
+                  "serial_bound_fps": _summary(serial) if serial else None,
+                  "pipeline_over_serial_bound": _summary([p / s for p, s in zip(pipeline, serial)])
+                  if serial and len(serial) == len(pipeline) else None,
                   "command_wall_s": _summary([r["wall_s"] for r in runs]),
                   "end_to_end_fps": _summary([n / r["wall_s"] for r in runs]),
                   "per_frame_ms": [r["per_frame_ms"] for r in runs],
@@ -262,7 +274,11 @@ def run(args: argparse.Namespace) -> int:
                   "note": "pipeline_fps: sharpkd sharpen's own frames/s (open the file to the output closed: "
                           "decode, model and encode overlapped); end_to_end_fps also counts starting Python, "
                           "torch and the model; bench_fps: sharpkd bench (the model alone, same size and tile); "
-                          "pipeline_over_bench: run i against the bench run right after it; per_frame_ms: "
+                          "pipeline_over_bench: run i against the bench run right after it; codecs_alone_fps: "
+                          "sharpkd sharpen --strength 0 (decode, conversions and encode, no model); "
+                          "serial_bound_fps: 1 / (1/codecs_alone + 1/bench), the rate if codecs and model took "
+                          "turns on the cores (pipeline_over_bench can only reach 80% when the codecs alone run "
+                          "at 4x the bench rate or overlap with the model beyond taking turns); per_frame_ms: "
                           "CPU ms per frame of the decode thread (decode, to_rgb) and the encode thread (to_yuv, "
                           "encode), wall ms per frame of the model thread (model)"},
         "machine": machine("cpu" if args.device != "cuda" else "cuda")

@@ -593,6 +593,7 @@ def video_table(folder: str | Path) -> str:
         audio = "bit-identical" if r["audio"]["bit_identical"] else ("copied" if r["audio"]["survived"] else "lost")
         ratio = sp.get("pipeline_over_bench") or {}
         bench = sp.get("bench") or {}
+        codecs, bound = sp.get("codecs_alone_fps") or {}, sp.get("pipeline_over_serial_bound") or {}
         rows.append(
             f"| {machine_label(r.get('machine', {}))} | {student_label(bench.get('arch'), bench.get('config'))} "
             f"| {f['ground_truth']} frames {c['size'][0]}x{c['size'][1]} ({c['photos_used']} photos, {cut}) "
@@ -603,11 +604,13 @@ def video_table(folder: str | Path) -> str:
             f"{''.join(f', {k}={v}' for k, v in sorted(r.get('machine', {}).get('env', {}).items()))} "
             f"| {sp['pipeline_fps']['best']:.2f} / {sp['pipeline_fps']['median']:.2f} "
             f"| {sp['bench_fps']['best']:.2f} / {sp['bench_fps']['median']:.2f} "
-            f"| {_num(ratio.get('median'), '.0%')} | {stages} |")
+            f"| {_num(ratio.get('median'), '.0%')} | {_num(codecs.get('median'), '.2f')} "
+            f"| {_num(bound.get('median'), '.0%')} | {stages} |")
     head = ("| machine | student | clip | link crf | received PSNR / SSIM | sharpened PSNR / SSIM | frames in / out | audio "
             "| sharpen preset | pipeline fps best / median | `sharpkd bench` fps best / median "
-            "| pipeline / bench (median) | decode+RGB / YUV+encode CPU ms per frame |\n"
-            "|---|---|---|---:|---:|---:|---:|---|---|---:|---:|---:|---:|\n")
+            "| pipeline / bench (median) | codecs alone fps (median) | pipeline / serial bound (median) "
+            "| decode+RGB / YUV+encode CPU ms per frame |\n"
+            "|---|---|---|---:|---:|---:|---:|---|---|---:|---:|---:|---:|---:|---:|\n")
     return head + "".join(row + "\n" for row in rows)
 
 
