@@ -855,7 +855,13 @@ the received and the sharpened video against the ground truth.
 `sharpkd sharpen` on a video runs a decode thread, the model and an encode thread with short
 queues between them; on a 2-core CPU the model already uses both cores, so the codecs compete with
 it, and "pipeline / bench" is the share of the model's own frame rate the whole command keeps.
+"Codecs alone" is the same command with `--strength 0` (decode, colour conversions and encode, no
+model). If codecs and model only took turns on the cores, the command would run at the serial
+bound 1 / (1/codecs + 1/bench); "pipeline / serial bound" above 100% is the overlap the threads
+win. Keeping 80% of the bench rate takes codecs at four times the bench rate when they only take
+turns, or that much overlap:
 
+{results.video_bound_lines(root / 'metrics' / 'video')}
 ## Recomputing only what changed
 
 `sharpkd sharpen --reuse-unchanged` runs only the windows of the `--tile` grid whose input pixels

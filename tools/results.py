@@ -614,6 +614,27 @@ def video_table(folder: str | Path) -> str:
     return head + "".join(row + "\n" for row in rows)
 
 
+def video_bound_lines(folder: str | Path) -> str:
+    """Markdown bullets, one per ``metrics/video`` JSON that timed the codecs alone: the model's
+    bench rate, the codecs' rate, the serial bound and what the pipeline kept of each."""
+    out = []
+    for path in sorted(Path(folder).glob("*.json")):
+        r = json.loads(path.read_text())
+        sp = r["speed"]
+        if not sp.get("codecs_alone_fps") or not sp.get("pipeline_over_serial_bound"):
+            continue
+        bench = sp.get("bench") or {}
+        need = 4 * sp["bench_fps"]["median"]
+        out.append(
+            f"* {student_label(bench.get('arch'), bench.get('config'))} on {machine_label(r.get('machine', {}))} "
+            f"(`{path.name}`, medians): model alone {sp['bench_fps']['median']:.2f} fps, codecs alone "
+            f"{sp['codecs_alone_fps']['median']:.2f} fps (80% would need {need:.0f} fps from them if the two "
+            f"only took turns), serial bound {sp['serial_bound_fps']['median']:.2f} fps; the pipeline ran at "
+            f"{sp['pipeline_fps']['median']:.2f} fps, {sp['pipeline_over_bench']['median']:.0%} of the bench rate "
+            f"and {sp['pipeline_over_serial_bound']['median']:.0%} of the serial bound.")
+    return "\n".join(out) + ("\n" if out else "")
+
+
 def update(readme: str | Path, root: str | Path = ".") -> list[str]:
     """Rewrite the results blocks of ``readme``; returns the profiles updated."""
     readme = Path(readme)
