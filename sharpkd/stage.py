@@ -168,7 +168,8 @@ PARAMS_SCHEMA: dict = {
                 "vdsr_path": _str(), "checkpoint": _str(), "sha256": _str(),
                 "adapt": {"steps": _int(0, 10_000_000), "lr": _num(0, 1, lo_open=True), "patch": _int(8, 4096),
                           "batch": _int(1, 4096), "seed": _int(0), "checkpoint_every": _int(1)},
-                "allow_worse_than_input": _BOOL, "self_ensemble": _BOOL, "tile": _int(8, 16384),
+                "allow_worse_than_input": _BOOL, "gate": _choice("input", "lanczos"), "self_ensemble": _BOOL,
+                "tile": _int(8, 16384),
                 "overlap": _int(0, 4096), "device": _DEVICE, "nproc": _int(1, 4096)},
     "train": {"arch": _choice("sharp", "report"), "arch_config": _optional(_MAPPING),  # checked by build_student
               "epochs": _int(1, 1_000_000), "steps_per_epoch": _int(0), "batch": _int(1, 4096), "patch": _int(8, 4096),

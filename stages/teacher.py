@@ -9,6 +9,7 @@ inference is sharded by image index and put back together on rank 0, which write
 """
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -16,7 +17,9 @@ from pathlib import Path
 
 from sharpkd import stage
 from sharpkd.files import atomic_dir, write_json
-from sharpkd.training.gate import teacher_gain
+from sharpkd.training.gate import lanczos_margins, teacher_gain
+from sharpkd.data.degrade import link_name, link_params, parse_link
+from sharpkd.evaluation.classical import baseline_outputs
 from sharpkd.inference.tiled import SelfEnsemble, prepare, resume_key, run_many
 from sharpkd.data.shards import read_split, split_names, write_split
 from sharpkd.training.teacher import adapt, build_teacher, describe, save_teacher
@@ -40,6 +43,8 @@ def run() -> None:
     ap.add_argument("--state-dir", required=True, help="resume state while adapting (not an output; removed at the end)")
     args = ap.parse_args()
     p = stage.load_params("teacher")
+    link = stage.load_params("degrade")  # the primary link and scale, which the Lanczos gate rebuilds
+    link = {k: link[k] for k in ("scale", "codec", "jpeg_quality", "h264_crf") if k in link}
     nproc = processes(p.get("nproc", 1), "teacher.nproc")
     device = stage.resolve_device(p["device"])
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
@@ -49,10 +54,10 @@ def run() -> None:
         if world != nproc:
             raise SharpkdError(f"teacher.nproc is {nproc} but {world} processes run: set teacher.nproc to the "
                                "number torchrun starts (every machine's together), which the adapted weights depend on")
-        teach(args, p, device_hint or device, rank, world)
+        teach(args, p, link, device_hint or device, rank, world)
 
 
-def teach(args, p: dict, device: str, rank: int, world: int) -> None:
+def teach(args, p: dict, link: dict, device: str, rank: int, world: int) -> None:
     """The stage's work in one process of ``world`` (rank 0 writes the outputs)."""
     present = set(split_names(args.slices))
     val_splits = [s for s in VAL_SPLITS if s in present]
@@ -88,9 +93,11 @@ def teach(args, p: dict, device: str, rank: int, world: int) -> None:
     # teacher.self_ensemble: every output of the (adapted) teacher is its x8 self-ensemble
     x8 = bool(p.get("self_ensemble", False))
     # the gate's outputs reach every rank, so a teacher that fails it stops every process alike
-    shards |= {s: run_teacher(s, f"teacher, {s}", x8, to_all=s == "val_full") for s in val_splits + link_splits}
+    full_sets = {"val_full", *(s for s in link_splits if s.startswith("val_full."))}
+    shards |= {s: run_teacher(s, f"teacher, {s}", x8, to_all=s in full_sets) for s in val_splits + link_splits}
     gain = teacher_gain(list(gt["val_full"].values()), list(deg["val_full"].values()), list(shards["val_full"].values()),
                         allow_worse=p["allow_worse_than_input"])
+    margins = lanczos_gate(args, p, link, gt["val_full"], shards)
     shards["train"] = run_teacher("train", "teacher, training crops", x8)
     if rank != 0:
         return
@@ -111,6 +118,8 @@ def teach(args, p: dict, device: str, rank: int, world: int) -> None:
     metrics["forward_passes_per_output"] = passes
     if "macs_per_1080p_frame" in metrics:
         metrics["macs_per_1080p_output"] = metrics["macs_per_1080p_frame"] * passes
+    metrics["gate"] = p.get("gate", "input")
+    metrics["over_lanczos_db"] = {k: round(v, 4) for k, v in margins.items()}
     if adapted:
         metrics["adapt_train_l1"] = round(record["train_loss"], 6)
     write_json(args.metrics, metrics)
@@ -120,6 +129,21 @@ def teach(args, p: dict, device: str, rank: int, world: int) -> None:
         shutil.rmtree(old, ignore_errors=True)
     print(f"teacher: {d['arch']}{' adapted' if adapted else ''}, {gain:+.3f} dB over the degraded input "
           f"on {len(gt['val_full'])} validation images")
+
+
+def lanczos_gate(args, p: dict, link: dict, gts: dict, shards: dict) -> dict[str, float]:
+    """The teacher's margin over Lanczos from the transmitted frame on the full validation images of
+    every link set (the primary one and each of ``degrade.val_links``); with ``teacher.gate: lanczos``
+    a margin that is not positive fails the stage (:func:`sharpkd.training.gate.lanczos_margins`).
+    Every process computes it alike, so a failing gate stops them all."""
+    links = {link_name(**link_params(link)): "val_full"}
+    manifest = json.loads((Path(args.links) / "links.json").read_text()).get("val_links", {})
+    links |= {spec: splits["val_full"] for spec, splits in manifest.items() if "val_full" in splits}
+    names = list(gts)
+    lanczos = {spec: [baseline_outputs(gts[n], link.get("scale", 0.6), methods=["lanczos"], link=parse_link(spec))["lanczos"]
+                      for n in names] for spec in links}
+    teacher = {spec: [shards[split][n] for n in names] for spec, split in links.items()}
+    return lanczos_margins(list(gts.values()), teacher, lanczos, require=p.get("gate", "input") == "lanczos")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ import pytest
 
 from sharpkd.data.degrade import degrade
 from sharpkd.errors import SharpkdError
-from sharpkd.training.gate import teacher_gain
+from sharpkd.evaluation.classical import baseline_outputs
+from sharpkd.training.gate import lanczos_margins, teacher_gain
 
 
 def images(n=2, seed=0):
@@ -37,3 +38,20 @@ def test_mismatched_inputs_are_an_error():
     gts = images()
     with pytest.raises(SharpkdError, match="same, non-zero number"):
         teacher_gain(gts, gts[:1], gts, allow_worse=False)
+
+
+def test_lanczos_margins_are_mean_psnr_differences_and_the_gate_names_the_losing_links():
+    gts = images()
+    lanczos = {"none": [baseline_outputs(g, methods=["lanczos"])["lanczos"] for g in gts]}
+    lanczos["jpeg:50"] = [baseline_outputs(g, methods=["lanczos"], link={"codec": "jpeg", "jpeg_quality": 50})["lanczos"]
+                          for g in gts]
+    teacher = {"none": gts, "jpeg:50": lanczos["jpeg:50"]}  # perfect on one link, equal to Lanczos on the other
+    m = lanczos_margins(gts, teacher, lanczos, require=False)
+    assert m["jpeg:50"] == 0.0 and m["none"] > 0
+    with pytest.raises(SharpkdError, match=r"does not beat Lanczos .* 1 of 2 link set\(s\).*jpeg:50 \(\+0.000 dB\)"):
+        lanczos_margins(gts, teacher, lanczos, require=True)
+    assert lanczos_margins(gts, {"none": gts}, {"none": lanczos["none"]}, require=True)["none"] > 0
+    with pytest.raises(SharpkdError, match="same link sets"):
+        lanczos_margins(gts, {"none": gts}, lanczos, require=False)
+    with pytest.raises(SharpkdError, match="same, non-zero number of images on link none"):
+        lanczos_margins(gts, {"none": gts[:1]}, {"none": lanczos["none"]}, require=False)

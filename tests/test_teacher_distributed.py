@@ -51,11 +51,12 @@ def make_data(folder: Path) -> None:
         write_split(folder / "degraded", split, {n: degrade(im) for n, im in images.items()})
     write_split(folder / "degraded_links", "val_full.jpeg_50",
                 {n: degrade(im, codec="jpeg", jpeg_quality=50) for n, im in gt["val_full"].items()})
-    write_json(folder / "degraded_links" / "links.json", {"scale": 0.6, "val_links": {}})
+    write_json(folder / "degraded_links" / "links.json",
+               {"scale": 0.6, "val_links": {"jpeg:50": {"val_full": "val_full.jpeg_50"}}})
 
 
 def run_stage(folder: Path, params: dict, torchrun: int = 0) -> subprocess.CompletedProcess:
-    (folder / "params.yaml").write_text(yaml.safe_dump({"teacher": params}))
+    (folder / "params.yaml").write_text(yaml.safe_dump({"teacher": params, "degrade": DEGRADE}))
     env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1"}
     env.pop(ERROR_ENV, None)
     if torchrun:
@@ -67,6 +68,8 @@ def run_stage(folder: Path, params: dict, torchrun: int = 0) -> subprocess.Compl
 
 
 ERROR_ENV = "SHARPKD_ERROR_FILE"
+#: The sections of params.yaml besides ``teacher`` that the stage reads (the Lanczos gate's links).
+DEGRADE = {"scale": 0.6, "codec": "none"}
 
 
 def safetensors_parts(data: bytes) -> tuple[bytes, dict]:
@@ -141,6 +144,30 @@ def test_a_failure_of_every_process_is_one_error_line(tmp_path):
     assert not (tmp_path / "teacher").exists()
 
 
+def test_teacher_json_holds_the_margin_over_lanczos_on_every_link_set(tmp_path):
+    """Recorded with any gate: the primary link (none) and each val link; the tiny random teacher
+    is below Lanczos on both, which the default gate (input, allowed worse here) lets pass."""
+    make_data(tmp_path)
+    proc = run_stage(tmp_path, PARAMS)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((tmp_path / "teacher.json").read_text())
+    assert metrics["gate"] == "input"
+    assert set(metrics["over_lanczos_db"]) == {"none", "jpeg:50"}
+    assert all(v < 0 for v in metrics["over_lanczos_db"].values())
+
+
+@pytest.mark.parametrize("nproc", [1, 2])
+def test_the_lanczos_gate_stops_every_process_with_one_error_line(tmp_path, nproc):
+    make_data(tmp_path)
+    proc = run_stage(tmp_path, PARAMS | {"gate": "lanczos", "nproc": nproc})
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:") or "Traceback" in ln]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("error: teacher.gate is lanczos and the teacher does not beat Lanczos")
+    assert "2 of 2 link set(s)" in lines[0] and "jpeg:50 (" in lines[0] and "none (" in lines[0]
+    assert not (tmp_path / "teacher").exists() and not (tmp_path / "teacher.json").exists()
+
+
 def test_odd_batch_for_two_processes_is_one_error_line(tmp_path):
     make_data(tmp_path)
     proc = run_stage(tmp_path, PARAMS | {"nproc": 2, "adapt": PARAMS["adapt"] | {"steps": 2, "batch": 3}})
@@ -167,7 +194,7 @@ def test_sigterm_to_the_launcher_ends_every_process(tmp_path):
 
     make_data(tmp_path)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"teacher": PARAMS | {
-        "nproc": 2, "adapt": PARAMS["adapt"] | {"steps": 100000}}}))
+        "nproc": 2, "adapt": PARAMS["adapt"] | {"steps": 100000}}, "degrade": DEGRADE}))
     env = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "TQDM_DISABLE": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "stages.teacher", *ARGS], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -342,6 +342,7 @@ PARAMS_HELP = {  # keys whose line in params.yaml carries no comment (or a comme
     "teacher.adapt.seed": "seeds the adaptation's batches",
     "teacher.adapt.checkpoint_every": "steps between resume states",
     "teacher.allow_worse_than_input": "true: let a teacher that does not beat the degraded input pass the gate",
+    "teacher.gate": "input: the adapted teacher must beat the degraded input; lanczos: also Lanczos from the transmitted frame on every validation link set (`teacher.json` `over_lanczos_db` records the margins either way)",
     "teacher.vdsr_path": "the pretrained VDSR for `kind: vdsr` (in ../shared/weights)",
     "train.batch": "patches per step",
     "train.patch": "patch size in pixels",
@@ -573,6 +574,55 @@ def teacher_runs(root: Path, eval_gain: float, teacher: dict) -> str:
             f"the teacher of the row above, none from this one.")
 
 
+LITE_SEEDS = "seeds-c8b1.json"  # experiments/seeds.py --zoom 1 --out: c8b1 (the AVX2 tier's form), profile's teacher
+
+
+def lite_seeds(root: Path) -> dict | None:
+    """The finished report of :data:`LITE_SEEDS` (None while absent or unfinished)."""
+    path = root / "metrics" / "photos" / LITE_SEEDS
+    r = _load(path) if path.exists() else {}
+    done = "seed_paired" in r and (r.get("teacher") or {}).get("adapt_steps")
+    return r if done and all("seed_paired" in c for c in (r.get("comparisons") or {}).values()) else None
+
+
+def _comparison_line(name: str, c: dict) -> str:
+    s, i = c["seed_paired"], c["image_paired"]
+    first, _, second = name.partition("-")
+    return (f"`{first}` minus `{second}`: {s['mean']:+.3f} dB over {s['n']} seeds ({s['ci95_low']:+.3f} to "
+            f"{s['ci95_high']:+.3f}), per image {i['mean']:+.3f} dB ({i['ci95_low']:+.3f} to {i['ci95_high']:+.3f}), "
+            f"ahead on {i['ahead']} of {i['images']}: it {verdict(s).split(' (')[0]}")
+
+
+def lite_seeds_bullet(root: Path) -> str:
+    """The c8b1 seed comparisons (three arms) from the profile's teacher stage, when run."""
+    r = lite_seeds(root)
+    if r is None:
+        return ""
+    comps = r.get("comparisons") or {"distilled-gt_only": r}
+    return ("\n  For c8b1 (the form of `lite`), from the same teacher: "
+            + "; ".join(_comparison_line(k, c) for k, c in comps.items()) + ".")
+
+
+def lite_seeds_md(root: Path) -> str:
+    """The section of the c8b1 seeds (gt_only, distilled, zoom) from the profile's teacher stage, when run."""
+    photos = root / "metrics" / "photos"
+    r = lite_seeds(root)
+    if r is None:
+        return ""
+    zoom = f", and `zoom`: distilled plus `l2_teacher_zoom` (weight {r['zoom_weight']:g})" if r.get("zoom_weight") else ""
+    return f"""### The photo pool, c8b1, from the teacher of `teacher.json`
+
+The form of `lite` (c8b1u2, float32, {r['train']['epochs']} epochs), ground truth only against distilled from
+the photo profile's teacher stage (adapted {r['teacher']['adapt_steps']:,} steps){zoom}: the teacher labels
+patches shrunk to {r['train']['zoom']:g} of their size, inputs that have no ground truth.
+
+<!-- seeds:photos:c8b1 -->
+{results.seeds_table(photos, 'c8b1')}<!-- /seeds:photos:c8b1 -->
+
+{sources([(photos / LITE_SEEDS, 'python experiments/seeds.py --profile photos --seeds 3 --zoom 1 --root RUN --out metrics/photos/' + LITE_SEEDS)], root)}
+"""
+
+
 def longer_teacher_note(root: Path, teacher: dict, adapt: dict) -> str:
     """Whether the profile's teacher stage is one of the longer adaptations measured outside it."""
     steps = profile_adapt_steps(root)
@@ -654,7 +704,7 @@ What it shows:
   output has to relearn the whole image, not a correction. This run predates the link sets.
 * **Distillation is not shown to help**: the seed-paired difference, distilled minus ground truth
   only, is {d_c16['mean']:+.3f} dB for c16b1 (95% interval {d_c16['ci95_low']:+.3f} to {d_c16['ci95_high']:+.3f}) and
-  {d_c32['mean']:+.3f} dB for c32b2 ({d_c32['ci95_low']:+.3f} to {d_c32['ci95_high']:+.3f}), each from the teacher of this table; see "Distillation over seeds".{strong_seeds_bullet(root)}
+  {d_c32['mean']:+.3f} dB for c32b2 ({d_c32['ci95_low']:+.3f} to {d_c32['ci95_high']:+.3f}), each from the teacher of this table; see "Distillation over seeds".{strong_seeds_bullet(root)}{lite_seeds_bullet(root)}
   `train.loss.l2_teacher` stays 1: no arm is ahead beyond the noise, and the cards record the loss.
 
 Per image (`python tools/results.py --profile photos --paired RUN [--base RUN]`):
@@ -698,7 +748,7 @@ batches, and scores each run's best epoch on the full-size validation images.
 {results.seeds_table(photos, 'c32b2')}<!-- /seeds:photos:c32b2 -->
 
 {sources([(photos / 'seeds-c32b2.json', 'python experiments/seeds.py --profile photos --seeds 3 --out metrics/photos/seeds-c32b2.json')], root)}
-{strong_seeds_md(root)}### The embedded default
+{strong_seeds_md(root)}{lite_seeds_md(root)}### The embedded default
 
 <!-- seeds:default -->
 {results.seeds_table(m / 'default')}<!-- /seeds:default -->
