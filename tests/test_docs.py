@@ -139,3 +139,32 @@ def test_every_test_the_bad_input_table_names_exists():
             if name not in names:
                 missing.append(f"{current}::{name}")
     assert not missing, missing
+
+
+def test_the_c8b1_seeds_section_appears_once_every_run_has_ended(tmp_path):
+    """A report still being written (no summary yet) renders nothing; a finished one renders its
+    section, its table block and a bullet, with the command that made it."""
+    import json
+
+    from experiments.seeds import summarise
+
+    root = fresh_clone(tmp_path)
+    for f in (ROOT / "metrics" / "photos").glob("**/*.csv"):
+        target = root / f.relative_to(ROOT)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(f.read_bytes())
+    path = root / "metrics" / "photos" / docs.LITE_SEEDS
+    per_image = {"gt_only": {s: [39.0 + s / 10, 38.0] for s in range(3)},
+                 "distilled": {s: [39.05 + s / 10, 38.02] for s in range(3)}}
+    config = {"profile": "photos", "train": {"arch": "sharp", "epochs": 30, "zoom": 0.5,
+                                             "arch_config": {"channels": 8, "blocks": 1, "unshuffle": 2}},
+              "zoom_weight": 0.0, "teacher": {"sha256": "0" * 64, "adapt_steps": 4000}}
+    path.write_text(json.dumps(config | {"per_image": per_image}))
+    assert docs.lite_seeds(root) is None
+    assert "c8b1, from the teacher" not in docs.results_md(root)
+    path.write_text(json.dumps(summarise(per_image) | config | {"per_image": per_image}))
+    text = docs.results_md(root)
+    assert "### The photo pool, c8b1, from the teacher of `teacher.json`" in text
+    assert "<!-- seeds:photos:c8b1 -->" in text and "(c8b1u2, float32, 30 epochs)" in text
+    assert "python experiments/seeds.py --profile photos --seeds 3 --root RUN --out metrics/photos/seeds-c8b1.json" in text
+    assert "For c8b1 (the form of `lite`), from the same teacher: `distilled` minus `gt_only`: +0.035 dB" in text

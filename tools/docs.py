@@ -609,17 +609,22 @@ def lite_seeds_md(root: Path) -> str:
     r = lite_seeds(root)
     if r is None:
         return ""
-    zoom = f", and `zoom`: distilled plus `l2_teacher_zoom` (weight {r['zoom_weight']:g})" if r.get("zoom_weight") else ""
+    zoom = (f", and `zoom`: distilled plus `l2_teacher_zoom` (weight {r['zoom_weight']:g}), where the teacher "
+            f"labels patches shrunk to {r['train']['zoom']:g} of their size, inputs that have no ground truth"
+            if r.get("zoom_weight") else "")
+    command = (f"python experiments/seeds.py --profile photos --seeds {r['seed_paired']['n']}"
+               + (f" --zoom {r['zoom_weight']:g}" if r.get("zoom_weight") else "")
+               + f" --root RUN --out metrics/photos/{LITE_SEEDS}")
     return f"""### The photo pool, c8b1, from the teacher of `teacher.json`
 
 The form of `lite` (c8b1u2, float32, {r['train']['epochs']} epochs), ground truth only against distilled from
-the photo profile's teacher stage (adapted {r['teacher']['adapt_steps']:,} steps){zoom}: the teacher labels
-patches shrunk to {r['train']['zoom']:g} of their size, inputs that have no ground truth.
+the photo profile's teacher stage (adapted {r['teacher']['adapt_steps']:,} steps){zoom}; the same budget
+in every arm, seed `s` giving each the same start and batches.
 
 <!-- seeds:photos:c8b1 -->
 {results.seeds_table(photos, 'c8b1')}<!-- /seeds:photos:c8b1 -->
 
-{sources([(photos / LITE_SEEDS, 'python experiments/seeds.py --profile photos --seeds 3 --zoom 1 --root RUN --out metrics/photos/' + LITE_SEEDS)], root)}
+{sources([(photos / LITE_SEEDS, command)], root)}
 """
 
 
