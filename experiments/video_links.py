@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 DEFAULT_LINKS = "h264v:23,h264v:28,h264v:1000k"
-DEFAULT_STUDENTS = "fast,balanced,quality"
+DEFAULT_STUDENTS = "lite,fast,balanced,quality"
 #: What the errors call each setting: this command's options.
 OPTIONS = {"clips": "--clips", "frames": "--frames", "start": "--start", "links": "--links", "scale": "--scale"}
 

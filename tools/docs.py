@@ -242,7 +242,7 @@ def video_links_table(root: Path) -> str:
     st = d["settings"]
     links = st["links"]
     first = next(iter(d["clips"].values()))["links"][links[0]]["methods"]
-    order = ["lanczos", "unsharp", "fast", "balanced", "quality", "teacher"]
+    order = ["lanczos", "unsharp", "lite", "fast", "balanced", "quality", "teacher"]
     methods = [m for m in order if m in first]
     names = {"lanczos": "Lanczos", "unsharp": "unsharp", "teacher": "teacher"}
     head = ["clip", "link", "kbit/s", "received PSNR (dB)"] + [names.get(m, f"`{m}`") for m in methods]
