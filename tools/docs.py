@@ -232,6 +232,27 @@ def _video_link_label(spec: str) -> str:
     return f"`{spec}`: CRF {value}" if kind == "h264v" else f"`{spec}`"
 
 
+def _video_links_summary(d: dict, links: list[str], student: str) -> str:
+    """One sentence: in how many clip-link cases ``student`` scores above Lanczos, below it, and below
+    the received frame (each case named), and frame by frame below the received frame."""
+    wins, losses, below, frames_below, frames = [], [], [], 0, 0
+    for clip, c in d["clips"].items():
+        for spec in links:
+            m = c["links"][spec]["methods"]
+            (wins if m[student]["psnr"] > m["lanczos"]["psnr"] else losses).append(f"{clip} `{spec}`")
+            if m[student]["psnr"] < m["received"]["psnr"]:
+                below.append(f"{clip} `{spec}`")
+            if "frames_below_reference" in m[student]:
+                frames_below += m[student]["frames_below_reference"]
+                frames += c["frames"]
+    role = " (the default student)" if student == "balanced" else ""
+    return (f"* `{student}`{role} scores above Lanczos in {len(wins)} of {len(wins) + len(losses)} clip-link cases "
+            f"and below Lanczos in {len(losses)}" + (f" ({', '.join(losses)})" if losses else "")
+            + f"; below the received frame itself in {len(below)}" + (f" ({', '.join(below)})" if below else "")
+            + (f"; frame by frame, below the received frame in {frames_below} of {frames} frames" if frames else "")
+            + ".\n")
+
+
 def video_links_table(root: Path) -> str:
     """Every method on real clips sent over video links (``experiments/video_links.py``): PSNR of the
     received frame, each method's gain over it, `balanced` against Lanczos, and temporal error."""
@@ -252,8 +273,6 @@ def video_links_table(root: Path) -> str:
     te = [m for m in ("received", "lanczos", "balanced") if m in first]
     head.append("temporal error: " + " / ".join(names.get(m, m) for m in te))
     lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
-    wins, below, cases, frames_below, frames = [], [], 0, 0, 0
-
     def row(clip: str, spec: str, m: dict, kbps: str) -> str:
         rec = m["received"]["psnr"]
         cells = [clip, _video_link_label(spec), kbps, f"{rec:.2f}"]
@@ -267,29 +286,13 @@ def video_links_table(root: Path) -> str:
         for spec in links:
             e = c["links"][spec]
             lines.append(row(f"{clip} ({c['size']})", spec, e["methods"], f"{e['kbps']:.0f}"))
-            if has_bal:
-                cases += 1
-                m = e["methods"]
-                if m["balanced"]["psnr"] > m["lanczos"]["psnr"]:
-                    wins.append(f"{clip} `{spec}`")
-                if m["balanced"]["psnr"] < m["received"]["psnr"]:
-                    below.append(f"{clip} `{spec}`")
-                if "frames_below_reference" in m["balanced"]:
-                    frames_below += m["balanced"]["frames_below_reference"]
-                    frames += c["frames"]
     for spec in links:
         kb = sum(c["links"][spec]["kbps"] for c in d["clips"].values()) / len(d["clips"])
         lines.append(row(f"**mean of {len(d['clips'])}**", spec, d["mean"][spec], f"{kb:.0f}"))
     out = "\n".join(lines) + "\n\n"
-    if has_bal:
-        out += (f"`balanced` (the default student) scores above Lanczos in {len(wins)} of {cases} clip-link cases "
-                f"and below Lanczos in {cases - len(wins)}"
-                + (f" ({', '.join(c for c in (f'{k} `{s}`' for k in d['clips'] for s in links) if c not in wins)})"
-                   if cases - len(wins) else "")
-                + f"; below the received frame itself in {len(below)}"
-                + (f" ({', '.join(below)})" if below else "")
-                + (f"; frame by frame, below the received frame in {frames_below} of {frames} frames" if frames else "")
-                + ".\n\n")
+    if "lanczos" in methods:
+        summaries = [_video_links_summary(d, links, m) for m in ("balanced", "lite", "fast", "quality") if m in methods]
+        out += "".join(summaries) + ("\n" if summaries else "")
     un = st.get("unsharp")
     out += (f"The first {st['frames']} frames of each clip (from frame {st['start']}) as ground truth; each method's PSNR "
             "gain (dB) over the received frame, mean over frames (RGB, data_range 255). Link: the frame to "
