@@ -32,7 +32,9 @@ def test_repro_writes_honest_metrics(repo):
     assert ev["student"] == {"parameters": 5_804, "macs_per_1080p_frame": 2_985_984_000}
     teacher = json.loads((repo / "metrics/e2e/teacher.json").read_text())
     assert set(teacher) == {"gain_over_input_db", "parameters", "macs_per_1080p_frame", "adapt_train_l1",
-                            "forward_passes_per_output", "macs_per_1080p_output"}
+                            "forward_passes_per_output", "macs_per_1080p_output", "gate", "over_lanczos_db"}
+    assert teacher["gate"] == "input"  # the margin over Lanczos is recorded on every link set, the primary one too
+    assert set(teacher["over_lanczos_db"]) == {"jpeg:60", "h264:28"}  # tests/e2e.py: the primary link, val_links
     assert teacher["forward_passes_per_output"] == 8  # teacher.self_ensemble in tests/e2e.py
     assert teacher["macs_per_1080p_output"] == 8 * teacher["macs_per_1080p_frame"]
     info = json.loads((repo / "data/e2e/eval_settings.json").read_text())
