@@ -273,6 +273,7 @@ def video_links_table(root: Path) -> str:
     te = [m for m in ("received", "lanczos", "balanced") if m in first]
     head.append("temporal error: " + " / ".join(names.get(m, m) for m in te))
     lines = ["| " + " | ".join(head) + " |", "|---|---|" + "---:|" * (len(head) - 2)]
+
     def row(clip: str, spec: str, m: dict, kbps: str) -> str:
         rec = m["received"]["psnr"]
         cells = [clip, _video_link_label(spec), kbps, f"{rec:.2f}"]
@@ -485,21 +486,30 @@ def _seed_diff(path: Path, name: str = "distilled-gt_only") -> dict:
 STRONG_SEEDS = "seeds-c32b2_strong.json"  # experiments/seeds.py --out: c32b2 distilled from the profile's teacher stage
 
 
-def strong_seeds(root: Path) -> dict | None:
-    """The finished report of :data:`STRONG_SEEDS` (None while absent or still running: the summary
-    and the teacher are written when the last run ends)."""
-    path = root / "metrics" / "photos" / STRONG_SEEDS
+def finished_seeds(root: Path, name: str) -> dict | None:
+    """The finished report ``metrics/photos/<name>`` of ``experiments/seeds.py`` run from the
+    profile's teacher (None while absent or still running: the summaries are written when the last
+    run ends)."""
+    path = root / "metrics" / "photos" / name
     r = _load(path) if path.exists() else {}
-    return r if "seed_paired" in r and (r.get("teacher") or {}).get("adapt_steps") else None
+    done = "seed_paired" in r and (r.get("teacher") or {}).get("adapt_steps")
+    return r if done and all("seed_paired" in c for c in (r.get("comparisons") or {}).values()) else None
 
 
-def verdict(d: dict) -> str:
-    """What a paired 95% interval says of distillation."""
+def strong_seeds(root: Path) -> dict | None:
+    """The finished report of :data:`STRONG_SEEDS`."""
+    return finished_seeds(root, STRONG_SEEDS)
+
+
+def verdict(d: dict, reason: bool = True) -> str:
+    """What a paired 95% interval says of distillation (with ``reason``: and why)."""
     if d["ci95_low"] > 0:
-        return "helps (the interval excludes zero)"
-    if d["ci95_high"] < 0:
-        return "hurts (the interval excludes zero)"
-    return "is not shown to help or hurt (the interval spans zero)"
+        word, why = "helps", "the interval excludes zero"
+    elif d["ci95_high"] < 0:
+        word, why = "hurts", "the interval excludes zero"
+    else:
+        word, why = "is not shown to help or hurt", "the interval spans zero"
+    return f"{word} ({why})" if reason else word
 
 
 def strong_seeds_bullet(root: Path) -> str:
@@ -577,15 +587,12 @@ def teacher_runs(root: Path, eval_gain: float, teacher: dict) -> str:
             f"the teacher of the row above, none from this one.")
 
 
-LITE_SEEDS = "seeds-c8b1.json"  # experiments/seeds.py --zoom 1 --out: c8b1 (the AVX2 tier's form), profile's teacher
+LITE_SEEDS = "seeds-c8b1.json"  # experiments/seeds.py --out: c8b1 (the form of lite), from the profile's teacher
 
 
 def lite_seeds(root: Path) -> dict | None:
-    """The finished report of :data:`LITE_SEEDS` (None while absent or unfinished)."""
-    path = root / "metrics" / "photos" / LITE_SEEDS
-    r = _load(path) if path.exists() else {}
-    done = "seed_paired" in r and (r.get("teacher") or {}).get("adapt_steps")
-    return r if done and all("seed_paired" in c for c in (r.get("comparisons") or {}).values()) else None
+    """The finished report of :data:`LITE_SEEDS`."""
+    return finished_seeds(root, LITE_SEEDS)
 
 
 def _comparison_line(name: str, c: dict) -> str:
@@ -593,7 +600,7 @@ def _comparison_line(name: str, c: dict) -> str:
     first, _, second = name.partition("-")
     return (f"`{first}` minus `{second}`: {s['mean']:+.3f} dB over {s['n']} seeds ({s['ci95_low']:+.3f} to "
             f"{s['ci95_high']:+.3f}), per image {i['mean']:+.3f} dB ({i['ci95_low']:+.3f} to {i['ci95_high']:+.3f}), "
-            f"ahead on {i['ahead']} of {i['images']}: it {verdict(s).split(' (')[0]}")
+            f"ahead on {i['ahead']} of {i['images']}: it {verdict(s, reason=False)}")
 
 
 def lite_seeds_bullet(root: Path) -> str:
