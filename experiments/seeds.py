@@ -21,6 +21,13 @@ With ``--zoom W`` a third arm ``zoom`` adds the DUKD-style term ``loss.l2_teache
 down-zoomed patches online) to the distilled arm, and ``comparisons`` holds the same two paired
 reports for every pair of arms (``zoom-gt_only``, ``zoom-distilled``, ...).
 
+With ``--upcycle W`` an arm ``upcycled`` adds ``l2_teacher_zoom = W`` to the *ground-truth-only*
+loss, its labels computed once (:func:`sharpkd.training.losses.label_zoomed`: every training crop
+shrunk by ``train.zoom`` and degraded, labelled by the adapted teacher, kept in
+``<root>/.sharpkd/state`` so a second call reads them back) and sampled from that pool
+(:class:`sharpkd.training.losses.PrecomputedZoom`): the teacher used only where the ground truth
+was not, at the cost of one teacher pass instead of one per step.
+
 Each finished run is written to the output at once, and a later call with the same settings
 trains only the runs that are missing (``--seeds 5`` after ``--seeds 3`` adds seeds 3 and 4).
 The report records the teacher (``teacher``: its weights' sha256 and adaptation steps); under another
@@ -36,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -88,6 +96,18 @@ def settings(params: dict, profile: str, zoom: float, val_images: int) -> dict:
             "loss": params["loss"], "zoom_weight": float(zoom), "val_images": val_images}
 
 
+def upcycle_pool(root: Path, profile: str, teacher, crops: list, zoom: float, scale: float) -> tuple[list, list]:
+    """The ``upcycled`` arm's pool: the training crops zoomed out and labelled by ``teacher``, each
+    label kept in ``<root>/.sharpkd/state/upcycle-<key>`` (read back by a later call)."""
+    from sharpkd.inference.tiled import prepare, resume_key
+    from sharpkd.training.losses import label_zoomed
+
+    prepare(teacher, "cpu")
+    key = resume_key(teacher, tile=512, overlap=32, device="cpu")[:16]
+    return label_zoomed(teacher, crops, zoom, scale, tile=512, overlap=32, device="cpu",
+                        resume_dir=root / ".sharpkd" / "state" / profile / f"upcycle-{key}")
+
+
 def teacher_identity(root: Path, profile: str) -> dict:
     """The teacher the distilled arms learn from: its weights' sha256 and the profile's adaptation steps."""
     import yaml
@@ -100,7 +120,8 @@ def teacher_identity(root: Path, profile: str) -> dict:
     return {"sha256": sha256_file(weights) if weights.exists() else None, "adapt_steps": adapt.get("steps")}
 
 
-def run(profile: str, seeds: int, zoom: float = 0.0, root: Path = ROOT, out: Path | None = None) -> dict:
+def run(profile: str, seeds: int, zoom: float = 0.0, root: Path = ROOT, out: Path | None = None,
+        upcycle: float = 0.0) -> dict:
     """Train every (seed, arm) not already in ``out`` (same settings), writing ``out`` after each run."""
     from sharpkd import stage
     from sharpkd.training.distill import TrainData, inference_copy, train_student
@@ -120,24 +141,31 @@ def run(profile: str, seeds: int, zoom: float = 0.0, root: Path = ROOT, out: Pat
         teacher=list(read_split(data_dir / "teacher", "train", names).values()),
         val_degraded=list(read_split(data_dir / "degraded", "val_full", list(val_gt)).values()),
         val_gt=list(val_gt.values()), val_names=list(val_gt),
-        teacher_model=load_teacher(root / "models" / profile / "teacher.safetensors") if zoom > 0 else None,
+        teacher_model=load_teacher(root / "models" / profile / "teacher.safetensors") if zoom > 0 or upcycle > 0 else None,
         scale=float(stage.load_params("degrade", root / "params.yaml")["scale"]))
     config = settings(params, profile, zoom, len(val_gt))
     teacher = teacher_identity(root, profile)
     per_image: dict[str, dict[int, list[float]]] = {"gt_only": {}, "distilled": {}} | ({"zoom": {}} if zoom > 0 else {})
+    upcycled = None
+    if upcycle > 0:
+        per_image["upcycled"] = {}
+        pool = upcycle_pool(root, profile, data.teacher_model, data.gt, params.get("zoom", 0.5), data.scale)
+        upcycled = dataclasses.replace(data, zoom_pool=pool)
     if out is not None and out.exists():
         saved = json.loads(out.read_text())
+        # the upcycled arm's weight is its own setting: a report without that arm is resumed as is
         if {k: saved.get(k) for k in config} == config:
             same_teacher = saved.get("teacher") == teacher
+            same_upcycle = float(saved.get("upcycle_weight", 0.0)) == float(upcycle)
             for arm, runs in saved.get("per_image", {}).items():
                 # the gt_only arm never sees the teacher: its runs stay valid under another teacher
-                if arm in per_image and (arm == "gt_only" or same_teacher):
+                if arm in per_image and (arm == "gt_only" or same_teacher) and (arm != "upcycled" or same_upcycle):
                     per_image[arm] = {int(s): v for s, v in runs.items() if int(s) < seeds}
             print(f"resuming {out}: {sum(map(len, per_image.values()))} runs already there"
                   + ("" if same_teacher else " (another teacher: its distilled runs are redone)"), flush=True)
         else:
             print(f"{out} was made with other settings: starting over", flush=True)
-    config = config | {"teacher": teacher}
+    config = config | {"teacher": teacher} | ({"upcycle_weight": float(upcycle)} if upcycle > 0 else {})
     for seed in range(seeds):
         for arm in per_image:
             if seed in per_image[arm]:
@@ -148,8 +176,10 @@ def run(profile: str, seeds: int, zoom: float = 0.0, root: Path = ROOT, out: Pat
                 p["loss"]["l2_teacher"] = 0.0
             if arm == "zoom":
                 p["loss"]["l2_teacher_zoom"] = float(zoom)
+            if arm == "upcycled":
+                p["loss"]["l2_teacher"], p["loss"]["l2_teacher_zoom"] = 0.0, float(upcycle)
             # no SSIM in the per-epoch validation: the best epoch (by PSNR) and its weights are the same
-            model, best, _ = train_student(p, data, device="cpu", val_ssim=False)
+            model, best, _ = train_student(p, upcycled if arm == "upcycled" else data, device="cpu", val_ssim=False)
             folded = inference_copy(model)
             per_image[arm][seed] = [float(psnr(run_model(folded, d), g)) for d, g in zip(data.val_degraded, data.val_gt)]
             print(f"seed {seed} {arm}: best epoch {best['epoch']}, val PSNR {np.mean(per_image[arm][seed]):.3f} dB",
@@ -165,6 +195,9 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--zoom", type=float, default=0.0,
                     help="also run arm 'zoom': the distilled loss plus l2_teacher_zoom at this weight")
+    ap.add_argument("--upcycle", type=float, default=0.0,
+                    help="also run arm 'upcycled': ground truth only plus l2_teacher_zoom at this weight, "
+                         "from teacher labels computed once on the zoomed-out training crops")
     ap.add_argument("--root", type=Path, default=ROOT,
                     help="the checkout whose params.yaml, data/ and models/ to use (default: this one)")
     ap.add_argument("--out", type=Path, help="default metrics/<profile>/seeds.json; runs already in it "
@@ -175,7 +208,7 @@ def main() -> None:
     from sharpkd.files import write_json
 
     out = args.out or ROOT / "metrics" / args.profile / "seeds.json"
-    report = run(args.profile, args.seeds, args.zoom, args.root.resolve(), out)
+    report = run(args.profile, args.seeds, args.zoom, args.root.resolve(), out, upcycle=args.upcycle)
     from sharpkd.inference.bench import machine
     from sharpkd.provenance import record
 

@@ -230,3 +230,72 @@ def test_distill_loss_leaves_the_online_term_to_zoom_distillation():
     s, g, t = images(6)
     total, terms = DistillLoss({"l2_gt": 1.0, "l2_teacher_zoom": 3.0})(s, g, t)
     assert set(terms) == {"l2_gt"} and torch.allclose(total, terms["l2_gt"])
+
+
+def _pool(n=3, size=(12, 18), seed=7):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    inputs = [rng.integers(0, 256, (*size, 3), dtype=np.uint8) for _ in range(n)]
+    return inputs, [(x // 2).astype(np.uint8) for x in inputs]  # the labels of a teacher that halves
+
+
+def test_label_zoomed_labels_the_zoom_inputs_with_the_teacher():
+    import numpy as np
+    from sharpkd.inference.tiled import run_model
+    from sharpkd.training.losses import label_zoomed, zoom_input
+
+    crops = _pool(2, (20, 30))[0]
+    teacher = torch.nn.Conv2d(3, 3, 1)
+    inputs, labels = label_zoomed(teacher, crops, 0.5, 0.6, progress=False)
+    for c, x, t in zip(crops, inputs, labels):
+        assert x.shape == (10, 15, 3) and np.array_equal(x, zoom_input(c, 0.5, 0.6))
+        assert np.array_equal(t, run_model(teacher, x))
+    with pytest.raises(SharpkdError, match="train.zoom"):
+        label_zoomed(teacher, crops, 1.0, 0.6)
+
+
+def test_precomputed_zoom_draws_aligned_patches_as_a_function_of_the_torch_seed():
+    from sharpkd.training.losses import PrecomputedZoom
+
+    z = PrecomputedZoom(*_pool(), zoom=0.5)
+    torch.manual_seed(3)
+    x, t = z.sample(5, 8)
+    assert x.shape == t.shape == (5, 3, 8, 8)
+    # every label patch is the halving teacher's output on its input patch: same image, place, flip, turn
+    assert torch.equal(t, torch.floor(x * 255 / 2) / 255)
+    torch.manual_seed(3)
+    x2, _ = z.sample(5, 8)
+    torch.manual_seed(4)
+    x3, _ = z.sample(5, 8)
+    assert torch.equal(x, x2) and not torch.equal(x, x3)
+    assert z.sample(2, 50)[0].shape == (2, 3, 12, 12)  # at most the smallest pooled side
+
+
+def test_precomputed_zoom_term_is_the_l2_to_the_pooled_labels_at_zoom_of_the_patch_side():
+    from sharpkd.training.losses import PrecomputedZoom
+
+    z = PrecomputedZoom(*_pool(), zoom=0.5)
+    student = torch.nn.Conv2d(3, 3, 3, padding=1)
+    g = images(5, (4, 3, 16, 16))[0]
+    torch.manual_seed(0)
+    value = z(student, g)
+    torch.manual_seed(0)
+    x, t = z.sample(4, 8)
+    with torch.no_grad():
+        assert torch.allclose(value, (student(x) - t).pow(2).mean())
+    value.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in student.parameters())
+
+
+@pytest.mark.parametrize("pool, match", [
+    (([], []), "at least one"),
+    ((_pool(2)[0], _pool(1)[1]), "as many labels"),
+    (([_pool(1)[0][0]], [_pool(1, (10, 18))[1][0]]), "differ in size"),
+    (([_pool(1)[0][0].astype("float32")], _pool(1)[1]), "uint8"),
+])
+def test_precomputed_zoom_rejects_a_bad_pool_clearly(pool, match):
+    from sharpkd.training.losses import PrecomputedZoom
+
+    with pytest.raises(SharpkdError, match=match):
+        PrecomputedZoom(*pool)

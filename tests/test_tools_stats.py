@@ -90,3 +90,45 @@ def test_seeds_keeps_the_ground_truth_arm_and_redoes_the_distilled_one_under_ano
     assert trained == [1.0, 1.0]  # the distilled arm's two seeds, no gt_only run
     assert second["per_image"]["gt_only"] == {int(s): v for s, v in first["per_image"]["gt_only"].items()}
     assert second["teacher"]["sha256"] != first["teacher"]["sha256"]
+
+
+
+def test_seeds_upcycled_arm_trains_from_labels_computed_once_and_keeps_the_saved_arms(tmp_path, monkeypatch):
+    import torch
+
+    import sharpkd.training.distill
+    import sharpkd.training.losses
+    from experiments.seeds import run
+    from sharpkd.training.teacher import build_teacher, save_teacher
+
+    root, out = _seeds_root(tmp_path), tmp_path / "seeds.json"
+    weights = root / "models" / "p" / "teacher.safetensors"
+    weights.parent.mkdir(parents=True)
+    restormer = {"dim": 8, "num_blocks": [1, 1, 1, 1], "num_refinement_blocks": 1, "heads": [1, 1, 1, 1],
+                 "ffn_expansion_factor": 2.0}
+    save_teacher(build_teacher({"kind": "restormer", "restormer": restormer}), weights)
+    first = run("p", 2, root=root, out=out)  # gt_only and distilled only
+    trained, labelled = [], []
+    real_train, real_label = sharpkd.training.distill.train_student, sharpkd.training.losses.label_zoomed
+
+    def counting(p, data, *a, **k):
+        trained.append((p["loss"]["l2_teacher"], p["loss"].get("l2_teacher_zoom", 0.0), data.zoom_pool is not None))
+        return real_train(p, data, *a, **k)
+
+    def labelling(teacher, crops, *a, **k):
+        labelled.append(len(crops))
+        return real_label(teacher, crops, *a, **k)
+
+    monkeypatch.setattr(sharpkd.training.distill, "train_student", counting)
+    monkeypatch.setattr(sharpkd.training.losses, "label_zoomed", labelling)
+    second = run("p", 2, root=root, out=out, upcycle=0.5)
+    # only the new arm trains: ground truth only plus the zoom term, from the pool
+    assert trained == [(0.0, 0.5, True), (0.0, 0.5, True)] and labelled == [3]
+    for arm in ("gt_only", "distilled"):
+        assert second["per_image"][arm] == {int(s): v for s, v in first["per_image"][arm].items()}
+    assert second["upcycle_weight"] == 0.5 and "upcycled-gt_only" in second["comparisons"]
+    cached = list((root / ".sharpkd" / "state" / "p").glob("upcycle-*/*.npy"))
+    assert len(cached) == 3  # one label per training crop, read back by a later call
+    trained.clear()
+    third = run("p", 2, root=root, out=out, upcycle=0.5)
+    assert trained == [] and third["per_image"] == second["per_image"]

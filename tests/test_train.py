@@ -163,3 +163,30 @@ def test_zoom_distillation_trains_deterministically_and_logs_its_term():
     assert hist_a[0]["train_l2_teacher_zoom"] > 0 and hist_a == hist_b
     plain, _, _ = train({**PARAMS, "loss": {"l2_gt": 1.0}}, make_data())
     assert not all(torch.equal(a, b) for a, b in zip(model_a.state_dict().values(), plain.state_dict().values()))
+
+
+def _with_pool(data: TrainData) -> TrainData:
+    from sharpkd.training.losses import label_zoomed
+
+    data.zoom_pool = label_zoomed(HalfTeacher(), data.gt, 0.5, data.scale, progress=False)
+    return data
+
+
+def test_zoom_labels_computed_once_train_without_the_teacher_and_resume_to_the_same_result(tmp_path):
+    data = _with_pool(make_data())
+    assert data.teacher_model is None  # the pool replaces the online teacher
+    full, best_full, hist_full = train(ZOOM_PARAMS, data)
+    assert hist_full[0]["train_l2_teacher_zoom"] > 0
+
+    def die(step):
+        if step == 5:
+            raise Kill
+
+    with pytest.raises(Kill):
+        train(ZOOM_PARAMS, _with_pool(make_data()), state_dir=tmp_path, on_step=die)
+    resumed, best_res, hist_res = train(ZOOM_PARAMS, _with_pool(make_data()), state_dir=tmp_path)
+    assert best_res == best_full and hist_res == hist_full
+    assert all(torch.equal(a, b) for a, b in zip(full.state_dict().values(), resumed.state_dict().values()))
+    online = make_data()
+    online.teacher_model = HalfTeacher()  # same term, labels made per step from the batch: another run
+    assert train(ZOOM_PARAMS, online)[2] != hist_full

@@ -634,8 +634,12 @@ def lite_seeds_md(root: Path) -> str:
     zoom = (f", and `zoom`: distilled plus `l2_teacher_zoom` (weight {r['zoom_weight']:g}), where the teacher "
             f"labels patches shrunk to {r['train']['zoom']:g} of their size, inputs that have no ground truth"
             if r.get("zoom_weight") else "")
+    zoom += (f", and `upcycled`: ground truth only plus `l2_teacher_zoom` (weight {r['upcycle_weight']:g}) from "
+             f"labels the teacher computed once on every training crop shrunk to {r['train']['zoom']:g} of its size "
+             "and degraded, inputs whose labels no ground truth gives" if r.get("upcycle_weight") else "")
     command = (f"python experiments/seeds.py --profile photos --seeds {r['seed_paired']['n']}"
                + (f" --zoom {r['zoom_weight']:g}" if r.get("zoom_weight") else "")
+               + (f" --upcycle {r['upcycle_weight']:g}" if r.get("upcycle_weight") else "")
                + f" --root RUN --out metrics/photos/{LITE_SEEDS}")
     return f"""### The photo pool, c8b1, from the teacher of `teacher.json`
 
@@ -760,7 +764,8 @@ the validation photos through every link and timed on a 1080p frame.
 ## Distillation over seeds
 
 `experiments/seeds.py` trains the pipeline's student N times per arm (ground truth only against
-distilled; `zoom`: distilled plus `l2_teacher_zoom`), seed `s` giving every arm the same start and
+distilled; `zoom`: distilled plus `l2_teacher_zoom`; `upcycled`: ground truth only plus that term from
+labels computed once), seed `s` giving every arm the same start and
 batches, and scores each run's best epoch on the full-size validation images.
 
 ### The photo pool, c16b1

@@ -17,7 +17,7 @@ import torch
 
 from sharpkd.errors import SharpkdError
 from sharpkd.inference.tiled import prepare, run_model
-from sharpkd.training.losses import ZoomDistillation, build_loss, needs_teacher, needs_teacher_model
+from sharpkd.training.losses import PrecomputedZoom, ZoomDistillation, build_loss, needs_teacher, needs_teacher_model
 from sharpkd.evaluation.metrics import psnr, ssim
 from sharpkd.nets.students import build_student
 from sharpkd.nets.int8 import to_int8
@@ -32,7 +32,9 @@ class TrainData:
     """Training triplets (degraded, ground truth, teacher) of crops and full-size validation pairs.
 
     ``teacher_model`` (the adapted teacher itself) and ``scale`` (``degrade.scale``) are needed only
-    by the ``l2_teacher_zoom`` term, which makes and labels new inputs during training.
+    by the ``l2_teacher_zoom`` term, which makes and labels new inputs during training; with
+    ``zoom_pool`` (``(inputs, labels)`` from :func:`sharpkd.training.losses.label_zoomed`) that term
+    reads labels computed once instead, and no teacher runs during training.
     """
 
     degraded: list[np.ndarray]
@@ -43,6 +45,7 @@ class TrainData:
     val_names: list[str] = field(default_factory=list)
     teacher_model: torch.nn.Module | None = None
     scale: float = 0.6
+    zoom_pool: tuple[list[np.ndarray], list[np.ndarray]] | None = None
 
     def __post_init__(self) -> None:
         if not self.val_degraded:
@@ -107,7 +110,9 @@ def train_student(params: dict, data: TrainData, *, device: str = "cpu",
     if uses_teacher and data.teacher is None:
         raise SharpkdError("the loss uses the teacher (train.loss) but no teacher outputs were given")
     zoom = None
-    if needs_teacher_model(params["loss"]):
+    if needs_teacher_model(params["loss"]) and data.zoom_pool is not None:
+        zoom = PrecomputedZoom(*data.zoom_pool, params.get("zoom", 0.5)).to(device)
+    elif needs_teacher_model(params["loss"]):
         if data.teacher_model is None:
             raise SharpkdError("train.loss.l2_teacher_zoom runs the teacher during training, but no teacher model was given")
         if torch.distributed.is_available() and torch.distributed.is_initialized() \
@@ -118,8 +123,9 @@ def train_student(params: dict, data: TrainData, *, device: str = "cpu",
     model = build_student(params["arch"], **(params.get("arch_config") or {}))
     loss_fn = build_loss(params["loss"], params.get("vgg") or {}).to(device)
     pairs = data.pairs if uses_teacher else Pairs(data.degraded, data.gt, None)
+    pool = [*data.zoom_pool[0], *data.zoom_pool[1]] if isinstance(zoom, PrecomputedZoom) else []
     fp = fingerprint({"train": params}, [*data.degraded, *data.gt, *(data.teacher or []), *data.val_degraded,
-                                         *data.val_gt])
+                                         *data.val_gt, *pool])
     state_path = state_file(state_dir, "student", fp) if state_dir is not None else None
 
     def loss(out: torch.Tensor, gt: torch.Tensor, t: torch.Tensor | None):

@@ -23,7 +23,9 @@ term             formula
 ``l2_teacher_    ``mean (S(D_z) - T(D_z))^2`` on *down-zoomed* inputs, the teacher run online:
 zoom``           ``D_z = degrade(shrink_z(G))`` (:class:`ZoomDistillation`).  A DUKD-style
                  "data upcycling" term: the teacher labels new in-domain inputs made from the
-                 batch, a wider field of view at a smaller scale
+                 batch, a wider field of view at a smaller scale.  Or from labels computed
+                 once (:func:`label_zoomed`, :class:`PrecomputedZoom`): the same term over a
+                 fixed pool of zoomed-out training crops, at the cost of one teacher pass
 ===============  ===========================================================================
 
 The two L2 terms are not in the report.  For a residual student that starts as the identity,
@@ -40,6 +42,7 @@ from __future__ import annotations
 
 import numbers
 
+import numpy as np
 import torch
 from pytorch_msssim import ssim as _msssim_ssim
 from torch import nn
@@ -201,10 +204,8 @@ class ZoomDistillation(nn.Module):
 
     def __init__(self, teacher: nn.Module, zoom: float = 0.5, scale: float = 0.6) -> None:
         super().__init__()
-        if not 0 < float(zoom) < 1:
-            raise SharpkdError(f"train.zoom must be in (0, 1) (the shrink of the zoomed inputs), got {zoom!r}")
         self.teacher = teacher.eval().requires_grad_(False)
-        self.zoom, self.scale = float(zoom), float(scale)
+        self.zoom, self.scale = check_zoom(zoom), float(scale)
 
     def extra_repr(self) -> str:
         return f"zoom={self.zoom}, scale={self.scale}"
@@ -212,9 +213,8 @@ class ZoomDistillation(nn.Module):
     def inputs(self, gt: torch.Tensor) -> torch.Tensor:
         """``D_z`` for the batch ``gt`` (float in [0, 1], on ``gt``'s device)."""
         from sharpkd.tensors import imgs2tensor, tensor2img
-        from sharpkd.data.degrade import degrade, downscale
 
-        images = [degrade(downscale(tensor2img(g), self.zoom), self.scale) for g in gt]
+        images = [zoom_input(tensor2img(g), self.zoom, self.scale) for g in gt]
         return imgs2tensor(images).to(gt.device)
 
     def forward(self, model: nn.Module, gt: torch.Tensor) -> torch.Tensor:
@@ -222,6 +222,87 @@ class ZoomDistillation(nn.Module):
         with torch.no_grad():
             target = self.teacher(x).clamp(0, 1)
         return (model(x) - target).pow(2).mean()
+
+
+def check_zoom(zoom: float) -> float:
+    """``train.zoom`` as a float in (0, 1), or one clear error."""
+    if not isinstance(zoom, numbers.Real) or isinstance(zoom, bool) or not 0 < float(zoom) < 1:
+        raise SharpkdError(f"train.zoom must be in (0, 1) (the shrink of the zoomed inputs), got {zoom!r}")
+    return float(zoom)
+
+
+def zoom_input(image: np.ndarray, zoom: float, scale: float) -> np.ndarray:
+    """``D_z`` of one HxWx3 uint8 ground-truth image: shrunk to ``zoom`` of its size (antialiased
+    bilinear), then degraded as the pipeline degrades at ``scale`` (no codec)."""
+    from sharpkd.data.degrade import degrade, downscale
+
+    return degrade(downscale(image, zoom), scale)
+
+
+def label_zoomed(teacher: nn.Module, crops: list[np.ndarray], zoom: float, scale: float, *,
+                 desc: str = "teacher, zoomed-out crops", **run_kwargs) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The pool of :class:`PrecomputedZoom`: ``(inputs, labels)`` with ``inputs[i]`` =
+    :func:`zoom_input` of ``crops[i]`` and ``labels[i]`` the teacher's uint8 output on it
+    (:func:`sharpkd.inference.tiled.run_many`; ``run_kwargs`` such as ``tile`` or ``resume_dir``
+    passed on).  One teacher pass over ``zoom^2`` of the crops' pixels."""
+    from sharpkd.inference.tiled import run_many
+
+    zoom = check_zoom(zoom)
+    inputs = [zoom_input(c, zoom, scale) for c in crops]
+    return inputs, run_many(teacher, inputs, desc=desc, **run_kwargs)
+
+
+class PrecomputedZoom(nn.Module):
+    """``l2_teacher_zoom`` from labels computed once: ``mean (S(D_z) - T(D_z))^2`` over a fixed pool.
+
+    ``inputs`` and ``labels`` are HxWx3 uint8 images of equal sizes in pairs (:func:`label_zoomed`
+    of the training crops).  For a batch of ground-truth patches of side ``P`` the call draws as
+    many patches of side ``round(zoom * P)`` (at most the smallest pooled image's side) from the
+    pool: image, position, horizontal flip and 90-degree rotation from torch's global generator,
+    which :func:`sharpkd.training.loop.fit` seeds from the seed and the step, so the draw is a
+    function of both and a resumed run draws the same.  Unlike :class:`ZoomDistillation` no teacher
+    runs during training, and the labels are the teacher's rounded outputs, as the precomputed
+    ``l2_teacher`` labels are.  ``forward(model, G) -> term``.
+    """
+
+    def __init__(self, inputs: list[np.ndarray], labels: list[np.ndarray], zoom: float = 0.5) -> None:
+        super().__init__()
+        self.zoom = check_zoom(zoom)
+        if not inputs or len(inputs) != len(labels):
+            raise SharpkdError(f"the zoomed-out pool needs as many labels as inputs (at least one); got "
+                               f"{len(inputs)} inputs and {len(labels)} labels")
+        for i, (x, t) in enumerate(zip(inputs, labels)):
+            for a in (x, t):
+                if not isinstance(a, np.ndarray) or a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3:
+                    raise SharpkdError(f"zoomed-out pool item {i}: expected HxWx3 uint8 arrays, got "
+                                       f"{getattr(a, 'dtype', type(a))} {getattr(a, 'shape', '')}")
+            if x.shape != t.shape:
+                raise SharpkdError(f"zoomed-out pool item {i}: input {x.shape} and label {t.shape} differ in size")
+        self.inputs, self.labels = list(inputs), list(labels)
+        self.max_side = min(min(x.shape[:2]) for x in self.inputs)
+
+    def extra_repr(self) -> str:
+        return f"zoom={self.zoom}, pool={len(self.inputs)}"
+
+    def sample(self, n: int, side: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``n`` aligned (input, label) patches of ``side`` pixels, as ``n x 3 x side x side`` floats in [0, 1]."""
+        from sharpkd.tensors import imgs2tensor
+
+        side = max(1, min(int(side), self.max_side))
+        xs, ts = [], []
+        for _ in range(n):
+            i = int(torch.randint(len(self.inputs), ()))
+            h, w = self.inputs[i].shape[:2]
+            y, x = int(torch.randint(h - side + 1, ())), int(torch.randint(w - side + 1, ()))
+            flip, rot = bool(torch.randint(2, ())), int(torch.randint(4, ()))
+            for src, dst in ((self.inputs[i], xs), (self.labels[i], ts)):
+                a = src[y:y + side, x:x + side]
+                dst.append(np.ascontiguousarray(np.rot90(a[:, ::-1] if flip else a, rot)))
+        return imgs2tensor(xs), imgs2tensor(ts)
+
+    def forward(self, model: nn.Module, gt: torch.Tensor) -> torch.Tensor:
+        x, t = self.sample(gt.shape[0], round(gt.shape[-1] * self.zoom))
+        return (model(x.to(gt.device)) - t.to(gt.device)).pow(2).mean()
 
 
 def build_loss(loss_params: dict, vgg_params: dict | None = None) -> DistillLoss:
