@@ -15,6 +15,7 @@ fixed GOP, decoded, bilinear up) every frame is restored by every method and sco
 * each shipped student of ``--students`` (``sharpkd/weights/``), run by the class ``sharpkd
   sharpen`` runs (:class:`sharpkd.app.sharpen.Sharpener`: :func:`sharpkd.inference.tiled.run_model`
   on the runtime ``auto`` picks) on the received frame;
+* each student of ``--weights NAME=PATH`` (a student file you trained, run the same way), under ``NAME``;
 * ``teacher`` when ``--teacher`` names a teacher file of the teacher stage.
 
 Writes one JSON (``--out``): per clip and link, every method's scores, the stream's size and
@@ -75,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--links", default=DEFAULT_LINKS, help="video links, comma-separated (h264v:CRF, h264v:NNNk)")
     ap.add_argument("--scale", type=float, default=0.6, help="the link's downscale")
     ap.add_argument("--students", default=DEFAULT_STUDENTS, help="shipped students, comma-separated ('' for none)")
+    ap.add_argument("--weights", action="append", default=[], metavar="NAME=PATH",
+                    help="also score this student file under NAME (repeatable)")
     ap.add_argument("--teacher", help="a teacher file of the teacher stage (models/<profile>/teacher.safetensors)")
     ap.add_argument("--unsharp-from", default="metrics/photos/eval_settings.json",
                     help="eval_settings.json whose tuned unsharp mask is scored ('' to skip)")
@@ -106,6 +109,17 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     for s in students:
         if s not in SHIPPED:
             raise SharpkdError(f"--students: {s!r} is not a shipped student ({', '.join(SHIPPED)})")
+    extra = {}
+    for item in args.weights:
+        name, sep, path = item.partition("=")
+        name = name.strip()
+        if not sep or not name or not path:
+            raise SharpkdError(f"--weights {item!r}: give NAME=PATH")
+        if name in students or name in extra or name in ("received", "lanczos", "unsharp", "teacher"):
+            raise SharpkdError(f"--weights {item!r}: the name {name!r} is already a method of this run")
+        if not Path(path).is_file():
+            raise SharpkdError(f"--weights {item!r}: {path}: no such file")
+        extra[name] = Path(path)
     files = clip_files(args.clips, OPTIONS)
     unsharp = load_unsharp(args.unsharp_from)
 
@@ -117,6 +131,10 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         methods[s] = sh
         info[s] = {"file": f"sharpkd/weights/{sh.weights.name}", "sha256": sha256_file(sh.weights),
                    "runtime": sh.runtime}
+    for name, path in extra.items():
+        sh = Sharpener(path, device="cpu")
+        methods[name] = sh
+        info[name] = {"file": str(path), "sha256": sha256_file(path), "runtime": sh.runtime}
     if args.teacher:
         from sharpkd.inference.tiled import prepare, run_model
         from sharpkd.training.teacher import load_teacher

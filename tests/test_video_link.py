@@ -188,6 +188,9 @@ def _tool(*args, cwd=ROOT):
     (["--frames", "1"], "error: --frames must be at least 2"),
     (["--students", "tiny"], "error: --students: 'tiny' is not a shipped student"),
     (["--clips", "/nonexistent/x.mp4"], "error: --clips /nonexistent/x.mp4: no such file or folder"),
+    (["--weights", "mine"], "error: --weights 'mine': give NAME=PATH"),
+    (["--weights", "mine=/nonexistent/s.safetensors"], "error: --weights 'mine=/nonexistent/s.safetensors': /nonexistent"),
+    (["--weights", "lanczos=" + str(ROOT / "sharpkd/weights/student-fast.safetensors")], "error: --weights 'lanczos="),
 ])
 def test_tool_bad_options_are_one_error_line(args, says):
     proc = _tool(*args)
@@ -198,12 +201,15 @@ def test_tool_bad_options_are_one_error_line(args, says):
 def test_tool_on_a_tiny_clip(tmp_path):
     write_clip(tmp_path / "tiny.mp4", panning(5, 64, 96))
     out = tmp_path / "v.json"
+    mine = ROOT / "sharpkd/weights/student-lite.safetensors"
     proc = _tool("--clips", str(tmp_path), "--frames", "4", "--links", "h264v:28,h264v:100k", "--students", "fast",
+                 "--weights", f"mine={mine}",
                  "--unsharp-from", str(ROOT / "metrics/photos/eval_settings.json"), "--out", str(out))
     assert proc.returncode == 0, proc.stderr
     d = json.loads(out.read_text())
     assert set(d) >= {"command", "revision", "machine", "settings", "clips", "mean"}
     link = d["clips"]["tiny"]["links"]["h264v:28"]
-    assert set(link["methods"]) == {"received", "lanczos", "unsharp", "fast"} and link["frame_types"][0] == "I"
+    assert set(link["methods"]) == {"received", "lanczos", "unsharp", "fast", "mine"} and link["frame_types"][0] == "I"
+    assert d["settings"]["methods"]["mine"]["file"] == str(mine)
     assert d["mean"]["h264v:100k"]["fast"] == d["clips"]["tiny"]["links"]["h264v:100k"]["methods"]["fast"]
     assert d["settings"]["methods"]["fast"]["file"] == "sharpkd/weights/student-fast.safetensors"
