@@ -270,6 +270,9 @@ def _video_links_summary(d: dict, links: list[str], student: str) -> str:
                 frames_below += m[student]["frames_below_reference"]
                 frames += c["frames"]
     role = " (the default student)" if student == "balanced" else ""
+    file = ((d.get("settings") or {}).get("methods") or {}).get(student) or {}
+    if student not in ("balanced", "lite", "fast", "quality") and file.get("sha256"):
+        role = f" (a student file scored beside them, sha256 {file['sha256'][:12]})"
     return (f"* `{student}`{role} scores above Lanczos in {len(wins)} of {len(wins) + len(losses)} clip-link cases "
             f"and below Lanczos in {len(losses)}" + (f" ({', '.join(losses)})" if losses else "")
             + f"; below the received frame itself in {len(below)}" + (f" ({', '.join(below)})" if below else "")
@@ -316,7 +319,9 @@ def video_links_table(root: Path) -> str:
         lines.append(row(f"**mean of {len(d['clips'])}**", spec, d["mean"][spec], f"{kb:.0f}"))
     out = "\n".join(lines) + "\n\n"
     if "lanczos" in methods:
-        summaries = [_video_links_summary(d, links, m) for m in ("balanced", "lite", "fast", "quality") if m in methods]
+        extra = [m for m in first if m not in order and m != "received"]  # --weights NAME=PATH
+        summaries = [_video_links_summary(d, links, m)
+                     for m in [*(s for s in ("balanced", "lite", "fast", "quality") if s in methods), *extra]]
         out += "".join(summaries) + ("\n" if summaries else "")
     un = st.get("unsharp")
     out += (f"The first {st['frames']} frames of each clip (from frame {st['start']}) as ground truth; each method's PSNR "
