@@ -168,3 +168,13 @@ def test_the_c8b1_seeds_section_appears_once_every_run_has_ended(tmp_path):
     assert "<!-- seeds:photos:c8b1 -->" in text and "(c8b1u2, float32, 30 epochs)" in text
     assert "python experiments/seeds.py --profile photos --seeds 3 --root RUN --out metrics/photos/seeds-c8b1.json" in text
     assert "For c8b1 (the form of `lite`), from the same teacher: `distilled` minus `gt_only`: +0.035 dB" in text
+
+
+def test_what_each_shipped_student_was_trained_on_comes_from_its_card():
+    card = lambda links: {"evaluation": {"settings": {"train_links": links}}}  # noqa: E731
+    clean = [{"name": "balanced", "card": card([])}, {"name": "fast", "card": {}}]
+    assert docs.trained_on(clean) == "every student shipped was trained on clean pairs"
+    mixed = clean + [{"name": "lite", "card": card(["none", "none", "h264v:23", "h264:23"])}]
+    said = docs.trained_on(mixed)
+    assert said.startswith("`balanced`, `fast` trained on clean pairs; `lite` on pairs through a mixture of links")
+    assert "(none x2, h264v:23, h264:23;" in said
