@@ -28,7 +28,8 @@ shrunk by ``train.zoom`` and degraded, labelled by the adapted teacher, kept in
 (:class:`sharpkd.training.losses.PrecomputedZoom`): the teacher used only where the ground truth
 was not, at the cost of one teacher pass instead of one per step.
 
-Each finished run is written to the output at once, and a later call with the same settings
+A run keeps a resume state in ``<root>/.sharpkd/state/<profile>/seeds`` at every epoch, so a
+killed call goes on from there.  Each finished run is written to the output at once, and a later call with the same settings
 trains only the runs that are missing (``--seeds 5`` after ``--seeds 3`` adds seeds 3 and 4).
 The report records the teacher (``teacher``: its weights' sha256 and adaptation steps); under another
 teacher only the ``gt_only`` runs are kept, since that arm never sees the teacher.
@@ -179,7 +180,12 @@ def run(profile: str, seeds: int, zoom: float = 0.0, root: Path = ROOT, out: Pat
             if arm == "upcycled":
                 p["loss"]["l2_teacher"], p["loss"]["l2_teacher_zoom"] = 0.0, float(upcycle)
             # no SSIM in the per-epoch validation: the best epoch (by PSNR) and its weights are the same
-            model, best, _ = train_student(p, upcycled if arm == "upcycled" else data, device="cpu", val_ssim=False)
+            # a run killed midway resumes from its last epoch (the state is named by the run's params and data)
+            state = root / ".sharpkd" / "state" / profile / "seeds"
+            model, best, _ = train_student(p, upcycled if arm == "upcycled" else data, device="cpu", val_ssim=False,
+                                           state_dir=state)
+            for old in state.glob("*.pt"):
+                old.unlink()
             folded = inference_copy(model)
             per_image[arm][seed] = [float(psnr(run_model(folded, d), g)) for d, g in zip(data.val_degraded, data.val_gt)]
             print(f"seed {seed} {arm}: best epoch {best['epoch']}, val PSNR {np.mean(per_image[arm][seed]):.3f} dB",

@@ -132,3 +132,32 @@ def test_seeds_upcycled_arm_trains_from_labels_computed_once_and_keeps_the_saved
     trained.clear()
     third = run("p", 2, root=root, out=out, upcycle=0.5)
     assert trained == [] and third["per_image"] == second["per_image"]
+
+
+def test_seeds_run_killed_midway_resumes_from_its_state(tmp_path, monkeypatch):
+    import sharpkd.training.loop
+    from experiments.seeds import run
+
+    root = _seeds_root(tmp_path)
+    p = root / "params.yaml"
+    p.write_text(p.read_text().replace("epochs: 1", "epochs: 2"))
+    want = run("p", 2, root=root)  # uninterrupted, no output file
+    real = sharpkd.training.loop.fit
+    calls = []
+
+    def dying(*a, on_step=None, **k):
+        calls.append(1)
+
+        def step(s):
+            if len(calls) == 1 and s == 3:  # the first run dies after its first epoch (2 steps)
+                raise KeyboardInterrupt
+        return real(*a, on_step=step, **k)
+
+    monkeypatch.setattr(sharpkd.training.loop, "fit", dying)
+    monkeypatch.setattr("sharpkd.training.distill.fit", dying)
+    with pytest.raises(KeyboardInterrupt):
+        run("p", 2, root=root, out=tmp_path / "s.json")
+    assert len(list((root / ".sharpkd" / "state" / "p" / "seeds").glob("student-*.pt"))) == 1
+    got = run("p", 2, root=root, out=tmp_path / "s.json")
+    assert got["per_image"] == want["per_image"]
+    assert not list((root / ".sharpkd" / "state" / "p" / "seeds").glob("*.pt"))
