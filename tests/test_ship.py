@@ -40,6 +40,14 @@ def test_ship_copies_weights_and_writes_the_card(run):
     assert card["provenance"]["dvc_lock_student_md5"] == hashlib.md5(b"weights").hexdigest()
 
 
+def test_ship_takes_the_settings_the_evaluate_stage_wrote_for_this_run(run):
+    (run / "data" / "p").mkdir(parents=True)
+    (run / "data" / "p" / "eval_settings.json").write_text(json.dumps({"train_links": ["none", "h264v:23"]}))
+    ship("p", root=run, dest=run / "shipped")  # the copy under metrics/ (another run's) is not used
+    card = json.loads((run / "shipped" / "student-balanced.json").read_text())
+    assert card["evaluation"]["settings"] == {"train_links": ["none", "h264v:23"]}
+
+
 def test_ship_writes_a_named_student_to_its_own_file(run, monkeypatch):
     monkeypatch.setitem(__import__("sharpkd.app.shipped", fromlist=["SHIPPED"]).SHIPPED, "fast", ("student-fast.safetensors", "int8"))
     out = ship("p", root=run, dest=run / "shipped", name="fast")

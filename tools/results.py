@@ -44,7 +44,8 @@ ABLATION_ROWS = {
     "c16b1": ("`{arch}` c16b1, distilled (float)", "c16b1"),
     "int8": ("`{arch}` c16b1, distilled, then int8 (`--student fast`)", "fast"),
     "quality": ("`{arch}` c32b2 (32 channels, 2 blocks), distilled (`--student quality`)", "quality"),
-    "lite": ("`{arch}` c8b1 (8 channels, 1 block), distilled (`--student lite`)", "lite"),
+    "c8b1_clean": ("`{arch}` c8b1 (8 channels, 1 block), distilled, clean pairs (float)", "lite"),
+    "lite": ("`{arch}` c8b1, ground truth only, clean and H.264 pairs (`--student lite`)", "lite"),
 }
 # The label of the profile's own run (its eval.json), where it is not the embedded default's student.
 MAIN_ROWS = {

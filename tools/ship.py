@@ -45,9 +45,14 @@ def ship(profile: str, root: str | Path = ROOT, dest: str | Path | None = None, 
     dest = Path(dest) if dest is not None else root / "sharpkd" / "weights"
     target = dest / SHIPPED[name][0]
     weights = root / "models" / profile / "student.safetensors"
+    # the evaluate stage's own settings file (data/<profile>/) describes this run; the copy kept beside
+    # the metrics may be another run's
+    settings = root / "data" / profile / "eval_settings.json"
+    if not settings.is_file():
+        settings = root / "metrics" / profile / "eval_settings.json"
     card = shipped_card(_read(root / "models" / profile / "student.json"),
                         _read(root / "metrics" / profile / "eval.json"),
-                        _read(root / "metrics" / profile / "eval_settings.json"),
+                        _read(settings),
                         _read(root / "dvc.lock", yaml.safe_load), weights, profile=profile,
                         revision=revision or provenance.revision(root).get("commit", "unknown"))
     dest.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ SHIPPED = {
     "balanced": ("student-balanced.safetensors", "int8, the balance of quality and speed"),
     "fast": ("student-fast.safetensors", "int8, a smaller network for slower CPUs and higher frame rates"),
     "quality": ("student-quality.safetensors", "float, the balanced network unrounded: a little sharper, slower"),
-    "lite": ("student-lite.safetensors", "float, the smallest network: for CPUs without VNNI (AVX2 only)"),
+    "lite": ("student-lite.safetensors", "float, the smallest network, trained on clean and H.264 pairs: for CPUs without VNNI (AVX2 only)"),
 }
 DEFAULT_STUDENT = "balanced"
 
