@@ -167,6 +167,8 @@ def run(profile: str, seeds: int, zoom: float = 0.0, root: Path = ROOT, out: Pat
         else:
             print(f"{out} was made with other settings: starting over", flush=True)
     config = config | {"teacher": teacher} | ({"upcycle_weight": float(upcycle)} if upcycle > 0 else {})
+    # a run killed midway resumes from its last epoch (the state is named by the run's params and data)
+    state = root / ".sharpkd" / "state" / profile / "seeds"
     for seed in range(seeds):
         for arm in per_image:
             if seed in per_image[arm]:
@@ -180,8 +182,6 @@ def run(profile: str, seeds: int, zoom: float = 0.0, root: Path = ROOT, out: Pat
             if arm == "upcycled":
                 p["loss"]["l2_teacher"], p["loss"]["l2_teacher_zoom"] = 0.0, float(upcycle)
             # no SSIM in the per-epoch validation: the best epoch (by PSNR) and its weights are the same
-            # a run killed midway resumes from its last epoch (the state is named by the run's params and data)
-            state = root / ".sharpkd" / "state" / profile / "seeds"
             model, best, _ = train_student(p, upcycled if arm == "upcycled" else data, device="cpu", val_ssim=False,
                                            state_dir=state)
             for old in state.glob("*.pt"):

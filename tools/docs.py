@@ -106,6 +106,16 @@ def shipped(root: Path) -> list[dict]:
     return out
 
 
+def shipped_student(root: Path, name: str) -> dict | None:
+    """The entry of :func:`shipped` named ``name`` (None when its card is absent)."""
+    return next((s for s in shipped(root) if s["name"] == name), None)
+
+
+def first_methods(video: dict) -> dict:
+    """The methods of a video-link file's first clip and link (every clip-link scores the same ones)."""
+    return next(iter(video["clips"].values()))["links"][video["settings"]["links"][0]]["methods"]
+
+
 def training_links(card: dict) -> list[str]:
     """The links a shipped student's training crops went through (``degrade.train_links`` of its
     run, from the card's evaluation settings); [] when every crop went through the primary link."""
@@ -291,9 +301,8 @@ def two_experts_md(root: Path) -> str:
     photos = root / "metrics" / "photos"
     paths = (photos / "ablation" / f"{CLEAN_LITE[0]}.json", root / VIDEO_LINKS)
     clean, video = (_load(q) if q.exists() else None for q in paths)
-    lite = next((s for s in shipped(root) if s["name"] == "lite"), None)
-    if not clean or not video or not lite or not training_links(lite["card"]) \
-            or CLEAN_LITE[1] not in next(iter(video["clips"].values()))["links"][video["settings"]["links"][0]]["methods"]:
+    lite = shipped_student(root, "lite")
+    if not clean or not video or not lite or not training_links(lite["card"]) or CLEAN_LITE[1] not in first_methods(video):
         return ""
     ev = lite["card"]["evaluation"]
     cells, photo = [], []
@@ -332,7 +341,7 @@ def video_links_table(root: Path) -> str:
     d = _load(path)
     st = d["settings"]
     links = st["links"]
-    first = next(iter(d["clips"].values()))["links"][links[0]]["methods"]
+    first = first_methods(d)
     order = ["lanczos", "unsharp", "lite", "fast", "balanced", "quality", "teacher"]
     methods = [m for m in order if m in first]
     names = {"lanczos": "Lanczos", "unsharp": "unsharp", "teacher": "teacher"}
@@ -693,9 +702,9 @@ def l2_teacher_decision(root: Path) -> str:
     if r is None or r["seed_paired"]["ci95_high"] >= 0:
         return head
     d = r["seed_paired"]
-    lite = next((s for s in shipped(root) if s["name"] == "lite"), None)
-    weight = float((((lite or {}).get("card") or {}).get("training") or {}).get("loss", {}).get("l2_teacher", 1) or 0)
-    arm = "the distilled arm" if weight else "trained on the ground truth only"
+    lite = shipped_student(root, "lite")
+    loss = ((lite["card"].get("training") or {}).get("loss") or {}) if lite else {}
+    arm = "the distilled arm" if float(loss.get("l2_teacher", 1)) else "trained on the ground truth only"
     return head + (f" For c8b1 the ground-truth-only arm is ahead beyond the noise ({-d['mean']:.3f} dB): "
                    f"the shipped `lite` is {arm} (its card records the loss).")
 

@@ -258,9 +258,9 @@ class PrecomputedZoom(nn.Module):
     ``inputs`` and ``labels`` are HxWx3 uint8 images of equal sizes in pairs (:func:`label_zoomed`
     of the training crops).  For a batch of ground-truth patches of side ``P`` the call draws as
     many patches of side ``round(zoom * P)`` (at most the smallest pooled image's side) from the
-    pool: image, position, horizontal flip and 90-degree rotation from torch's global generator,
-    which :func:`sharpkd.training.loop.fit` seeds from the seed and the step, so the draw is a
-    function of both and a resumed run draws the same.  Unlike :class:`ZoomDistillation` no teacher
+    pool as the loop samples crops, with a seed drawn from torch's global generator, which
+    :func:`sharpkd.training.loop.fit` seeds from the seed and the step, so the draw is a function
+    of both and a resumed run draws the same.  Unlike :class:`ZoomDistillation` no teacher
     runs during training, and the labels are the teacher's rounded outputs, as the precomputed
     ``l2_teacher`` labels are.  ``forward(model, G) -> term``.
     """
@@ -278,27 +278,20 @@ class PrecomputedZoom(nn.Module):
                                        f"{getattr(a, 'dtype', type(a))} {getattr(a, 'shape', '')}")
             if x.shape != t.shape:
                 raise SharpkdError(f"zoomed-out pool item {i}: input {x.shape} and label {t.shape} differ in size")
-        self.inputs, self.labels = list(inputs), list(labels)
-        self.max_side = min(min(x.shape[:2]) for x in self.inputs)
+        from sharpkd.training.loop import Pairs
+
+        self.pool = Pairs(list(inputs), list(labels))
 
     def extra_repr(self) -> str:
-        return f"zoom={self.zoom}, pool={len(self.inputs)}"
+        return f"zoom={self.zoom}, pool={len(self.pool.gt)}"
 
     def sample(self, n: int, side: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """``n`` aligned (input, label) patches of ``side`` pixels, as ``n x 3 x side x side`` floats in [0, 1]."""
-        from sharpkd.tensors import imgs2tensor
+        """``n`` aligned (input, label) patches of ``side`` pixels, as ``n x 3 x side x side`` floats in [0, 1]:
+        :func:`sharpkd.training.loop.sample_batch` over the pool, its seed drawn from torch's generator."""
+        from sharpkd.training.loop import sample_batch
 
-        side = max(1, min(int(side), self.max_side))
-        xs, ts = [], []
-        for _ in range(n):
-            i = int(torch.randint(len(self.inputs), ()))
-            h, w = self.inputs[i].shape[:2]
-            y, x = int(torch.randint(h - side + 1, ())), int(torch.randint(w - side + 1, ()))
-            flip, rot = bool(torch.randint(2, ())), int(torch.randint(4, ()))
-            for src, dst in ((self.inputs[i], xs), (self.labels[i], ts)):
-                a = src[y:y + side, x:x + side]
-                dst.append(np.ascontiguousarray(np.rot90(a[:, ::-1] if flip else a, rot)))
-        return imgs2tensor(xs), imgs2tensor(ts)
+        x, t, _ = sample_batch(self.pool, 0, int(torch.randint(2**62, ())), n, max(1, int(side)))
+        return x, t
 
     def forward(self, model: nn.Module, gt: torch.Tensor) -> torch.Tensor:
         x, t = self.sample(gt.shape[0], round(gt.shape[-1] * self.zoom))
