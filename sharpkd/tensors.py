@@ -45,6 +45,16 @@ def imgs2tensor(images: Sequence[np.ndarray]) -> torch.Tensor:
     return _as_float(np.stack(images))
 
 
+def stacks2tensor(stacks: Sequence[np.ndarray]) -> torch.Tensor:
+    """Same-size uint8 ``H x W x 3k`` stacks of ``k`` RGB frames (channels frame by frame) ->
+    float32 ``N x 3k x H x W`` in [0, 1]: the input of a temporal student."""
+    for i, a in enumerate(stacks):
+        if not isinstance(a, np.ndarray) or a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] % 3 or not a.shape[2]:
+            desc = f"{a.dtype} {a.shape}" if isinstance(a, np.ndarray) else type(a).__name__
+            raise SharpkdError(f"frame stack {i}: expected an HxWx3k uint8 array, got {desc}")
+    return _as_float(np.stack(stacks))
+
+
 def _as_float(batch: np.ndarray) -> torch.Tensor:
     peak = PEAKS[batch.dtype]
     t = torch.from_numpy(batch if batch.dtype == np.uint8 else batch.astype(np.float32))
@@ -112,4 +122,4 @@ def crop_to(y: torch.Tensor, height, width) -> torch.Tensor:
     return y[..., :height, :width]
 
 
-__all__ = ["PEAKS", "check_image", "crop_to", "img2tensor", "imgs2tensor", "pad_to", "pad_to_multiple", "padded_size", "tensor2img"]
+__all__ = ["PEAKS", "check_image", "crop_to", "img2tensor", "imgs2tensor", "pad_to", "pad_to_multiple", "padded_size", "stacks2tensor", "tensor2img"]

@@ -178,3 +178,39 @@ def test_what_each_shipped_student_was_trained_on_comes_from_its_card():
     said = docs.trained_on(mixed)
     assert said.startswith("`balanced`, `fast` trained on clean pairs; `lite` on pairs through a mixture of links")
     assert "(none x2, h264v:23, h264:23;" in said
+
+
+def test_the_temporal_section_says_whether_the_previous_frame_pays(tmp_path):
+    """From experiments/temporal.py's report: a table per video link, and the verdict by the rule
+    (+0.2 dB at CRF 23 with no more flicker) either way."""
+    import json
+
+    from experiments.temporal import summarise
+
+    def report(gain: float, flicker: float) -> dict:
+        runs = {}
+        for k in range(2):
+            for arm, extra, te in (("single", 0.0, 1.50), ("temporal", gain, 1.50 + flicker)):
+                mean = {s: {arm: {"psnr": 33.0 + extra + k / 100, "temporal_error": te}, "lanczos": {"psnr": 32.8},
+                            "received": {"psnr": 32.5}} for s in ("h264v:23", "h264v:28")}
+                runs[f"{arm}:{k}"] = {"arm": arm, "seed": k, "val_psnr": 38.0 + extra, "mean": mean}
+        timing = {a: {"ms_per_1080p_frame": 40.0, "macs_per_1080p_frame": 1.2e9, "runtime": "torch"}
+                  for a in ("single", "temporal")}
+        settings = {"arch_config": {"channels": 8, "blocks": 1, "unshuffle": 2}, "epochs": 30, "train_crops": 5220,
+                    "links": ["none", "h264v:23"], "frames": 48}
+        return {"settings": settings, "timing": timing, "machine": {"cpu": "AMD EPYC", "cpu_cores": 2},
+                "summary": summarise(runs, ["single", "temporal"], ["h264v:23", "h264v:28"], 2), "runs": runs}
+
+    path = tmp_path / docs.TEMPORAL
+    path.parent.mkdir(parents=True)
+    assert docs.temporal_md(tmp_path) == ""
+    path.write_text(json.dumps({"settings": {}, "runs": {}}))  # still running: nothing yet
+    assert docs.temporal_md(tmp_path) == ""
+    path.write_text(json.dumps(report(0.05, 0.0)))
+    text = docs.temporal_md(tmp_path)
+    assert "| `h264v:23`: CRF 23 | 32.500 | 32.800 | 33.005 (+0.205; 1.500) | 33.055 (+0.255; 1.500) | +0.050 (+0.050 to +0.050) |" in text
+    assert "+0.050 dB from the single-frame one" in text and "it does not pay at this size" in text
+    path.write_text(json.dumps(report(0.3, 0.0)))
+    assert "it pays at this size" in docs.temporal_md(tmp_path)
+    path.write_text(json.dumps(report(0.3, 0.1)))  # more flicker: it does not ship
+    assert "its temporal error is higher: it does not pay" in docs.temporal_md(tmp_path)

@@ -302,3 +302,31 @@ def test_patch_head_round_trip_and_old_configs_unchanged(tmp_path):
     assert "head" not in build_student("sharp").config  # files saved before the option load as before
     with pytest.raises(SharpkdError, match="head must be one of"):
         build_student("sharp", head="conv5x5")
+
+
+@pytest.mark.parametrize("unshuffle", [1, 2, 4])
+def test_temporal_student_sees_two_frames_and_adds_to_the_current_one(tmp_path, unshuffle):
+    m = build_student("sharp", channels=8, blocks=1, unshuffle=unshuffle, frames=2).eval()
+    cur, before = torch.rand(2, 3, 21, 30), torch.rand(2, 3, 21, 30)
+    with torch.no_grad():
+        assert torch.equal(m(torch.cat([cur, before], 1)), cur)  # untrained: the current frame
+        randomised(m, std=0.1)
+        y = m(torch.cat([cur, before], 1))
+        assert y.shape == cur.shape and not torch.equal(y, m(torch.cat([cur, cur], 1)))  # the head reads both
+        assert torch.allclose(m.reparameterize()(torch.cat([cur, before], 1)), y, atol=1e-5)
+    save_student(m, tmp_path / "t.safetensors")
+    loaded, meta = load_student(tmp_path / "t.safetensors")
+    assert json.loads(meta["config"])["frames"] == 2 and loaded.frames == 2
+    with torch.no_grad():
+        assert torch.allclose(loaded(torch.cat([cur, before], 1)), y, atol=1e-5)
+    with pytest.raises(SharpkdError, match="N x 6 x H x W"):
+        m(cur)
+    assert count_macs(m, 1080, 1920) > count_macs(build_student("sharp", channels=8, blocks=1, unshuffle=unshuffle)
+                                                  .reparameterize(), 1080, 1920)
+
+
+def test_temporal_student_settings():
+    assert "frames" not in build_student("sharp", channels=8, frames=1).config  # old files stay as they were
+    for bad in ({"frames": 3}, {"frames": 0}, {"frames": 2, "head": "patch"}, {"frames": 2, "int8": {}}):
+        with pytest.raises(SharpkdError, match="frames"):
+            build_student("sharp", channels=8, **bad)

@@ -190,3 +190,19 @@ def test_zoom_labels_computed_once_train_without_the_teacher_and_resume_to_the_s
     online = make_data()
     online.teacher_model = HalfTeacher()  # same term, labels made per step from the batch: another run
     assert train(ZOOM_PARAMS, online)[2] != hist_full
+
+
+def test_stacked_inputs_sample_the_same_patches_as_their_current_frame():
+    from sharpkd.training.loop import Pairs
+
+    data = make_data()
+    stacks = [np.concatenate([d, d[::-1]], axis=2) for d in data.degraded]  # a "previous" frame behind each
+    x, y, _ = sample_batch(Pairs(stacks, data.gt), 5, 0, 4, 24)
+    x1, y1, _ = sample_batch(Pairs(data.degraded, data.gt), 5, 0, 4, 24)
+    assert x.shape == (4, 6, 24, 24) and torch.equal(x[:, :3], x1) and torch.equal(y, y1)
+    for bad in ([d[..., :2] for d in data.degraded], [np.concatenate([d, d[..., :1]], axis=2) for d in data.degraded],
+                [np.concatenate([d, d], axis=2)[:-1] for d in data.degraded]):
+        with pytest.raises(SharpkdError, match="training crop 0"):
+            Pairs(bad, data.gt)
+    with pytest.raises(SharpkdError, match="training crop 0"):  # only the input may stack frames
+        Pairs(data.degraded, data.gt, stacks)

@@ -213,3 +213,17 @@ def test_tool_on_a_tiny_clip(tmp_path):
     assert d["settings"]["methods"]["mine"]["file"] == str(mine)
     assert d["mean"]["h264v:100k"]["fast"] == d["clips"]["tiny"]["links"]["h264v:100k"]["methods"]["fast"]
     assert d["settings"]["methods"]["fast"]["file"] == "sharpkd/weights/student-fast.safetensors"
+
+
+@pytest.mark.parametrize("spec", ["h264v:28", "h264:23", "none"])
+def test_training_pair_with_the_previous_frame(spec):
+    crop = texture(40, 60, seed=4)[:40, :60]
+    alone = degrade_crop(crop, spec, 0.6, 0, "a.png")
+    both = degrade_crop(crop, spec, 0.6, 0, "a.png", previous=True)
+    assert both.shape == (40, 60, 6) and both.dtype == np.uint8
+    assert np.array_equal(both[..., :3], alone)  # the current frame is the single-frame pair, byte for byte
+    assert not np.array_equal(both[..., 3:], alone)  # the camera moved
+    assert np.array_equal(both, degrade_crop(crop, spec, 0.6, 0, "a.png", previous=True))
+    if spec == "none":
+        seq = motion_sequence(crop, camera_motion(0, "a.png"))
+        assert np.array_equal(both[..., 3:], degrade(seq[KEEP - 1], 0.6))

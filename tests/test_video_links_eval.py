@@ -56,6 +56,14 @@ def test_every_method_on_every_clip_and_link_deterministically(clips):
         assert set(r["mean"][spec]) == {"received", "lanczos", "unsharp", "student"}
         a, b = (r["clips"][c]["links"][spec]["methods"]["student"]["psnr"] for c in "ab")
         assert r["mean"][spec]["student"]["psnr"] == round((a + b) / 2, 4)
+    # a temporal method gets the frame received before (the first frame itself)
+    seen = []
+    got = score_clips(files[:1], LINKS[:1], frames=3, temporal={"prev": lambda rgb, before: seen.append(
+        (rgb, before)) or before})
+    assert np.array_equal(seen[0][0], seen[0][1]) and all(np.array_equal(seen[i][1], seen[i - 1][0]) for i in (1, 2))
+    assert got["mean"]["h264v:28"]["prev"]["psnr"] < got["mean"]["h264v:28"]["received"]["psnr"]
+    with pytest.raises(SharpkdError, match="given twice"):
+        score_clips(files[:1], LINKS[:1], frames=2, methods={"x": brighter}, temporal={"x": lambda a, b: a})
     # without an unsharp mask there is no unsharp row; the baselines are always there
     assert set(score_clips(files[:1], LINKS[:1], frames=2)["mean"]["h264v:28"]) == {"received", "lanczos"}
 

@@ -332,6 +332,75 @@ picker (QP, bitrate or a frame estimate). Its gain over the mixture-trained `lit
 """
 
 
+TEMPORAL = Path("metrics") / "photos" / "temporal.json"
+#: The rule a temporal student ships by: this gain at CRF 23 over the single-frame one, no more flicker.
+TEMPORAL_RULE = ("h264v:23", 0.2)
+
+
+def _ci(d: dict) -> str:
+    return f"{d['mean']:+.3f}" + (f" ({d['ci95_low']:+.3f} to {d['ci95_high']:+.3f})" if "ci95_low" in d else "")
+
+
+def temporal_md(root: Path) -> str:
+    """The temporal student (the previous received frame too) against the single-frame one, per video
+    link: PSNR over seeds, margin over Lanczos, temporal error, the paired difference, the cost."""
+    path = root / TEMPORAL
+    if not path.exists():
+        return ""
+    d = _load(path)
+    if "summary" not in d:
+        return ""
+    st, summ, timing = d["settings"], d["summary"], d["timing"]
+    arms = [a for a in ("single", "temporal", "single_equal") if a in timing]
+    names = {"single": "single frame", "temporal": "temporal (previous frame too)",
+             "single_equal": "single frame, wider"}
+    configs = {"single": st["arch_config"], "temporal": st["arch_config"], "single_equal": st.get("equal_config")}
+    diffs = [a for a in arms if a != "temporal"]
+    head = ("| link | received | Lanczos | " + " | ".join(names[a] for a in arms) + " | "
+            + " | ".join(f"temporal − {'single' if a == 'single' else 'wider'}" for a in diffs) + " |")
+    rows = [head, "|---|" + "---:|" * (2 + len(arms) + len(diffs))]
+    for spec, r in summ["links"].items():
+        cells = [f"{r[a]['psnr']['mean']:.3f} ({r[a]['over_lanczos']['mean']:+.3f}; {r[a]['temporal_error']['mean']:.3f})"
+                 for a in arms]
+        rows.append(f"| {_video_link_label(spec)} | {r['received_psnr']:.3f} | {r['lanczos_psnr']:.3f} | "
+                    + " | ".join(cells) + " | " + " | ".join(_ci(r[f"temporal_minus_{a}"]) for a in diffs) + " |")
+    cost = "; ".join(f"{names[a]} {student_label('sharp', {k: v for k, v in configs[a].items() if k != 'frames'})} "
+                     f"{timing[a]['macs_per_1080p_frame'] / 1e9:.2f} GMAC, {timing[a]['ms_per_1080p_frame']:.0f} ms"
+                     for a in arms)
+    spec, need = TEMPORAL_RULE
+    r = summ["links"].get(spec)
+    verdict = ""
+    if r:
+        gain = r["temporal_minus_single"]["mean"]
+        calmer = r["temporal"]["temporal_error"]["mean"] <= r["single"]["temporal_error"]["mean"]
+        pays = gain >= need and calmer
+        verdict = (f"At `{spec}` the temporal student is {gain:+.3f} dB from the single-frame one (the rule to ship "
+                   f"it: {need:+.1f} dB or more with no more flicker) and its temporal error is "
+                   f"{'no higher' if calmer else 'higher'}: it {'pays' if pays else 'does not pay'} at this size"
+                   + ("" if pays else ", so the shipped students stay single-frame") + ".")
+    seeds = summ["validation"]["single"]["n"]
+    val = summ["validation"]
+    wider = "; \"wider\" is a single-frame network near the temporal one's cost" if "single_equal" in arms else ""
+    return f"""### A temporal student: does the previous received frame pay?
+
+`experiments/temporal.py` trains the same network ({student_label('sharp', st['arch_config'])}, ground truth only,
+{st['epochs']} epochs, {seeds} seeds) twice on the {st['train_crops']:,} training crops, each crop sent as one frame of a
+moving sequence through the mixture {', '.join(f'`{x}`' for x in st['links'])}: once on the received frame
+alone, once also on the frame received before it (`frames: 2`: the head reads both, the residual is added to
+the current frame). Both are scored on the real clips ({st['frames']} frames each) over the video links.
+Cells: PSNR in dB, mean over seeds (over Lanczos; temporal error, lower is steadier); the last columns are
+the paired differences per seed, mean (95% interval){wider}.
+
+{chr(10).join(rows)}
+
+On the validation photos (through the same mixture) temporal − single is {_ci(val['temporal_minus_single'])} dB.
+Cost per 1920x1080 frame in PyTorch ({timing['single']['runtime']}, {machine_label(d['machine'])}): {cost}.
+{verdict}
+
+{sources([(path, 'python experiments/temporal.py --root RUN --seeds N')], root)}
+"""
+
+
 def video_links_table(root: Path) -> str:
     """Every method on real clips sent over video links (``experiments/video_links.py``): PSNR of the
     received frame, each method's gain over it, `balanced` against Lanczos, and temporal error."""
@@ -902,7 +971,7 @@ method on what each link delivered.
 {video_links_table(root)}<!-- /results:video_links -->
 
 {sources([(root / VIDEO_LINKS, 'python experiments/video_links.py --out FILE')], root)}
-{two_experts_md(root)}{video_set_md(root)}## The embedded default
+{two_experts_md(root)}{temporal_md(root)}{video_set_md(root)}## The embedded default
 
 `dvc repro` on the colour photographs inside scikit-image, resized to 464x256 as in the report.
 Two validation images are far too few to rank methods: this run proves the machinery in minutes.

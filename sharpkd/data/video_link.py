@@ -203,24 +203,33 @@ def motion_sequence(img: np.ndarray, motion: dict, frames: int = SEQUENCE_FRAMES
     return out
 
 
-def sequence_pair(img: np.ndarray, spec: str, scale: float, seed: int, name: str) -> np.ndarray:
+def sequence_pair(img: np.ndarray, spec: str, scale: float, seed: int, name: str, previous: bool = False) -> np.ndarray:
     """The degraded input of training crop ``name`` through video link ``spec``: the received
     frame :data:`KEEP` of its seeded moving sequence (:func:`camera_motion`), whose ground truth
-    is ``img`` itself."""
+    is ``img`` itself; with ``previous``, the received frame before it stacked on the channels
+    (``H x W x 6``, current first: a temporal student's input)."""
     if img.dtype != np.uint8 or img.ndim != 3 or img.shape[2] != 3:
         raise ValueError(f"expected an HxWx3 uint8 image, got {img.dtype} {img.shape}")
-    seq = motion_sequence(img, camera_motion(seed, name))
-    return send(seq, spec, scale).received(KEEP)
+    sent = send(motion_sequence(img, camera_motion(seed, name)), spec, scale)
+    if previous:
+        return np.concatenate([sent.received(KEEP), sent.received(KEEP - 1)], axis=2)
+    return sent.received(KEEP)
 
 
-def degrade_crop(img: np.ndarray, spec: str, scale: float, seed: int, name: str) -> np.ndarray:
+def degrade_crop(img: np.ndarray, spec: str, scale: float, seed: int, name: str, previous: bool = False) -> np.ndarray:
     """Training crop ``name`` through link ``spec`` of a ``degrade.train_links`` mixture: a video
-    link through :func:`sequence_pair`, any other through :func:`sharpkd.data.degrade.degrade`."""
+    link through :func:`sequence_pair`, any other through :func:`sharpkd.data.degrade.degrade`.
+    With ``previous`` the frame before it in the same seeded sequence is stacked on the channels
+    (``H x W x 6``, current first); through a link without motion prediction each of the two views is
+    degraded on its own."""
     from sharpkd.data.degrade import degrade, is_video_link, parse_link
 
     if is_video_link(spec):
-        return sequence_pair(img, spec, scale, seed, name)
-    return degrade(img, scale, **parse_link(spec))
+        return sequence_pair(img, spec, scale, seed, name, previous)
+    if not previous:
+        return degrade(img, scale, **parse_link(spec))
+    before = motion_sequence(img, camera_motion(seed, name))[KEEP - 1]
+    return np.concatenate([degrade(img, scale, **parse_link(spec)), degrade(before, scale, **parse_link(spec))], axis=2)
 
 
 def video_settings(links: Sequence[str]) -> dict:

@@ -10,7 +10,9 @@ the frames where a method is below the received frame):
 * ``received``: the received frame itself;
 * ``lanczos``: the decoded small frame re-upsampled with Lanczos;
 * ``unsharp``: an unsharp mask (radius, amount) on the received frame, when one is given;
-* each method of ``methods``: a callable from the received frame (HxWx3 uint8) to its output.
+* each method of ``methods``: a callable from the received frame (HxWx3 uint8) to its output;
+* each method of ``temporal``: a callable from the received frame and the one received before it
+  (the first frame of a clip is given itself as the one before) to its output.
 
 :func:`score_clips` returns ``{"clips": {clip: {... "links": {spec: {coded size, bytes, sha256,
 kbps, frame types, "methods": scores}}}}, "mean": {spec: {method: mean over clips}}}``: the
@@ -43,6 +45,7 @@ PARAM_NAMES = {"clips": "evaluate.video.dir", "frames": "evaluate.video.frames",
 BASELINES = ("received", "lanczos", "unsharp")
 
 Method = Callable[[np.ndarray], np.ndarray]
+TemporalMethod = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 def clip_files(paths: str | Path | Sequence[str | Path], names: Mapping[str, str] = PARAM_NAMES) -> list[Path]:
@@ -104,15 +107,16 @@ def _read(path: Path, frames: int, start: int, names: Mapping[str, str]) -> tupl
 
 def score_clips(files: Sequence[str | Path], links: Sequence[str], *, frames: int, start: int = 0, scale: float = 0.6,
                 methods: Mapping[str, Method] | None = None, unsharp: tuple[float, float] | None = None,
-                names: Mapping[str, str] = PARAM_NAMES, log: Callable[[str], None] | None = None) -> dict:
+                names: Mapping[str, str] = PARAM_NAMES, log: Callable[[str], None] | None = None,
+                temporal: Mapping[str, TemporalMethod] | None = None) -> dict:
     """Every method on every clip of ``files`` through every video link of ``links`` (see the module
     docstring).  Deterministic: the same clips, settings and methods give the same dict."""
     check_settings(frames, start, scale, names)
     links = link_specs(links, names)
-    methods = dict(methods or {})
-    clash = sorted(set(methods) & set(BASELINES))
+    methods, temporal = dict(methods or {}), dict(temporal or {})
+    clash = sorted((set(methods) | set(temporal)) & set(BASELINES)) or sorted(set(methods) & set(temporal))
     if clash:
-        raise SharpkdError(f"method {clash[0]!r} is a baseline row's name")
+        raise SharpkdError(f"method {clash[0]!r} is a baseline row's name or given twice")
     clips = {}
     for f in map(Path, files):
         gts, fps = _read(f, frames, start, names)
@@ -122,13 +126,17 @@ def score_clips(files: Sequence[str | Path], links: Sequence[str], *, frames: in
             t = time.time()
             sent = send(gts, spec, scale, fps)
             scores = ClipScores()
+            before = None
             for i, gt in enumerate(gts):
                 received = sent.received(i)
+                before = received if before is None else before
                 outs = {"received": received, "lanczos": sent.lanczos(i)}
                 if unsharp:
                     outs["unsharp"] = unsharp_mask(received, unsharp[0], unsharp[1])
                 outs |= {m: fn(received) for m, fn in methods.items()}
+                outs |= {m: fn(received, before) for m, fn in temporal.items()}
                 scores.add(gt, outs)
+                before = received
             low_h, low_w = sent.low[0].shape[:2]
             clip["links"][spec] = {
                 "coded_size": f"{low_w}x{low_h}", "bytes": sent.bytes, "sha256": sent.sha256,

@@ -49,7 +49,7 @@ def count_macs(model: nn.Module, height: int, width: int) -> int:
     ]
     try:
         with torch.no_grad():
-            meta_model(torch.empty(1, 3, height, width, device="meta"))
+            meta_model(torch.empty(1, 3 * getattr(meta_model, "frames", 1), height, width, device="meta"))
     finally:
         for h in handles:
             h.remove()

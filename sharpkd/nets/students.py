@@ -28,6 +28,12 @@ Students
     what dominates the 3x3 form's time on a CPU; the 3x3 body blocks
     keep the receptive field.
 
+    ``frames=2`` makes a temporal student: its input is ``N x 6 x H x W``, the current received
+    frame and the previous one stacked on channels (current first); the head sees both, the
+    residual is added to the current frame (:func:`sharpkd.evaluation.video_links.score_clips`
+    feeds the previous received frame, the first frame of a clip seeing itself twice).  The
+    temporal form has the 3x3 head, float only.
+
     ``int8={"first_bits": 7}`` is the int8 form (:mod:`sharpkd.nets.quant`, made by
     :func:`sharpkd.nets.int8.to_int8` and fine-tuned by ``train.int8``): folded, every convolution's
     input and weights rounded to the int8 grid, the calibrated input ranges kept in the
@@ -57,9 +63,10 @@ FORMAT = "sharpkd-student-v1"
 _RESERVED_META = ("arch", "config", "format")
 
 
-def _check_input(x: torch.Tensor) -> None:
-    if x.ndim != 4 or x.shape[1] != 3:
-        raise SharpkdError(f"students expect an N x 3 x H x W RGB tensor, got shape {tuple(x.shape)}")
+def _check_input(x: torch.Tensor, frames: int = 1) -> None:
+    if x.ndim != 4 or x.shape[1] != 3 * frames:
+        what = "RGB tensor" if frames == 1 else f"tensor of {frames} RGB frames, the current one first"
+        raise SharpkdError(f"students expect an N x {3 * frames} x H x W {what}, got shape {tuple(x.shape)}")
 
 
 # --------------------------------------------------------------------------- the report's student
@@ -185,7 +192,7 @@ class SharpNet(nn.Module):
     arch = "sharp"
 
     def __init__(self, channels: int = 16, blocks: int = 1, unshuffle: int = 2, rep: bool = True,
-                 head: str = "conv3x3", int8: dict | None = None) -> None:
+                 head: str = "conv3x3", int8: dict | None = None, frames: int = 1) -> None:
         super().__init__()
         _check_int("channels", channels, 8, MAX_CHANNELS)
         if channels % 8:
@@ -195,7 +202,13 @@ class SharpNet(nn.Module):
             raise SharpkdError(f"sharp student: unshuffle must be 1, 2 or 4, got {unshuffle}")
         if head not in HEADS:
             raise SharpkdError(f"sharp student: head must be one of {list(HEADS)}, got {head!r}")
+        _check_int("frames", frames, 1, 2)
+        if frames > 1 and (head != "conv3x3" or int8 is not None):
+            raise SharpkdError("sharp student: frames 2 (temporal) has the conv3x3 head and no int8 form")
         self.config = {"channels": channels, "blocks": blocks, "unshuffle": unshuffle}
+        if frames != 1:  # left out for single-frame students, so their files load unchanged
+            self.config["frames"] = frames
+        self.frames = frames
         if head != "conv3x3":  # the default is left out, so older student files load unchanged
             self.config["head"] = head
         if int8 is not None:  # the int8 form (sharpkd.nets.quant): built by int8.to_int8 or loaded from its file
@@ -215,7 +228,7 @@ class SharpNet(nn.Module):
         if self.patch:
             self.head = nn.Conv2d(3, channels, unshuffle, stride=unshuffle)
         else:
-            self.head = RepConv(io, channels, identity=False, rep=rep)
+            self.head = RepConv(io * frames, channels, identity=False, rep=rep)
         self.body = nn.ModuleList(RepConv(channels, channels, identity=True, rep=rep) for _ in range(blocks))
         if self.patch:
             self.tail = nn.ConvTranspose2d(channels, 3, unshuffle, stride=unshuffle)
@@ -236,13 +249,14 @@ class SharpNet(nn.Module):
         return [head, *(b.fused for b in self.body), tail]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_input(x)
+        _check_input(x, self.frames)
         if self.int8 is not None:
             return self._forward_int8(x)
         if self.patch:
             return self._forward_patch(x)
         s = self.scale
         n, c, height, width = x.shape
+        c //= self.frames
         h, w = padded_size(height, s) // s, padded_size(width, s) // s
         xp = pad_to_multiple(x, s)
         if _tracing():  # torch.export / ONNX: standard ops (SpaceToDepth/DepthToSpace), NCHW
@@ -257,7 +271,7 @@ class SharpNet(nn.Module):
         r = self.tail(z)
         # pixel_shuffle fused into the residual add: a strided view of r, no extra copy
         r = r.permute(0, 2, 3, 1).reshape(n, h, w, c, s, s).permute(0, 3, 1, 4, 2, 5)
-        y = (xp.reshape(n, c, h, s, w, s) + r).clamp_(0.0, 1.0).reshape(n, c, h * s, w * s)
+        y = (xp[:, :c].reshape(n, c, h, s, w, s) + r).clamp_(0.0, 1.0).reshape(n, c, h * s, w * s)
         return crop_to(y, height, width)
 
     def unshuffled(self, z: torch.Tensor) -> torch.Tensor:
@@ -273,7 +287,8 @@ class SharpNet(nn.Module):
         r = F.relu(self.head(z))
         for block in self.body:
             r = F.relu(block(r))
-        return (z + self.tail(r)).clamp(0.0, 1.0)
+        io = 3 * self.scale * self.scale  # the current frame's channels (pixel_unshuffle keeps each frame's together)
+        return (z[:, :io] + self.tail(r)).clamp(0.0, 1.0)
 
     def _forward_patch(self, x: torch.Tensor) -> torch.Tensor:
         """``y = clamp(x + tail(body(relu(head(x)))), 0, 1)`` with the strided patch head and tail."""

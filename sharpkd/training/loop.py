@@ -39,7 +39,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from sharpkd.tensors import imgs2tensor
+from sharpkd.tensors import imgs2tensor, stacks2tensor
 from sharpkd.errors import SharpkdError
 from sharpkd.files import atomic_path
 
@@ -52,7 +52,10 @@ LossFn = Callable[[torch.Tensor, torch.Tensor, "torch.Tensor | None"], "tuple[to
 
 @dataclass
 class Pairs:
-    """Aligned training crops: degraded input, ground truth and (optionally) the teacher's output."""
+    """Aligned training crops: degraded input, ground truth and (optionally) the teacher's output.
+
+    A degraded input may stack ``k`` received frames on its channels (``H x W x 3k``, the current
+    frame first): the input of a temporal student (``frames`` of :class:`sharpkd.nets.students.SharpNet`)."""
 
     degraded: list[np.ndarray]
     gt: list[np.ndarray]
@@ -65,11 +68,12 @@ class Pairs:
             raise SharpkdError("degraded, ground-truth and teacher crops differ in number")
         for i, g in enumerate(self.gt):
             others = [self.degraded[i]] + ([self.teacher[i]] if self.teacher is not None else [])
-            for a in [g, *others]:
-                if not isinstance(a, np.ndarray) or a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3:
+            for j, a in enumerate([g, *others]):
+                stack = j == 1 and isinstance(a, np.ndarray) and a.ndim == 3 and a.shape[2] % 3 == 0 and a.shape[2] > 3
+                if not isinstance(a, np.ndarray) or a.dtype != np.uint8 or a.ndim != 3 or (a.shape[2] != 3 and not stack):
                     raise SharpkdError(f"training crop {i}: expected HxWx3 uint8 arrays, got "
                                        f"{getattr(a, 'dtype', type(a))} {getattr(a, 'shape', '')}")
-                if a.shape != g.shape:
+                if a.shape[:2] != g.shape[:2]:
                     raise SharpkdError(f"training crop {i}: sizes differ ({a.shape} vs ground truth {g.shape})")
 
 
@@ -96,13 +100,13 @@ def sample_batch(pairs: Pairs, step: int, seed: int, batch: int, patch: int,
         raise SharpkdError("training crops differ in size: set a patch size > 0")
 
     def take(images: list[np.ndarray]) -> torch.Tensor:
-        out = []
+        out: list[np.ndarray] = []
         for i, y, x, ph, pw, flip, rot in items[rank::world]:
             a = images[i][y:y + ph, x:x + pw]
             if flip:
                 a = a[:, ::-1]
             out.append(np.ascontiguousarray(np.rot90(a, rot)))
-        return imgs2tensor(out)
+        return imgs2tensor(out) if out[0].shape[2] == 3 else stacks2tensor(out)
 
     return take(pairs.degraded), take(pairs.gt), (take(pairs.teacher) if pairs.teacher is not None else None)
 
