@@ -305,3 +305,23 @@ def test_the_cli_default_tile_and_runtimes_are_the_library_ones():
     from sharpkd.inference import runtimes as runtime
 
     assert cli.RUNTIMES == runtime.RUNTIMES
+
+
+def test_a_temporal_student_is_refused_by_every_command(tmp_path, capsys):
+    """The temporal form (frames 2) is an experiment's: one error line naming the file or config, exit 2,
+    nothing written."""
+    from sharpkd.nets.students import build_student, save_student
+
+    temporal = tmp_path / "temporal.safetensors"
+    save_student(build_student("sharp", channels=8, frames=2), temporal)
+    write(tmp_path / "x.png", rand(16, 16))
+    for argv in (["sharpen", str(tmp_path / "x.png"), "-o", str(tmp_path / "o"), "--weights", str(temporal)],
+                 ["bench", "--weights", str(temporal), "--width", "32", "--height", "32", "--runs", "1"],
+                 ["bench", "--arch", "sharp", "--config", '{"channels": 8, "frames": 2}', "--width", "32",
+                  "--height", "32", "--runs", "1"],
+                 ["export-onnx", "--weights", str(temporal), "-o", str(tmp_path / "t.onnx")]):
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and "a temporal student (frames 2" in err[0], err
+        assert ("--config" in err[0]) if "--config" in argv else (str(temporal) in err[0])
+    assert not any((tmp_path / "o").iterdir()) and not (tmp_path / "t.onnx").exists()

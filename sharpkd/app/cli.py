@@ -203,12 +203,14 @@ def _one_line_usage(parser: argparse.ArgumentParser):
 
 
 def _load_model(arch: str | None, args: argparse.Namespace):
+    from sharpkd.app.sharpen import single_frame
     from sharpkd.nets.students import build_student, load_student
 
     if getattr(args, "config", None) and (args.weights or not arch):
         raise UsageError("--config sets the architecture of --arch; a weights file carries its own")
     if args.weights or not arch:
         model, meta = load_student(_weights(args))
+        single_frame(model, f"--weights {_weights(args)}")
         return model, meta.get("arch", "?")
     try:
         config = json.loads(args.config) if getattr(args, "config", None) else {}
@@ -217,6 +219,7 @@ def _load_model(arch: str | None, args: argparse.Namespace):
     if not isinstance(config, dict):
         raise UsageError(f"--config must be a JSON object, e.g. '{{\"channels\": 32}}', got {args.config!r}")
     model = build_student(arch, **config)  # untrained weights time exactly like trained ones
+    single_frame(model, f"--config {args.config}")
     if hasattr(model, "reparameterize"):
         model.reparameterize()
     return model.eval(), arch

@@ -34,6 +34,15 @@ SAME_FORMAT = "same"  # --format: each image keeps its own format
 
 
 
+def single_frame(model: torch.nn.Module, what: str) -> None:
+    """Refuse a temporal student (``frames`` > 1, :class:`sharpkd.nets.students.SharpNet`) with a
+    :class:`UsageError` naming ``what``: the commands run single-frame students."""
+    frames = getattr(model, "frames", 1)
+    if frames != 1:
+        raise UsageError(f"{what}: a temporal student (frames {frames}: the previous received frame too) is an "
+                         "experiment's form; sharpkd runs single-frame students")
+
+
 class Sharpener:
     """A loaded student plus how to apply it (device, tiling, strength)."""
 
@@ -46,6 +55,7 @@ class Sharpener:
             raise SharpkdError(f"--strength must be between {lo} and {hi}, got {strength}")
         self.weights = Path(weights) if weights else shipped_weights()
         self.model, self.meta = load_student(self.weights, device=device)
+        single_frame(self.model, f"--weights {self.weights}")
         prepare(self.model, device)
         self.runtime = resolve(runtime, self.model, device)
         # 8-bit images run on `runtime`; 16-bit ones on the PyTorch module (sharpkd/inference/runtimes.py)
