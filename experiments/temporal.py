@@ -49,12 +49,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from experiments.seeds import interval  # noqa: E402  (the t-interval every seed report uses)
+
 DEFAULT_LINKS = "none,none,h264v:23,h264v:28,h264v:1000k,h264:23"
 DEFAULT_VIDEO_LINKS = "h264v:23,h264v:28,h264v:1000k"
 #: The arms: the input frames each sees (``single_equal``, with ``--equal``, a wider single-frame student).
 ARMS = {"single": 1, "temporal": 2, "single_equal": 1}
 #: What the errors call each setting: this command's options.
-OPTIONS = {"clips": "--clips", "frames": "--frames", "start": "--start", "links": "--video-links", "scale": "--scale"}
+OPTIONS = {"clips": "--clips", "frames": "--frames", "start": "--start", "links": "--video-links",
+           "scale": "degrade.scale (--root params.yaml)"}
 
 
 def received_pairs(images: dict[str, np.ndarray], links: list[str], link_seed: int, scale: float,
@@ -98,18 +101,6 @@ def run_full(model, stack: np.ndarray) -> np.ndarray:
 
     with torch.inference_mode():
         return tensor2img(model(stacks2tensor([stack])))
-
-
-def interval(values: list[float]) -> dict:
-    from scipy import stats
-
-    v = np.asarray(values, dtype=float)
-    mean = float(v.mean())
-    if len(v) < 2:
-        return {"mean": round(mean, 4), "n": int(len(v))}
-    half = float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
-    return {"mean": round(mean, 4), "ci95_low": round(mean - half, 4), "ci95_high": round(mean + half, 4),
-            "n": int(len(v))}
 
 
 def timing(models: dict, repeats: int = 5) -> dict:
@@ -178,16 +169,16 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     from sharpkd.training.loop import Pairs, epoch_steps, fingerprint, fit, state_file
     from sharpkd.training.losses import build_loss
 
-    if args.seeds < 1 or args.epochs < 1:
-        raise SharpkdError(f"--seeds and --epochs must be at least 1, got {args.seeds} and {args.epochs}")
+    if args.seeds < 2 or args.epochs < 1:
+        raise SharpkdError(f"--seeds must be at least 2 (an interval needs two runs) and --epochs at least 1, "
+                           f"got {args.seeds} and {args.epochs}")
     arch_config = json_config(args.arch_config, "--arch-config")
     configs = {"single": arch_config, "temporal": arch_config | {"frames": 2}}
     if args.equal:
         configs["single_equal"] = json_config(args.equal, "--equal")
-    for arm, c in configs.items():
+    for c in configs.values():
         build_student("sharp", **c)  # a bad config is one error line before anything runs
     links = link_list([s.strip() for s in args.links.split(",")], "--links", video=True)
-    check_settings(args.frames, 0, 0.6, OPTIONS)
     video_links = link_specs(args.video_links.split(","), OPTIONS, shown=args.video_links)
     files = clip_files(args.clips, OPTIONS)
     root = args.root.resolve()
@@ -195,6 +186,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         raise SharpkdError(f"--root {root}: no params.yaml there (give a pipeline checkout)")
     params = stage.load_params("train", root / "params.yaml")
     scale = float(stage.load_params("degrade", root / "params.yaml")["scale"])
+    check_settings(args.frames, 0, scale, OPTIONS)
     slices = root / "data" / args.profile / "slices"
     if not slices.is_dir():
         raise SharpkdError(f"--root {root}: no {slices.relative_to(root)} (run the pipeline's slice stage there)")
@@ -211,7 +203,6 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     p = copy.deepcopy(params)
     p["arch"], p["arch_config"], p["epochs"] = "sharp", arch_config, args.epochs
     p["loss"] = {k: 0.0 for k in p["loss"]} | {"l2_gt": 1.0}
-    p["int8"] = {"steps": 0}
     config = {"arch_config": arch_config, **({"equal_config": configs["single_equal"]} if args.equal else {}),
               "epochs": args.epochs, "links": links, "link_seed": args.link_seed,
               "train": {k: p[k] for k in ("batch", "patch", "lr", "steps_per_epoch")}, "loss": "l2_gt",
@@ -259,7 +250,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             methods = {f"{arm}": (lambda rgb, f=f: run_full(f, rgb))} if frames == 1 else {}
             temporal = {f"{arm}": (lambda rgb, before, f=f: run_full(f, np.concatenate([rgb, before], axis=2)))} \
                 if frames == 2 else {}
-            scored = score_clips(files, video_links, frames=args.frames, methods=methods, temporal=temporal,
+            scored = score_clips(files, video_links, frames=args.frames, scale=scale, methods=methods, temporal=temporal,
                                  names=OPTIONS, log=lambda line: print(line, file=sys.stderr, flush=True))
             report["runs"][run_id] = {
                 "arm": arm, "seed": seed, "best_epoch": best["epoch"], "val_psnr": round(best["val_psnr"], 4),
@@ -285,7 +276,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
             if other != "temporal":
                 d = row[f"temporal_minus_{other}"]
                 print(f"{s}: temporal - {other} {d['mean']:+.3f} dB"
-                      + (f" (95% CI {d['ci95_low']:+.3f} to {d['ci95_high']:+.3f})" if "ci95_low" in d else ""), flush=True)
+                      + f" (95% CI {d['ci95_low']:+.3f} to {d['ci95_high']:+.3f})", flush=True)
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
 

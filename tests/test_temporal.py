@@ -66,6 +66,7 @@ def test_both_arms_train_score_and_resume(run_root, tmp_path, capsys):
     (["--links", "h264v:xx"], "--links"),
     (["--video-links", "h264:23"], "--video-links"),
     (["--frames", "1"], "--frames must be at least 2"),
+    (["--seeds", "1"], "--seeds must be at least 2"),
 ])
 def test_bad_options_are_one_error_line(run_root, tmp_path, capsys, extra, says):
     assert temporal.main(_args(run_root, tmp_path / "t.json", *extra)) == 1

@@ -338,7 +338,7 @@ TEMPORAL_RULE = ("h264v:23", 0.2)
 
 
 def _ci(d: dict) -> str:
-    return f"{d['mean']:+.3f}" + (f" ({d['ci95_low']:+.3f} to {d['ci95_high']:+.3f})" if "ci95_low" in d else "")
+    return f"{d['mean']:+.3f} ({d['ci95_low']:+.3f} to {d['ci95_high']:+.3f})"
 
 
 def temporal_md(root: Path) -> str:
@@ -364,7 +364,7 @@ def temporal_md(root: Path) -> str:
                  for a in arms]
         rows.append(f"| {_video_link_label(spec)} | {r['received_psnr']:.3f} | {r['lanczos_psnr']:.3f} | "
                     + " | ".join(cells) + " | " + " | ".join(_ci(r[f"temporal_minus_{a}"]) for a in diffs) + " |")
-    cost = "; ".join(f"{names[a]} {student_label('sharp', {k: v for k, v in configs[a].items() if k != 'frames'})} "
+    cost = "; ".join(f"{names[a]} {student_label('sharp', configs[a])} "
                      f"{timing[a]['macs_per_1080p_frame'] / 1e9:.2f} GMAC, {timing[a]['ms_per_1080p_frame']:.0f} ms"
                      for a in arms)
     spec, need = TEMPORAL_RULE
