@@ -290,21 +290,20 @@ def _video_links_summary(d: dict, links: list[str], student: str) -> str:
             + ".\n")
 
 
-#: The clean-pairs run of lite's network (ablation run) and its name in the video-link file.
-CLEAN_LITE = ("c8b1_clean", "lite_clean_pairs")
+#: Link-aware pairs of experts: (shipped student trained on the link mixture, the ablation run of the same
+#: network trained on clean pairs, that network's name in the video-link file).
+EXPERT_PAIRS = (("lite", "c8b1_clean", "lite_clean_pairs"), ("balanced", "c32b2_clean", "balanced_clean_pairs"))
 
 
-def two_experts_md(root: Path) -> str:
-    """Whether a link-aware pair of experts could beat the mixture-trained `lite` at its cost: the
-    same network trained on clean pairs as the second expert, picked per link set (photos) and per
-    clip and link (video) by an oracle that knows which is better -- the bound of any picker."""
-    photos = root / "metrics" / "photos"
-    paths = (photos / "ablation" / f"{CLEAN_LITE[0]}.json", root / VIDEO_LINKS)
-    clean, video = (_load(q) if q.exists() else None for q in paths)
-    lite = shipped_student(root, "lite")
-    if not clean or not video or not lite or not training_links(lite["card"]) or CLEAN_LITE[1] not in first_methods(video):
+def _two_experts(root: Path, video: dict, student: str, run: str, name: str) -> str:
+    """One pair's paragraph (empty when its runs are not all committed): the oracle's gain over the
+    mixture-trained ``student`` per photo link set and over the video clip-link cases."""
+    clean = _load(root / "metrics" / "photos" / "ablation" / f"{run}.json") if (
+        root / "metrics" / "photos" / "ablation" / f"{run}.json").exists() else None
+    mixed = shipped_student(root, student)
+    if not clean or not mixed or not training_links(mixed["card"]) or name not in first_methods(video):
         return ""
-    ev = lite["card"]["evaluation"]
+    ev = mixed["card"]["evaluation"]
     cells, photo = [], []
     for spec in ["none", *sorted(set(ev.get("links") or {}) & set(clean.get("links") or {}))]:
         get = lambda e: (e["methods"] if spec == "none" else e["links"][spec]["methods"])["student"]["psnr"]  # noqa: E731
@@ -312,23 +311,43 @@ def two_experts_md(root: Path) -> str:
         photo.append(max(d, 0.0))
         cells.append(f"{'clean' if spec == 'none' else link_label(spec)} {max(d, 0.0):+.3f} (clean expert "
                      f"{d:+.3f} against the mixture)")
-    diffs = [c["links"][spec]["methods"][CLEAN_LITE[1]]["psnr"] - c["links"][spec]["methods"]["lite"]["psnr"]
+    diffs = [c["links"][spec]["methods"][name]["psnr"] - c["links"][spec]["methods"][student]["psnr"]
              for c in video["clips"].values() for spec in video["settings"]["links"]]
     ahead = sum(d > 0 for d in diffs)
     oracle = sum(max(d, 0.0) for d in diffs) / len(diffs)
     verdict = ("The pair does not pay at this size: the mixture-trained network alone is within 0.05 dB of the "
                "oracle everywhere." if max(photo + [oracle]) < 0.05 else "")
-    return f"""### Two experts picked by the link, at the cost of `lite`
+    net = student_label(mixed["card"].get("arch", "sharp"), mixed["card"].get("arch_config") or {})
+    return f"""A link-aware form of `{student}` would run one of two {net} networks, picked by how hard the link was: the
+one trained on clean pairs (run `{run}`; `{name}` in the video-link file) and the shipped one, trained on the
+link mixture. Its oracle's gain over the mixture-trained `{student}` alone, in dB: {'; '.join(cells)}; on the
+video links, {oracle:+.3f} on average over the {len(diffs)} clip-link cases (the clean expert ahead in
+{ahead}, by at most {max(diffs):+.3f}). {verdict}
 
-A link-aware form of `lite` would run one of two c8b1 networks, picked by how hard the link was: the one
-trained on clean pairs (run `{CLEAN_LITE[0]}`; `{CLEAN_LITE[1]}` in the video-link file) and the shipped
-one, trained on the link mixture. An oracle that always picks the better of the two bounds every real
-picker (QP, bitrate or a frame estimate). Its gain over the mixture-trained `lite` alone, in dB:
-{'; '.join(cells)}; on the video links, {oracle:+.3f} on average over the {len(diffs)} clip-link cases
-(the clean expert ahead in {ahead}, by at most {max(diffs):+.3f}). {verdict}
+{sources([(root / 'metrics' / 'photos' / 'ablation' / f'{run}.json',
+           'dvc exp run (evaluate stage), kept with tools/results.py --save-run'),
+          (mixed['path'], f'python tools/ship.py --name {student}')], root)}
+"""
 
-{sources([(paths[0], 'dvc exp run (evaluate stage), kept with tools/results.py --save-run'),
-          (lite['path'], 'python tools/ship.py --name lite'), (paths[1], None)], root)}
+
+def two_experts_md(root: Path) -> str:
+    """Whether a link-aware pair of experts could beat a mixture-trained shipped student at its cost:
+    the same network trained on clean pairs as the second expert, picked per link set (photos) and per
+    clip and link (video) by an oracle that knows which is better -- the bound of any picker."""
+    path = root / VIDEO_LINKS
+    if not path.exists():
+        return ""
+    video = _load(path)
+    parts = [t for t in (_two_experts(root, video, *pair) for pair in EXPERT_PAIRS) if t]
+    if not parts:
+        return ""
+    return f"""### Two experts picked by the link, at the cost of one
+
+An oracle that always picks the better of two same-cost networks bounds every real picker (QP, bitrate or a
+frame estimate).
+
+{chr(10).join(parts)}
+{sources([(path, None)], root)}
 """
 
 
