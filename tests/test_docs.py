@@ -214,3 +214,38 @@ def test_the_temporal_section_says_whether_the_previous_frame_pays(tmp_path):
     assert "it pays at this size" in docs.temporal_md(tmp_path)
     path.write_text(json.dumps(report(0.3, 0.1)))  # more flicker: it does not ship
     assert "its temporal error is higher: it does not pay" in docs.temporal_md(tmp_path)
+
+
+def test_the_default_is_checked_against_its_targets_from_its_card(tmp_path):
+    """Per photo link set and development clip: the margin over Lanczos against the target, the
+    received frame as the floor, the clean-pairs run for clean frames, and where the teacher itself
+    falls short of the margin."""
+    import json
+
+    def methods(student: float, lanczos: float, teacher: float, ref: float, ref_name: str) -> dict:
+        return {"student": {"psnr": student}, "lanczos": {"psnr": lanczos}, "teacher": {"psnr": teacher},
+                ref_name: {"psnr": ref}}
+
+    ev = {"methods": methods(40.0, 38.5, 40.2, 37.0, "identity"),
+          "links": {"h264:23": {"methods": methods(34.5, 34.0, 34.6, 33.6, "identity")}},
+          "video": {"links": {"h264v:1000k": {"clips": {
+              "dog": {"methods": methods(30.0, 29.9, 29.95, 30.1, "received")},
+              "cups": {"methods": methods(31.0, 30.5, 31.2, 30.0, "received")}}}}}}
+    card = {"arch": "sharp", "arch_config": {"channels": 32, "blocks": 2, "unshuffle": 2},
+            "evaluation": ev | {"settings": {"train_links": ["none", "h264v:23"]}}}
+    weights = tmp_path / "sharpkd" / "weights"
+    weights.mkdir(parents=True)
+    (weights / "student-balanced.json").write_text(json.dumps(card))
+    assert docs.default_targets_md(tmp_path).count("| yes |") == 3  # no clean run needed for the table
+    run = tmp_path / "metrics" / "photos" / "ablation" / f"{docs.TARGETS['clean_run']}.json"
+    run.parent.mkdir(parents=True)
+    run.write_text(json.dumps({"methods": {"student": {"psnr": 40.1}}}))
+    text = docs.default_targets_md(tmp_path)
+    assert "trained on the link mixture `none`, `h264v:23`" in text
+    assert "3 of 4 sets meet the margin and it is below the\nreceived frame on 1 (dog `h264v:1000k`)" in text
+    assert "| dog, `h264v:1000k`: cap 1000 kbit/s at 1152x648 | 30.10 | +0.100 | +0.050 | -0.100 | no |" in text
+    assert "Missed by: dog `h264v:1000k` +0.100 (teacher +0.050)." in text
+    assert "On clean frames it is -0.100 dB from the same network trained on clean pairs" in text and ": met." in text
+    assert "(1 of 1 misses), distilling from it cannot reach the target" in text
+    run.write_text(json.dumps({"methods": {"student": {"psnr": 40.3}}}))
+    assert "-0.300 dB" in docs.default_targets_md(tmp_path) and ": missed." in docs.default_targets_md(tmp_path)
