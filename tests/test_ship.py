@@ -113,3 +113,23 @@ def test_ship_main_takes_the_run_of_another_checkout(run, tmp_path_factory, monk
     assert main(["--profile", "p", "--root", str(run)]) == 0
     assert (here / "sharpkd" / "weights" / "student-balanced.safetensors").read_bytes() == b"weights"
     assert not (run / "sharpkd").exists()  # the other checkout is only read
+
+
+def test_ship_main_records_the_code_revision_given_and_refuses_an_unknown_one(run, tmp_path_factory, monkeypatch,
+                                                                             capsys):
+    import subprocess
+
+    here = tmp_path_factory.mktemp("checkout")
+    git = lambda *a: subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *a], cwd=here,  # noqa: E731
+                                    check=True, capture_output=True, text=True).stdout.strip()
+    git("init", "-q")
+    git("commit", "-q", "--allow-empty", "-m", "code")
+    sha = git("rev-parse", "HEAD")
+    monkeypatch.setattr("tools.ship.ROOT", here)
+    assert main(["--profile", "p", "--root", str(run), "--revision", sha[:10]]) == 0
+    card = json.loads((here / "sharpkd" / "weights" / "student-balanced.json").read_text())
+    assert card["provenance"]["git_revision"] == sha
+    (here / "sharpkd" / "weights" / "student-balanced.json").unlink()
+    assert main(["--profile", "p", "--root", str(run), "--revision", "0badc0ffee"]) == 1
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: --revision 0badc0ffee: not a commit of {here}"]
+    assert not (here / "sharpkd" / "weights" / "student-balanced.json").exists()

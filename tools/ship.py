@@ -62,6 +62,19 @@ def ship(profile: str, root: str | Path = ROOT, dest: str | Path | None = None, 
     return target
 
 
+def commit_of(rev: str, repo: Path | None = None) -> str:
+    """The full sha of commit ``rev`` of the repository at ``repo`` (default: this checkout; one error
+    line when it has no such commit)."""
+    import subprocess
+
+    repo = repo or ROOT
+    out = subprocess.run(["git", "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], cwd=repo,
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SharpkdError(f"--revision {rev}: not a commit of {repo}")
+    return out.stdout.strip()
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--profile", default="photos")
@@ -69,9 +82,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--root", type=Path, default=ROOT,
                     help="the checkout whose run to ship (its models/, metrics/, dvc.lock and git revision); "
                          "the weights go into this checkout's sharpkd/weights")
+    ap.add_argument("--revision", help="the code revision the run used, a commit of this repository (default: "
+                                        "the root's git HEAD; give it when that HEAD only adds the profile's params "
+                                        "and dvc.lock to a commit of this repository)")
     args = ap.parse_args(argv)
     try:
-        print("shipped", ship(args.profile, root=args.root, dest=ROOT / "sharpkd" / "weights", name=args.name))
+        revision = commit_of(args.revision) if args.revision else None
+        print("shipped", ship(args.profile, root=args.root, dest=ROOT / "sharpkd" / "weights", name=args.name,
+                              revision=revision))
     except SharpkdError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
