@@ -90,11 +90,15 @@ def summarise(per_image: dict[str, dict[int, list[float]]]) -> dict:
     return report
 
 
-def settings(params: dict, profile: str, zoom: float, val_images: int) -> dict:
-    """What makes two reports comparable: a saved run is reused only under the same settings."""
-    return {"profile": profile, "train": {k: params[k] for k in ("arch", "arch_config", "epochs", "steps_per_epoch",
-                                                                 "batch", "patch", "lr", "zoom")},
-            "loss": params["loss"], "zoom_weight": float(zoom), "val_images": val_images}
+def settings(params: dict, profile: str, zoom: float, val_images: int, train_links=()) -> dict:
+    """What makes two reports comparable: a saved run is reused only under the same settings.
+    ``train_links`` (``degrade.train_links``: the links the training crops went through, the
+    teacher's adaptation pairs included) is recorded when it is a mixture; absent, every crop went
+    through the profile's primary link."""
+    return ({"profile": profile, "train": {k: params[k] for k in ("arch", "arch_config", "epochs", "steps_per_epoch",
+                                                                  "batch", "patch", "lr", "zoom")},
+             "loss": params["loss"], "zoom_weight": float(zoom), "val_images": val_images}
+            | ({"train_links": [str(x) for x in train_links]} if train_links else {}))
 
 
 def upcycle_pool(root: Path, profile: str, teacher, crops: list, zoom: float, scale: float) -> tuple[list, list]:
@@ -144,7 +148,8 @@ def run(profile: str, seeds: int, zoom: float = 0.0, root: Path = ROOT, out: Pat
         val_gt=list(val_gt.values()), val_names=list(val_gt),
         teacher_model=load_teacher(root / "models" / profile / "teacher.safetensors") if zoom > 0 or upcycle > 0 else None,
         scale=float(stage.load_params("degrade", root / "params.yaml")["scale"]))
-    config = settings(params, profile, zoom, len(val_gt))
+    links = stage.load_params("degrade", root / "params.yaml").get("train_links") or []
+    config = settings(params, profile, zoom, len(val_gt), links)
     teacher = teacher_identity(root, profile)
     per_image: dict[str, dict[int, list[float]]] = {"gt_only": {}, "distilled": {}} | ({"zoom": {}} if zoom > 0 else {})
     upcycled = None

@@ -26,7 +26,7 @@ def test_summarise_pairs_by_seed_and_by_image():
     assert r["image_paired"]["mean"] == pytest.approx(r["seed_paired"]["mean"])  # same mean, other spread
 
 
-def _seeds_root(tmp_path, lr=0.001):
+def _seeds_root(tmp_path, lr=0.001, train_links=None):
     """A checkout-shaped folder: params.yaml (a tiny training) and the shards experiments/seeds.py reads."""
     import numpy as np
     import yaml
@@ -43,7 +43,8 @@ def _seeds_root(tmp_path, lr=0.001):
         write_split(d / folder, "val_full", {k: shift(v) for k, v in val.items()})
     train = {"arch": "sharp", "arch_config": {}, "epochs": 1, "steps_per_epoch": 2, "batch": 2, "patch": 16,
              "lr": lr, "seed": 0, "zoom": 0.5, "loss": {"l2_gt": 1.0, "l2_teacher": 1.0}}
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train": train, "degrade": {"scale": 0.6}}))
+    degrade = {"scale": 0.6} | ({"train_links": train_links} if train_links is not None else {})
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train": train, "degrade": degrade}))
     return tmp_path
 
 
@@ -62,6 +63,11 @@ def test_seeds_runs_every_seed_and_arm_once_and_resumes_only_under_the_same_sett
     monkeypatch.setattr(sharpkd.training.distill, "train_student", no_training)
     again = run("p", 2, root=root, out=out)  # everything is in out already
     assert again["per_image"] == {a: {int(s): v for s, v in r.items()} for a, r in first["per_image"].items()}
+    _seeds_root(tmp_path, train_links=[])  # no mixture, said explicitly: the same settings
+    assert "train_links" not in run("p", 2, root=root, out=out)
+    _seeds_root(tmp_path, train_links=["none", "h264v:23"])  # crops through a mixture: not the same runs
+    with pytest.raises(AssertionError, match="trained again"):
+        run("p", 2, root=root, out=out)
     _seeds_root(tmp_path, lr=0.002)  # other settings: the saved runs are not reused
     with pytest.raises(AssertionError, match="trained again"):
         run("p", 2, root=root, out=out)
