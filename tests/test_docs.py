@@ -161,10 +161,10 @@ def test_the_c8b1_seeds_section_appears_once_every_run_has_ended(tmp_path):
               "zoom_weight": 0.0, "teacher": {"sha256": "0" * 64, "adapt_steps": 4000}}
     path.write_text(json.dumps(config | {"per_image": per_image}))
     assert docs.lite_seeds(root) is None
-    assert "c8b1, from the teacher" not in docs.results_md(root)
+    assert "c8b1, from the 4,000-step teacher" not in docs.results_md(root)
     path.write_text(json.dumps(summarise(per_image) | config | {"per_image": per_image}))
     text = docs.results_md(root)
-    assert "### The photo pool, c8b1, from the teacher of `teacher.json`" in text
+    assert "### The photo pool, c8b1, from the 4,000-step teacher" in text
     assert "<!-- seeds:photos:c8b1 -->" in text and "(c8b1u2, float32, 30 epochs)" in text
     assert "python experiments/seeds.py --profile photos --seeds 3 --root RUN --out metrics/photos/seeds-c8b1.json" in text
     assert "For c8b1 (the form of `lite`), from the same teacher: `distilled` minus `gt_only`: +0.035 dB" in text

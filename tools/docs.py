@@ -756,13 +756,21 @@ def verdict(d: dict, reason: bool = True) -> str:
     return f"{word} ({why})" if reason else word
 
 
+def seeds_teacher(r: dict) -> str:
+    """The teacher a seeds report's distilled arms learned from, as the report records it: its
+    adaptation steps, the links of the training crops (the mixture when it records one) and its sha256."""
+    t, links = r["teacher"], r.get("train_links") or []
+    on = ("the link mixture " + ", ".join(f"`{x}`" for x in links)) if links else "clean pairs"
+    return f"the teacher adapted {t['adapt_steps']:,} steps on {on} (sha256 {str(t.get('sha256'))[:12]})"
+
+
 def strong_seeds_bullet(root: Path) -> str:
     """The c32b2 seed comparison from the profile's own teacher stage, when it has been run."""
     r = strong_seeds(root)
     if r is None:
         return ""
     s, i = r["seed_paired"], r["image_paired"]
-    return (f"\n  From the teacher of `teacher.json` (adapted {r['teacher']['adapt_steps']:,} steps), distillation "
+    return (f"\n  From {seeds_teacher(r)}, distillation "
             f"{verdict(s)} for c32b2: {s['mean']:+.3f} dB over {s['n']} seeds ({s['ci95_low']:+.3f} to "
             f"{s['ci95_high']:+.3f}); per image {i['mean']:+.3f} dB ({i['ci95_low']:+.3f} to {i['ci95_high']:+.3f}), "
             f"ahead on {i['ahead']} of {i['images']}.")
@@ -774,10 +782,10 @@ def strong_seeds_md(root: Path) -> str:
     r = strong_seeds(root)
     if r is None:
         return ""
-    return f"""### The photo pool, c32b2, from the teacher of `teacher.json`
+    return f"""### The photo pool, c32b2, from the {r['teacher']['adapt_steps']:,}-step teacher
 
-The same student and budget, distilled from the photo profile's teacher stage (adapted {r['teacher']['adapt_steps']:,} steps,
-`teacher.json`); the ground-truth-only runs are the ones above (that arm never sees a teacher).
+The same student and budget, distilled from the photo profile's teacher stage: {seeds_teacher(r)}; the
+ground-truth-only runs are the ones above (that arm never sees a teacher).
 
 <!-- seeds:photos:c32b2_strong -->
 {results.seeds_table(photos, 'c32b2_strong')}<!-- /seeds:photos:c32b2_strong -->
@@ -888,10 +896,10 @@ def lite_seeds_md(root: Path) -> str:
                + (f" --zoom {r['zoom_weight']:g}" if r.get("zoom_weight") else "")
                + (f" --upcycle {r['upcycle_weight']:g}" if r.get("upcycle_weight") else "")
                + f" --root RUN --out metrics/photos/{LITE_SEEDS}")
-    return f"""### The photo pool, c8b1, from the teacher of `teacher.json`
+    return f"""### The photo pool, c8b1, from the {r['teacher']['adapt_steps']:,}-step teacher
 
 The form of `lite` (c8b1u2, float32, {r['train']['epochs']} epochs), ground truth only against distilled from
-the photo profile's teacher stage (adapted {r['teacher']['adapt_steps']:,} steps){zoom}; the same budget
+the photo profile's teacher stage, {seeds_teacher(r)}{zoom}; the same budget
 in every arm, seed `s` giving each the same start and batches.
 
 <!-- seeds:photos:c8b1 -->
@@ -910,7 +918,7 @@ def longer_teacher_note(root: Path, teacher: dict, adapt: dict) -> str:
         strong = strong_seeds(root)
         if strong is not None:
             d = strong["seed_paired"]
-            return head + (f"Distilled from it, c32b2 gains {d['mean']:+.3f} dB over ground truth only "
+            return head + (f"Distilled from {seeds_teacher(strong)}, c32b2 gains {d['mean']:+.3f} dB over ground truth only "
                            f"({d['ci95_low']:+.3f} to {d['ci95_high']:+.3f} over {d['n']} seeds; \"Distillation over seeds\").")
         return head + ("Whether distillation helps from a teacher that far above the student is not measured: the "
                        "seed comparisons above used the teacher of `eval.json`.")
@@ -981,7 +989,7 @@ What it shows:
   output has to relearn the whole image, not a correction. This run predates the link sets.
 * **Distillation is not shown to help**: the seed-paired difference, distilled minus ground truth
   only, is {d_c16['mean']:+.3f} dB for c16b1 (95% interval {d_c16['ci95_low']:+.3f} to {d_c16['ci95_high']:+.3f}) and
-  {d_c32['mean']:+.3f} dB for c32b2 ({d_c32['ci95_low']:+.3f} to {d_c32['ci95_high']:+.3f}), each from the teacher of this table; see "Distillation over seeds".{strong_seeds_bullet(root)}{lite_seeds_bullet(root)}
+  {d_c32['mean']:+.3f} dB for c32b2 ({d_c32['ci95_low']:+.3f} to {d_c32['ci95_high']:+.3f}), each from the teacher of the run saved as `c32b2_clean` ({_gain(abl['c32b2_clean'], 'teacher'):+.3f} dB); see "Distillation over seeds".{strong_seeds_bullet(root)}{lite_seeds_bullet(root)}
   {l2_teacher_decision(root)}
 
 Per image (`python tools/results.py --profile photos --paired RUN [--base RUN]`):
