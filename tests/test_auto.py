@@ -54,7 +54,26 @@ def clip(path, n=3, w=48, h=32, rate=25):
 
 
 def test_quality_order_follows_the_cards():
-    assert auto.quality_order() == ORDER  # +3.16, +3.13, +2.39, +2.15 dB over the input
+    assert auto.quality_order() == ORDER  # clean frames: +3.16, +2.87, +2.39, +2.17 dB over the input
+    # a received video is coded: the mean gain over the H.264 link sets, +0.66, +0.51, +0.48, +0.38 dB
+    assert auto.quality_order(coded=True) == ["balanced", "quality", "lite", "fast"]
+
+
+def test_coded_gain_is_the_mean_over_the_h264_link_sets_of_a_card():
+    def link(student, identity):
+        return {"methods": {"student": {"psnr": student}, "identity": {"psnr": identity}}}
+
+    card = {"evaluation": {"links": {"h264:23": link(34.0, 33.0), "h264:28": link(32.5, 32.0), "jpeg:75": link(9, 0)}}}
+    assert auto.coded_gain(card) == pytest.approx(0.75)
+    assert auto.coded_gain({}) is None and auto.coded_gain({"evaluation": {"links": {"h264:23": {}}}}) is None
+
+
+def test_a_video_gets_the_sharpest_student_on_coded_frames_that_keeps_up(monkeypatch):
+    t = {n: {"fps": 100.0, "median_ms": 10.0} for n in ORDER}
+    monkeypatch.setattr(auto, "calibrate", lambda *a, **k: t)
+    name, line = auto.pick(1920, 1080, 30.0, "clip.mp4")
+    assert name == "balanced" and line.startswith("student: balanced (100 fps measured at 1920x1080 >= 30 fps")
+    assert auto.pick(None, None, None, "images only")[0] == "quality"  # clean frames: the sharpest there
 
 
 def test_choose_the_sharpest_that_keeps_up():
@@ -118,11 +137,12 @@ def test_a_failing_calibration_falls_back_to_balanced(monkeypatch):
 
 def test_sharpen_video_chooses_and_says_why(tmp_path, monkeypatch, capsys):
     calls = []
-    monkeypatch.setattr(auto, "measure_student", fake({"quality": 20, "balanced": 30, "fast": 90, "lite": 180}, calls))
+    monkeypatch.setattr(auto, "measure_student", fake({"quality": 30, "balanced": 20, "fast": 90, "lite": 180}, calls))
     src = clip(tmp_path / "clip.mp4", rate=25)
     assert main(["sharpen", str(src), "-o", str(tmp_path / "o"), "-q"]) == 0
     err = capsys.readouterr().err.splitlines()
-    assert err == ["student: balanced (30 fps measured at 48x32 >= 25 fps of clip.mp4; quality: 20 fps)"]
+    # a video is coded: balanced is the sharpest there, but only quality (next) keeps up
+    assert err == ["student: quality (30 fps measured at 48x32 >= 25 fps of clip.mp4; balanced: 20 fps)"]
     assert calls == [(n, 48, 32) for n in ("balanced", "fast", "quality", "lite")]
     assert main(["sharpen", str(src), "-o", str(tmp_path / "o2"), "-q"]) == 0  # cached: no timing again
     assert len(calls) == N
@@ -177,13 +197,14 @@ def test_stream_fps_option(monkeypatch, capsys):
     assert capsys.readouterr().err.splitlines()[0].startswith("error: argument --fps")
 
     calls = []
-    monkeypatch.setattr(auto, "measure_student", fake({"quality": 50, "balanced": 70, "fast": 200, "lite": 400}, calls))
+    monkeypatch.setattr(auto, "measure_student", fake({"quality": 50, "balanced": 55, "fast": 200, "lite": 400}, calls))
     monkeypatch.setattr(codec, "stream", lambda *a, **k: {"frames": 0, "fps": None, "broken_pipe": False})
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))
     monkeypatch.setattr(sys, "stdout", io.StringIO(""))
     assert main(["stream", "--size", "64x32", "--fps", "60"]) == 0
     err = capsys.readouterr().err.splitlines()
-    assert err[0] == "student: balanced (70 fps measured at 64x32 >= 60 fps of --fps 60; quality: 50 fps)"
+    # a stream is coded frames: balanced, then quality, do not keep up; lite is next on coded frames
+    assert err[0] == "student: lite (400 fps measured at 64x32 >= 60 fps of --fps 60; balanced: 55 fps, quality: 50 fps)"
     assert calls and all(c[1:] == (64, 32) for c in calls)
 
 

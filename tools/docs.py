@@ -926,6 +926,19 @@ def longer_teacher_note(root: Path, teacher: dict, adapt: dict) -> str:
             "above the student is not measured.")
 
 
+def int8_cost(abl: dict, s_gain: float, q_gain: float, studs: list[dict]) -> str:
+    """What int8 costs `balanced`: against the float `quality` when both were trained on the same pairs;
+    else from the clean-pairs runs (the saved int8 run against `quality`), with what the mixture costs
+    on clean frames."""
+    links = {s["name"]: training_links(s["card"]) for s in studs}
+    if links.get("balanced") == links.get("quality"):
+        return f"int8 costs it {q_gain - s_gain:.3f} dB against the float `quality` ({q_gain:+.3f})."
+    clean = _gain(abl[TARGETS["clean_run"]], "student")
+    return (f"int8 costs {q_gain - clean:.3f} dB on the clean-pairs network (run `{TARGETS['clean_run']}`, "
+            f"{clean:+.3f}, against the float `quality`, {q_gain:+.3f}); the link mixture costs `balanced` "
+            f"{clean - s_gain:.3f} dB on clean frames against that run and buys what the H.264 columns show.")
+
+
 def results_md(root: Path) -> str:
     m = root / "metrics"
     photos, ev = m / "photos", _load(m / "photos" / "eval.json")
@@ -977,7 +990,7 @@ What it shows:
 * **The students.** `balanced` (c32b2 int8) gains {s_gain:+.3f} dB at full size,
   {s_gain - _gain(ev, 'lanczos'):+.3f} dB over Lanczos and {t_gain - s_gain:.3f} dB below its teacher, with
   1/{teacher['parameters'] / ev['student']['parameters']:.0f} of its parameters and 1/{teacher['macs_per_1080p_frame'] / ev['student']['macs_per_1080p_frame']:.0f} of its MACs;
-  int8 costs it {q_gain - s_gain:.3f} dB against the float `quality` ({q_gain:+.3f}). `fast` (c16b1 int8)
+  {int8_cost(abl, s_gain, q_gain, shipped(root))} `fast` (c16b1 int8)
   gains {f_gain:+.3f} dB, {c_gain - f_gain:.3f} dB below its float form ({c_gain:+.3f}).
 * **The teacher.** VDSR as downloaded gains {_gain(ev, 'teacher_as_is'):+.3f} dB (Lanczos: {_gain(ev, 'lanczos'):+.3f});
   adapted on the training pairs, {t_gain:+.3f} dB.{teacher_runs(root, t_gain, teacher)}

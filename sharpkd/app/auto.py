@@ -7,11 +7,12 @@ the same :class:`sharpkd.app.sharpen.Sharpener` that sharpens), and the frame ra
 (and GPU on CUDA), the runtime and its version, the sharpkd version and the thread count, and
 within that by frame size.  ``sharpkd bench --calibrate`` measures again.
 
-The choice (:func:`choose`): the students in order of quality (their cards'
-``evaluation.student_gain_over_input.psnr_db``, highest first), the first whose measured frame
+The choice (:func:`choose`): the students in order of quality, the first whose measured frame
 rate is at least the target (a video's own frame rate; ``sharpkd stream --fps``); when none
-keeps up, the fastest.  Images have no frame rate to keep up with: the sharpest student, and no
-timing runs.  The measured rate is the model's alone: decoding and encoding share the CPU too.
+keeps up, the fastest.  Video and streams arrive coded, so their order is by the cards' mean gain
+over the H.264 link sets (``evaluation.links``); images by the gain on clean frames
+(``evaluation.student_gain_over_input.psnr_db``).  Images have no frame rate to keep up with: the
+sharpest student, and no timing runs.  The measured rate is the model's alone: decoding and encoding share the CPU too.
 
 Nothing here stops a command: when timing fails, :func:`pick` returns :data:`FALLBACK` with a
 one-line warning.
@@ -35,11 +36,26 @@ RUNS, WARMUP = 3, 1
 DEFAULT_STREAM_FPS = 30.0
 
 
-def quality_order() -> list[str]:
-    """The shipped students, sharpest first (by the PSNR gain on their cards; a student without
-    one goes last)."""
+def coded_gain(card: dict) -> float | None:
+    """A card's mean PSNR gain (dB) over the received frame on its H.264 link sets (``None`` without any)."""
+    gains = []
+    for spec, link in ((card.get("evaluation") or {}).get("links") or {}).items():
+        m = (link or {}).get("methods") or {}
+        try:
+            if spec.startswith("h264"):
+                gains.append(float(m["student"]["psnr"]) - float(m["identity"]["psnr"]))
+        except (KeyError, TypeError, ValueError):
+            continue
+    return sum(gains) / len(gains) if gains else None
+
+
+def quality_order(coded: bool = False) -> list[str]:
+    """The shipped students, sharpest first by the PSNR gain on their cards: on clean frames, or with
+    ``coded`` on the H.264 link sets (what a received video is); a student without one goes last."""
     def gain(name: str) -> float:
-        g = ((shipped_card(name).get("evaluation") or {}).get("student_gain_over_input") or {}).get("psnr_db")
+        card = shipped_card(name)
+        g = (coded_gain(card) if coded else
+             ((card.get("evaluation") or {}).get("student_gain_over_input") or {}).get("psnr_db"))
         return float(g) if isinstance(g, (int, float)) and math.isfinite(g) else -math.inf
 
     return sorted(SHIPPED, key=lambda n: -gain(n))
@@ -187,9 +203,10 @@ def pick(width: int | None, height: int | None, target_fps: float | None, source
     untimed; else :func:`choose` on :func:`calibrate`.  Never raises: a failure gives
     :data:`FALLBACK` and a ``warning:`` line."""
     try:
-        order = quality_order()
         if target_fps is None or not width or not height:
+            order = quality_order()
             return order[0], f"student: {order[0]} (the sharpest shipped student; {source}: no frame rate to keep up with)"
+        order = quality_order(coded=True)  # a video or a stream arrives coded
         timings = calibrate(width, height, device=device, runtime=runtime, tile=tile, bits=bits, measure=measure)
         name, keeps_up = choose(timings, target_fps, order)
         return name, explain(name, keeps_up, timings, target_fps, source, width, height, order)
@@ -231,4 +248,4 @@ def pick_for_jobs(jobs, *, device: str = "cpu", runtime: str = "auto", tile: int
 
 
 __all__ = ["AUTO", "CACHE_NAME", "DEFAULT_STREAM_FPS", "FALLBACK", "calibrate", "calibration_key", "check_fps",
-           "choose", "explain", "measure_student", "pick", "pick_for_jobs", "probe_video", "quality_order"]
+           "choose", "coded_gain", "explain", "measure_student", "pick", "pick_for_jobs", "probe_video", "quality_order"]

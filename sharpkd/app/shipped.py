@@ -15,9 +15,9 @@ from sharpkd.errors import SharpkdError, UsageError
 
 #: name -> (weights file, what it is for).  ``balanced`` is what ``sharpkd`` runs without ``--student``.
 SHIPPED = {
-    "balanced": ("student-balanced.safetensors", "int8, the balance of quality and speed"),
+    "balanced": ("student-balanced.safetensors", "int8, the balance of quality and speed, trained on clean and coded video pairs"),
     "fast": ("student-fast.safetensors", "int8, a smaller network for slower CPUs and higher frame rates"),
-    "quality": ("student-quality.safetensors", "float, the balanced network unrounded: a little sharper, slower"),
+    "quality": ("student-quality.safetensors", "float, the balanced network trained on clean pairs: sharpest on frames that were not coded, slower"),
     "lite": ("student-lite.safetensors", "float, the smallest network, trained on clean and H.264 pairs: for CPUs without VNNI (AVX2 only)"),
 }
 DEFAULT_STUDENT = "balanced"
