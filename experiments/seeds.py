@@ -137,6 +137,7 @@ def run(profile: str, seeds: int, zoom: float = 0.0, root: Path = ROOT, out: Pat
     from sharpkd.training.teacher import load_teacher
 
     params = stage.load_params("train", root / "params.yaml")
+    degrade = stage.load_params("degrade", root / "params.yaml")
     data_dir = root / "data" / profile
     gt = read_split(data_dir / "slices", "train")
     names = list(gt)
@@ -147,9 +148,8 @@ def run(profile: str, seeds: int, zoom: float = 0.0, root: Path = ROOT, out: Pat
         val_degraded=list(read_split(data_dir / "degraded", "val_full", list(val_gt)).values()),
         val_gt=list(val_gt.values()), val_names=list(val_gt),
         teacher_model=load_teacher(root / "models" / profile / "teacher.safetensors") if zoom > 0 or upcycle > 0 else None,
-        scale=float(stage.load_params("degrade", root / "params.yaml")["scale"]))
-    links = stage.load_params("degrade", root / "params.yaml").get("train_links") or []
-    config = settings(params, profile, zoom, len(val_gt), links)
+        scale=float(degrade["scale"]))
+    config = settings(params, profile, zoom, len(val_gt), degrade.get("train_links") or [])
     teacher = teacher_identity(root, profile)
     per_image: dict[str, dict[int, list[float]]] = {"gt_only": {}, "distilled": {}} | ({"zoom": {}} if zoom > 0 else {})
     upcycled = None

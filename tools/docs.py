@@ -292,14 +292,16 @@ def _video_links_summary(d: dict, links: list[str], student: str) -> str:
 
 #: Link-aware pairs of experts: (shipped student trained on the link mixture, the ablation run of the same
 #: network trained on clean pairs, that network's name in the video-link file).
-EXPERT_PAIRS = (("lite", "c8b1_clean", "lite_clean_pairs"), ("balanced", "c32b2_clean", "balanced_clean_pairs"))
+#: The clean-pairs run of the default's network (ablation run): the second expert, the clean target, int8's cost.
+CLEAN_BALANCED = "c32b2_clean"
+EXPERT_PAIRS = (("lite", "c8b1_clean", "lite_clean_pairs"), ("balanced", CLEAN_BALANCED, "balanced_clean_pairs"))
 
 
 def _two_experts(root: Path, video: dict, student: str, run: str, name: str) -> str:
     """One pair's paragraph (empty when its runs are not all committed): the oracle's gain over the
     mixture-trained ``student`` per photo link set and over the video clip-link cases."""
-    clean = _load(root / "metrics" / "photos" / "ablation" / f"{run}.json") if (
-        root / "metrics" / "photos" / "ablation" / f"{run}.json").exists() else None
+    path = root / "metrics" / "photos" / "ablation" / f"{run}.json"
+    clean = _load(path) if path.exists() else None
     mixed = shipped_student(root, student)
     if not clean or not mixed or not training_links(mixed["card"]) or name not in first_methods(video):
         return ""
@@ -324,8 +326,7 @@ link mixture. Its oracle's gain over the mixture-trained `{student}` alone, in d
 video links, {oracle:+.3f} on average over the {len(diffs)} clip-link cases (the clean expert ahead in
 {ahead}, by at most {max(diffs):+.3f}). {verdict}
 
-{sources([(root / 'metrics' / 'photos' / 'ablation' / f'{run}.json',
-           'dvc exp run (evaluate stage), kept with tools/results.py --save-run'),
+{sources([(path, 'dvc exp run (evaluate stage), kept with tools/results.py --save-run'),
           (mixed['path'], f'python tools/ship.py --name {student}')], root)}
 """
 
@@ -353,7 +354,7 @@ frame estimate).
 
 #: The compression-aware default's targets: margin over Lanczos on every link set and development clip (dB),
 #: never below the received frame, and on clean frames within this much of the clean-pairs run of its network.
-TARGETS = {"over_lanczos": 0.3, "clean_within": 0.15, "clean_run": "c32b2_clean", "student": "balanced"}
+TARGETS = {"over_lanczos": 0.3, "clean_within": 0.15, "clean_run": CLEAN_BALANCED, "student": "balanced"}
 
 
 def default_targets_md(root: Path) -> str:
@@ -386,8 +387,8 @@ def default_targets_md(root: Path) -> str:
         for clip, c in video[spec]["clips"].items():
             add(f"{clip}, {_video_link_label(spec)}", c["methods"], "received", f"{clip} `{spec}`")
     clean_path = root / "metrics" / "photos" / "ablation" / f"{TARGETS['clean_run']}.json"
-    clean = ""
-    if not training_links(stud["card"]):
+    clean, links = "", training_links(stud["card"])
+    if not links:
         clean = " It is itself the clean-pairs network the clean target is measured against."
     elif clean_path.exists():
         base = _load(clean_path)["methods"]["student"]["psnr"]
@@ -395,14 +396,10 @@ def default_targets_md(root: Path) -> str:
         clean = (f" On clean frames it is {d:+.3f} dB from the same network trained on clean pairs (run "
                  f"`{TARGETS['clean_run']}`; the target: within {within:g} dB): "
                  f"{'met' if d >= -within else 'missed'}.")
-    links = training_links(stud["card"])
     trained = (f"trained on the link mixture {', '.join(f'`{x}`' for x in links)}" if links
                else "trained on clean pairs")
-    if not video:
-        scope = (" Its run predates the video set: the development clips are not in its evaluation "
-                 "(the video-link table above scores it on them).")
-    else:
-        scope = ""
+    scope = ("" if video else " Its run predates the video set: the development clips are not in its evaluation "
+             "(the video-link table above scores it on them).")
     worst = (" Missed by: " + "; ".join(f"{n} {d:+.3f} (teacher {t:+.3f})" for n, d, t in missed) + "."
              if missed else "")
     teacher_short = [n for n, _, t in missed if t < need]
@@ -761,7 +758,8 @@ def seeds_teacher(r: dict) -> str:
     adaptation steps, the links of the training crops (the mixture when it records one) and its sha256."""
     t, links = r["teacher"], r.get("train_links") or []
     on = ("the link mixture " + ", ".join(f"`{x}`" for x in links)) if links else "clean pairs"
-    return f"the teacher adapted {t['adapt_steps']:,} steps on {on} (sha256 {str(t.get('sha256'))[:12]})"
+    sha = f"sha256 {t['sha256'][:12]}" if t.get("sha256") else "its weights' sha256 not recorded"
+    return f"the teacher adapted {t['adapt_steps']:,} steps on {on} ({sha})"
 
 
 def strong_seeds_bullet(root: Path) -> str:
@@ -1002,7 +1000,7 @@ What it shows:
   output has to relearn the whole image, not a correction. This run predates the link sets.
 * **Distillation is not shown to help**: the seed-paired difference, distilled minus ground truth
   only, is {d_c16['mean']:+.3f} dB for c16b1 (95% interval {d_c16['ci95_low']:+.3f} to {d_c16['ci95_high']:+.3f}) and
-  {d_c32['mean']:+.3f} dB for c32b2 ({d_c32['ci95_low']:+.3f} to {d_c32['ci95_high']:+.3f}), each from the teacher of the run saved as `c32b2_clean` ({_gain(abl['c32b2_clean'], 'teacher'):+.3f} dB); see "Distillation over seeds".{strong_seeds_bullet(root)}{lite_seeds_bullet(root)}
+  {d_c32['mean']:+.3f} dB for c32b2 ({d_c32['ci95_low']:+.3f} to {d_c32['ci95_high']:+.3f}), each from the teacher of the run saved as `{CLEAN_BALANCED}` ({_gain(abl[CLEAN_BALANCED], 'teacher'):+.3f} dB); see "Distillation over seeds".{strong_seeds_bullet(root)}{lite_seeds_bullet(root)}
   {l2_teacher_decision(root)}
 
 Per image (`python tools/results.py --profile photos --paired RUN [--base RUN]`):

@@ -12,7 +12,8 @@ rate is at least the target (a video's own frame rate; ``sharpkd stream --fps``)
 keeps up, the fastest.  Video and streams arrive coded, so their order is by the cards' mean gain
 over the H.264 link sets (``evaluation.links``); images by the gain on clean frames
 (``evaluation.student_gain_over_input.psnr_db``).  Images have no frame rate to keep up with: the
-sharpest student, and no timing runs.  The measured rate is the model's alone: decoding and encoding share the CPU too.
+sharpest student, and no timing runs.  The measured rate is the model's alone: decoding and
+encoding share the CPU too.
 
 Nothing here stops a command: when timing fails, :func:`pick` returns :data:`FALLBACK` with a
 one-line warning.

@@ -28,9 +28,9 @@ def _add_weights(parser: argparse.ArgumentParser, auto: bool = False) -> None:
                                                      "not with --student")
     if auto:
         g.add_argument("--student", metavar="NAME", default="auto",
-                       help="a shipped student, or auto: the sharpest one that keeps up with the frame rate, timed "
-                            "on this machine on first use and cached (sharpkd bench --calibrate times again; "
-                            "images: the sharpest); " + "; ".join(describe(n) for n in SHIPPED))
+                       help="a shipped student, or auto: the sharpest on coded frames that keeps up with the frame "
+                            "rate, timed on this machine on first use and cached (sharpkd bench --calibrate times "
+                            "again; images: the sharpest on clean frames); " + "; ".join(describe(n) for n in SHIPPED))
         return
     g.add_argument("--student", metavar="NAME",
                    help=f"a shipped student (default: {DEFAULT_STUDENT}): "
