@@ -15,6 +15,9 @@ Reported in ``metrics/<profile>/seeds.json`` (``tools/results.py --update README
 * ``seed_paired``: distilled minus gt_only per seed, mean, sd and the 95% t-interval over seeds;
 * ``image_paired``: per validation image, the distilled minus gt_only PSNR averaged over seeds;
   mean and the 95% t-interval over images, and on how many images distillation is ahead.
+* ``links``: the same per extra validation link set (``degrade.val_links``: the same images
+  through H.264, from ``data/<profile>/degraded_links``), each run's best epoch scored there too;
+  ``per_link[link][arm][seed]`` holds the per-image PSNRs.
 
 With ``--zoom W`` a third arm ``zoom`` adds the DUKD-style term ``loss.l2_teacher_zoom = W``
 (:class:`sharpkd.training.losses.ZoomDistillation`: the adapted teacher of ``models/<profile>`` labels
@@ -28,8 +31,10 @@ shrunk by ``train.zoom`` and degraded, labelled by the adapted teacher, kept in
 (:class:`sharpkd.training.losses.PrecomputedZoom`): the teacher used only where the ground truth
 was not, at the cost of one teacher pass instead of one per step.
 
-A run keeps a resume state in ``<root>/.sharpkd/state/<profile>/seeds`` at every epoch, so a
-killed call goes on from there.  Each finished run is written to the output at once, and a later call with the same settings
+A run keeps a resume state in ``<root>/.sharpkd/state/<profile>/seeds/<arm>`` at every epoch, so a
+killed call goes on from there.  ``--arms gt_only`` trains that arm alone and reads no teacher
+outputs, so it can run while the pipeline's teacher stage does; a later call with ``--arms
+distilled`` (the same ``--out``) keeps those runs and adds the other arm.  Each finished run is written to the output at once, and a later call with the same settings
 trains only the runs that are missing (``--seeds 5`` after ``--seeds 3`` adds seeds 3 and 4).
 The report records the teacher (``teacher``: its weights' sha256 and adaptation steps); under another
 teacher only the ``gt_only`` runs are kept, since that arm never sees the teacher.
@@ -80,13 +85,16 @@ def summarise(per_image: dict[str, dict[int, list[float]]]) -> dict:
     """``per_image[arm][seed]`` = PSNR of each validation image -> the report (module docstring)."""
     arms = {}
     for arm, runs in per_image.items():
+        if not runs:
+            continue
         means = [float(np.mean(v)) for _, v in sorted(runs.items())]
         arms[arm] = {"seeds": sorted(runs), "psnr": means} | {k: v for k, v in interval(means).items() if k in ("mean", "sd")}
-    names = list(per_image)
-    report = {"arms": arms, **paired(per_image, "distilled", "gt_only")}
-    if len(names) > 2:
+    names = [a for a in per_image if per_image[a]]
+    both = lambda a, b: bool(set(per_image.get(a) or {}) & set(per_image.get(b) or {}))  # noqa: E731
+    report = {"arms": arms, **(paired(per_image, "distilled", "gt_only") if both("distilled", "gt_only") else {})}
+    if len(per_image) > 2:
         report["comparisons"] = {f"{a}-{b}": paired(per_image, a, b)
-                                 for i, a in enumerate(names) for b in names[:i]}
+                                 for i, a in enumerate(names) for b in names[:i] if both(a, b)}
     return report
 
 
@@ -126,15 +134,19 @@ def teacher_identity(root: Path, profile: str) -> dict:
 
 
 def run(profile: str, seeds: int, zoom: float = 0.0, root: Path = ROOT, out: Path | None = None,
-        upcycle: float = 0.0) -> dict:
-    """Train every (seed, arm) not already in ``out`` (same settings), writing ``out`` after each run."""
+        upcycle: float = 0.0, arms: list[str] | None = None) -> dict:
+    """Train every (seed, arm) not already in ``out`` (same settings), writing ``out`` after each run.
+    ``arms`` limits the training to those arms (the others' saved runs are kept); without a
+    teacher arm among them, the teacher's outputs are not read (they need not exist yet)."""
     from sharpkd import stage
     from sharpkd.training.distill import TrainData, inference_copy, train_student
     from sharpkd.files import write_json
     from sharpkd.inference.tiled import run_model
     from sharpkd.evaluation.metrics import psnr
     from sharpkd.data.shards import read_split
+    from sharpkd.data.degrade import link_split, val_links
     from sharpkd.training.teacher import load_teacher
+    from sharpkd.errors import SharpkdError
 
     params = stage.load_params("train", root / "params.yaml")
     degrade = stage.load_params("degrade", root / "params.yaml")
@@ -142,16 +154,26 @@ def run(profile: str, seeds: int, zoom: float = 0.0, root: Path = ROOT, out: Pat
     gt = read_split(data_dir / "slices", "train")
     names = list(gt)
     val_gt = read_split(data_dir / "slices", "val_full")
+    every = ["gt_only", "distilled"] + (["zoom"] if zoom > 0 else []) + (["upcycled"] if upcycle > 0 else [])
+    arms = every if arms is None else arms
+    unknown = sorted(set(arms) - set(every))
+    if unknown:
+        raise SharpkdError(f"--arms: no arm {', '.join(unknown)} in this call (arms: {', '.join(every)})")
     data = TrainData(
         degraded=list(read_split(data_dir / "degraded", "train", names).values()), gt=list(gt.values()),
-        teacher=list(read_split(data_dir / "teacher", "train", names).values()),
+        teacher=(list(read_split(data_dir / "teacher", "train", names).values())
+                 if set(arms) - {"gt_only"} else None),
         val_degraded=list(read_split(data_dir / "degraded", "val_full", list(val_gt)).values()),
         val_gt=list(val_gt.values()), val_names=list(val_gt),
         teacher_model=load_teacher(root / "models" / profile / "teacher.safetensors") if zoom > 0 or upcycle > 0 else None,
         scale=float(degrade["scale"]))
+    # the profile's extra validation link sets (degrade.val_links: H.264 CRF 23 and 28 for the photos), same images
+    link_val = {spec: list(read_split(data_dir / "degraded_links", link_split("val_full", spec), list(val_gt)).values())
+                for spec in val_links(degrade)}
     config = settings(params, profile, zoom, len(val_gt), degrade.get("train_links") or [])
     teacher = teacher_identity(root, profile)
     per_image: dict[str, dict[int, list[float]]] = {"gt_only": {}, "distilled": {}} | ({"zoom": {}} if zoom > 0 else {})
+    per_link: dict[str, dict[str, dict[int, list[float]]]] = {spec: {} for spec in link_val}
     upcycled = None
     if upcycle > 0:
         per_image["upcycled"] = {}
@@ -167,6 +189,9 @@ def run(profile: str, seeds: int, zoom: float = 0.0, root: Path = ROOT, out: Pat
                 # the gt_only arm never sees the teacher: its runs stay valid under another teacher
                 if arm in per_image and (arm == "gt_only" or same_teacher) and (arm != "upcycled" or same_upcycle):
                     per_image[arm] = {int(s): v for s, v in runs.items() if int(s) < seeds}
+                    for spec in per_link:
+                        kept = ((saved.get("per_link") or {}).get(spec) or {}).get(arm) or {}
+                        per_link[spec][arm] = {int(s): v for s, v in kept.items() if int(s) in per_image[arm]}
             print(f"resuming {out}: {sum(map(len, per_image.values()))} runs already there"
                   + ("" if same_teacher else " (another teacher: its distilled runs are redone)"), flush=True)
         else:
@@ -176,7 +201,7 @@ def run(profile: str, seeds: int, zoom: float = 0.0, root: Path = ROOT, out: Pat
     state = root / ".sharpkd" / "state" / profile / "seeds"
     for seed in range(seeds):
         for arm in per_image:
-            if seed in per_image[arm]:
+            if seed in per_image[arm] or arm not in arms:
                 continue
             p = copy.deepcopy(params)
             p["seed"] = seed
@@ -187,17 +212,23 @@ def run(profile: str, seeds: int, zoom: float = 0.0, root: Path = ROOT, out: Pat
             if arm == "upcycled":
                 p["loss"]["l2_teacher"], p["loss"]["l2_teacher_zoom"] = 0.0, float(upcycle)
             # no SSIM in the per-epoch validation: the best epoch (by PSNR) and its weights are the same
+            # one folder per arm: calls that train other arms at the same time keep their own states
             model, best, _ = train_student(p, upcycled if arm == "upcycled" else data, device="cpu", val_ssim=False,
-                                           state_dir=state)
-            for old in state.glob("*.pt"):
+                                           state_dir=state / arm)
+            for old in (state / arm).glob("*.pt"):
                 old.unlink()
             folded = inference_copy(model)
             per_image[arm][seed] = [float(psnr(run_model(folded, d), g)) for d, g in zip(data.val_degraded, data.val_gt)]
-            print(f"seed {seed} {arm}: best epoch {best['epoch']}, val PSNR {np.mean(per_image[arm][seed]):.3f} dB",
-                  flush=True)
+            for spec, degraded in link_val.items():
+                per_link[spec].setdefault(arm, {})[seed] = [float(psnr(run_model(folded, d), g))
+                                                            for d, g in zip(degraded, data.val_gt)]
+            print(f"seed {seed} {arm}: best epoch {best['epoch']}, val PSNR {np.mean(per_image[arm][seed]):.3f} dB"
+                  + "".join(f", {spec} {np.mean(per_link[spec][arm][seed]):.3f} dB" for spec in per_link), flush=True)
             if out is not None:
-                write_json(out, config | {"per_image": per_image})
-    return summarise(per_image) | config | {"per_image": per_image}
+                write_json(out, config | {"per_image": per_image} | ({"per_link": per_link} if per_link else {}))
+    links = {spec: summarise({a: runs[a] for a in per_image if a in runs}) for spec, runs in per_link.items()}
+    return (summarise(per_image) | config | {"per_image": per_image}
+            | ({"links": links, "per_link": per_link} if per_link else {}))
 
 
 def main() -> None:
@@ -209,6 +240,10 @@ def main() -> None:
     ap.add_argument("--upcycle", type=float, default=0.0,
                     help="also run arm 'upcycled': ground truth only plus l2_teacher_zoom at this weight, "
                          "from teacher labels computed once on the zoomed-out training crops")
+    ap.add_argument("--arms", help="comma-separated arms to train (default: all of this call's); the "
+                    "others' runs already in --out are kept. `--arms gt_only` needs no teacher outputs, so it "
+                    "can run while the teacher stage does")
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's choice)")
     ap.add_argument("--root", type=Path, default=ROOT,
                     help="the checkout whose params.yaml, data/ and models/ to use (default: this one)")
     ap.add_argument("--out", type=Path, help="default metrics/<profile>/seeds.json; runs already in it "
@@ -218,12 +253,27 @@ def main() -> None:
         ap.error("--seeds must be at least 2 (a spread needs two runs)")
     from sharpkd.files import write_json
 
+    if args.threads < 0:
+        ap.error("--threads must be 0 (torch's choice) or a positive count")
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    from sharpkd.errors import SharpkdError
+
     out = args.out or ROOT / "metrics" / args.profile / "seeds.json"
-    report = run(args.profile, args.seeds, args.zoom, args.root.resolve(), out, upcycle=args.upcycle)
+    arms = [a.strip() for a in args.arms.split(",") if a.strip()] if args.arms is not None else None
+    try:
+        report = run(args.profile, args.seeds, args.zoom, args.root.resolve(), out, upcycle=args.upcycle, arms=arms)
+    except SharpkdError as exc:
+        sys.exit(f"error: {exc}")
     from sharpkd.inference.bench import machine
     from sharpkd.provenance import record
 
     write_json(out, report | {"machine": machine("cpu")} | record())
+    if "seed_paired" not in report:
+        print(f"wrote {out}: " + ", ".join(f"{a} {len(r['seeds'])} seeds" for a, r in report["arms"].items()))
+        return
     s, i = report["seed_paired"], report["image_paired"]
     print(f"distilled - gt_only: {s['mean']:+.3f} dB over {s['n']} seeds (95% CI {s['ci95_low']:+.3f} to "
           f"{s['ci95_high']:+.3f}); per image {i['mean']:+.3f} dB (95% CI {i['ci95_low']:+.3f} to "

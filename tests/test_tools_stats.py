@@ -163,7 +163,62 @@ def test_seeds_run_killed_midway_resumes_from_its_state(tmp_path, monkeypatch):
     monkeypatch.setattr("sharpkd.training.distill.fit", dying)
     with pytest.raises(KeyboardInterrupt):
         run("p", 2, root=root, out=tmp_path / "s.json")
-    assert len(list((root / ".sharpkd" / "state" / "p" / "seeds").glob("student-*.pt"))) == 1
+    assert len(list((root / ".sharpkd" / "state" / "p" / "seeds" / "gt_only").glob("student-*.pt"))) == 1
     got = run("p", 2, root=root, out=tmp_path / "s.json")
     assert got["per_image"] == want["per_image"]
-    assert not list((root / ".sharpkd" / "state" / "p" / "seeds").glob("*.pt"))
+    assert not list((root / ".sharpkd" / "state" / "p" / "seeds").rglob("*.pt"))
+
+
+def test_seeds_arms_train_the_ground_truth_arm_before_the_teacher_exists_and_the_other_arm_later(tmp_path, monkeypatch):
+    import shutil
+
+    import sharpkd.training.distill
+    from experiments.seeds import run
+    from sharpkd.errors import SharpkdError
+
+    root, out = _seeds_root(tmp_path), tmp_path / "seeds.json"
+    want = run("p", 2, root=root)  # both arms in one call, no output file
+    shutil.rmtree(root / "data" / "p" / "teacher")  # the teacher stage has not run yet
+    first = run("p", 2, root=root, out=out, arms=["gt_only"])
+    assert first["per_image"]["gt_only"] == want["per_image"]["gt_only"] and not first["per_image"]["distilled"]
+    assert list(first["arms"]) == ["gt_only"] and "seed_paired" not in first  # nothing to pair yet
+    with pytest.raises(SharpkdError, match="no shards for split 'train'"):
+        run("p", 2, root=root, out=out, arms=["distilled"])  # the distilled arm needs the teacher's outputs
+    _seeds_root(tmp_path)  # the teacher's outputs are there now
+    trained = []
+    real = sharpkd.training.distill.train_student
+
+    def counting(p, *a, **k):
+        trained.append(p["loss"]["l2_teacher"])
+        return real(p, *a, **k)
+
+    monkeypatch.setattr(sharpkd.training.distill, "train_student", counting)
+    second = run("p", 2, root=root, out=out, arms=["distilled"])
+    assert trained == [1.0, 1.0]  # the ground-truth runs come from the first call
+    assert second["per_image"] == want["per_image"] and second["seed_paired"] == pytest.approx(want["seed_paired"])
+    with pytest.raises(SharpkdError, match="--arms: no arm zoom"):
+        run("p", 2, root=root, out=out, arms=["zoom"])  # the zoom arm needs --zoom
+
+
+def test_seeds_scores_every_run_on_the_extra_link_sets_too(tmp_path):
+    import numpy as np
+    import yaml
+
+    from experiments.seeds import run
+    from sharpkd.data.shards import read_split, write_split
+
+    root, out = _seeds_root(tmp_path), tmp_path / "seeds.json"
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    params["degrade"]["val_links"] = ["h264:23"]
+    (root / "params.yaml").write_text(yaml.safe_dump(params))
+    val = read_split(root / "data" / "p" / "slices", "val_full")
+    write_split(root / "data" / "p" / "degraded_links", "val_full.h264_23",
+                {k: np.clip(v.astype(int) - 20, 0, 255).astype(np.uint8) for k, v in val.items()})
+    r = run("p", 2, root=root, out=out)
+    link = r["links"]["h264:23"]
+    assert set(r["per_link"]["h264:23"]) == {"gt_only", "distilled"} and link["arms"]["gt_only"]["seeds"] == [0, 1]
+    assert link["seed_paired"]["n"] == 2 and link["image_paired"]["images"] == 1
+    assert link["arms"]["gt_only"]["psnr"] != r["arms"]["gt_only"]["psnr"]  # scored on the coded images, not the clean
+    again = run("p", 2, root=root, out=out)  # read back from the report, nothing retrained
+    assert again["per_link"] == r["per_link"]
+    assert again["links"]["h264:23"]["seed_paired"]["mean"] == link["seed_paired"]["mean"]
