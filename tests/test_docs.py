@@ -249,3 +249,40 @@ def test_the_default_is_checked_against_its_targets_from_its_card(tmp_path):
     assert "(1 of 1 misses), distilling from it cannot reach the target" in text
     run.write_text(json.dumps({"methods": {"student": {"psnr": 40.3}}}))
     assert "-0.300 dB" in docs.default_targets_md(tmp_path) and ": missed." in docs.default_targets_md(tmp_path)
+    assert "Still images" not in docs.default_targets_md(tmp_path)  # no card for the images' student here
+    first = docs._sharpkd().quality_order(coded=False)[0]  # images: ranked by the clean gain of the shipped cards
+    (weights / f"student-{first}.json").write_text(json.dumps(
+        {"evaluation": {"methods": {"student": {"psnr": 40.35}}, "student_gain_over_input": {"psnr_db": 3.35}}}))
+    assert (f"the default `--student auto` runs `{first}` on them (first by the clean gain): +3.350 dB on clean "
+            "frames, +0.050 dB from the clean-pairs run" in docs.default_targets_md(tmp_path).replace("\n", " "))
+
+
+def test_the_link_mixture_seeds_section_appears_once_every_run_has_ended_with_a_line_per_link(tmp_path):
+    import json
+
+    from experiments.seeds import summarise
+
+    root = fresh_clone(tmp_path)
+    for f in (ROOT / "metrics" / "photos").glob("**/*.csv"):
+        target = root / f.relative_to(ROOT)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(f.read_bytes())
+    path = root / "metrics" / "photos" / docs.MIX_SEEDS
+    clean = {"gt_only": {s: [39.0 + s / 10, 38.0] for s in range(3)},
+             "distilled": {s: [38.9 + s / 10, 37.97] for s in range(3)}}
+    coded = {"gt_only": {s: [33.0 + s / 10, 32.0] for s in range(3)},
+             "distilled": {s: [33.2 + s / 10, 32.1] for s in range(3)}}
+    config = {"profile": "photos", "train": {"arch": "sharp", "epochs": 10, "zoom": 0.5,
+                                             "arch_config": {"channels": 32, "blocks": 2, "unshuffle": 2}},
+              "zoom_weight": 0.0, "teacher": {"sha256": "ab" * 32, "adapt_steps": 4000},
+              "train_links": ["none", "h264v:23"]}
+    path.write_text(json.dumps(config | {"per_image": clean}))  # still running: no summaries yet
+    assert "through the link mixture, c32b2" not in docs.results_md(root)
+    path.write_text(json.dumps(summarise(clean) | config | {"per_image": clean, "links": {"h264:28": summarise(coded)}}))
+    text = docs.results_md(root)
+    assert "### The photo pool through the link mixture, c32b2" in text and "<!-- seeds:photos:c32b2_mix -->" in text
+    assert "the teacher adapted 4,000 steps on the link mixture `none`, `h264v:23` (sha256 abababababab)" in text
+    assert "Through H.264 CRF 28 (`h264:28`, the same images and runs)" in text
+    assert ("distillation hurts (the interval excludes zero) on clean frames for c32b2: -0.065 dB over 3 seeds"
+            in text.replace("\n", " ").replace("  ", " "))
+    assert "through H.264 CRF 28 +0.150 dB" in text

@@ -325,6 +325,21 @@ def test_seeds_block_with_a_zoom_arm_lists_every_comparison(tmp_path):
     assert "minus distilled:" in text and "Distilled minus ground truth only" in text
 
 
+def test_seeds_block_adds_a_line_per_link_set(tmp_path):
+    from tools.results import seeds_table
+    from experiments.seeds import summarise
+
+    clean = {"gt_only": {0: [30.0, 31.0], 1: [30.2, 31.2]}, "distilled": {0: [30.1, 31.0], 1: [30.3, 31.1]}}
+    coded = {"gt_only": {0: [28.0, 29.0], 1: [28.2, 29.0]}, "distilled": {0: [28.4, 29.2], 1: [28.5, 29.1]}}
+    report = summarise(clean) | {"links": {"h264:28": summarise(coded)}}
+    d = tmp_path / "metrics" / "p"
+    d.mkdir(parents=True)
+    (d / "seeds-mix.json").write_text(json.dumps(report))
+    text = seeds_table(d, "mix")
+    assert ("Through H.264 CRF 28 (`h264:28`, the same images and runs): ground truth only 28.550 dB (sd 0.071); "
+            "distilled 28.800 dB (sd 0.000); distilled minus ground truth only +0.250 dB over 2 seeds") in text
+
+
 def test_int8_block_is_generated_from_the_probe_json(tmp_path):
     from tools.results import int8_table
 

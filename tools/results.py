@@ -437,6 +437,15 @@ def seeds_table(metrics_dir: str | Path, name: str = "") -> str:
                  f"seeds (95% t-interval {s['ci95_low']:+.3f} to {s['ci95_high']:+.3f}); per validation image, "
                  f"averaged over the seeds, {i['mean']:+.3f} dB (95% t-interval {i['ci95_low']:+.3f} to "
                  f"{i['ci95_high']:+.3f}, over {i['images']} images), ahead on {i['ahead']} of {i['images']}.\n")
+    for spec, lk in (r.get("links") or {}).items():  # the same runs scored on the validation images through a link
+        if "seed_paired" not in lk:
+            continue
+        s, i = lk["seed_paired"], lk["image_paired"]
+        means = "; ".join(f"{labels.get(arm, arm)} {a['mean']:.3f} dB (sd {a['sd']:.3f})" for arm, a in lk["arms"].items())
+        text += (f"\nThrough {link_label(spec)} (`{spec}`, the same images and runs): {means}; distilled minus ground "
+                 f"truth only {s['mean']:+.3f} dB over {s['n']} seeds (95% t-interval {s['ci95_low']:+.3f} to "
+                 f"{s['ci95_high']:+.3f}); per image {i['mean']:+.3f} dB ({i['ci95_low']:+.3f} to {i['ci95_high']:+.3f}), "
+                 f"ahead on {i['ahead']} of {i['images']}.\n")
     teacher = r.get("teacher")
     if teacher and teacher.get("sha256"):
         steps = teacher.get("adapt_steps")
