@@ -252,7 +252,8 @@ def test_the_default_is_checked_against_its_targets_from_its_card(tmp_path):
     assert "Still images" not in docs.default_targets_md(tmp_path)  # no card for the images' student here
     first = docs._sharpkd().quality_order(coded=False)[0]  # images: ranked by the clean gain of the shipped cards
     (weights / f"student-{first}.json").write_text(json.dumps(
-        {"evaluation": {"methods": {"student": {"psnr": 40.35}}, "student_gain_over_input": {"psnr_db": 3.35}}}))
+        {"arch": "sharp", "arch_config": {}, "evaluation": {"methods": {"student": {"psnr": 40.35}},
+                                                            "student_gain_over_input": {"psnr_db": 3.35}}}))
     assert (f"the default `--student auto` runs `{first}` on them (first by the clean gain): +3.350 dB on clean "
             "frames, +0.050 dB from the clean-pairs run" in docs.default_targets_md(tmp_path).replace("\n", " "))
 
