@@ -47,11 +47,7 @@ def test_generator_is_deterministic_and_needs_no_data_folder(tmp_path):
 
 
 def test_check_names_a_stale_file_and_writing_fixes_it(tmp_path, capsys):
-    root = fresh_clone(tmp_path)
-    for f in (ROOT / "metrics" / "photos").glob("**/*.csv"):
-        target = root / f.relative_to(ROOT)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(f.read_bytes())
+    root = _clone_with_photo_scores(tmp_path)
     readme = root / "README.md"
     readme.write_text(readme.read_text().replace("| clean (downscale only) | 36.932 |", "| clean (downscale only) | 99.999 |"))
     assert docs.main(["--root", str(root), "--check"]) == 1
@@ -141,6 +137,16 @@ def test_every_test_the_bad_input_table_names_exists():
     assert not missing, missing
 
 
+def _clone_with_photo_scores(tmp_path: Path) -> Path:
+    """:func:`fresh_clone` plus the photo profile's per-image CSVs, which the results page reads."""
+    root = fresh_clone(tmp_path)
+    for f in (ROOT / "metrics" / "photos").glob("**/*.csv"):
+        target = root / f.relative_to(ROOT)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(f.read_bytes())
+    return root
+
+
 def test_the_c8b1_seeds_section_appears_once_every_run_has_ended(tmp_path):
     """A report still being written (no summary yet) renders nothing; a finished one renders its
     section, its table block and a bullet, with the command that made it."""
@@ -148,11 +154,7 @@ def test_the_c8b1_seeds_section_appears_once_every_run_has_ended(tmp_path):
 
     from experiments.seeds import summarise
 
-    root = fresh_clone(tmp_path)
-    for f in (ROOT / "metrics" / "photos").glob("**/*.csv"):
-        target = root / f.relative_to(ROOT)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(f.read_bytes())
+    root = _clone_with_photo_scores(tmp_path)
     path = root / "metrics" / "photos" / docs.LITE_SEEDS
     per_image = {"gt_only": {s: [39.0 + s / 10, 38.0] for s in range(3)},
                  "distilled": {s: [39.05 + s / 10, 38.02] for s in range(3)}}
@@ -263,11 +265,7 @@ def test_the_link_mixture_seeds_section_appears_once_every_run_has_ended_with_a_
 
     from experiments.seeds import summarise
 
-    root = fresh_clone(tmp_path)
-    for f in (ROOT / "metrics" / "photos").glob("**/*.csv"):
-        target = root / f.relative_to(ROOT)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(f.read_bytes())
+    root = _clone_with_photo_scores(tmp_path)
     path = root / "metrics" / "photos" / docs.MIX_SEEDS
     clean = {"gt_only": {s: [39.0 + s / 10, 38.0] for s in range(3)},
              "distilled": {s: [38.9 + s / 10, 37.97] for s in range(3)}}

@@ -48,6 +48,20 @@ def _seeds_root(tmp_path, lr=0.001, train_links=None):
     return tmp_path
 
 
+def _count_training(monkeypatch) -> list:
+    """The ``l2_teacher`` weight of every run trained from now on (the real training still runs)."""
+    import sharpkd.training.distill
+
+    trained, real = [], sharpkd.training.distill.train_student
+
+    def counting(p, *a, **k):
+        trained.append(p["loss"]["l2_teacher"])
+        return real(p, *a, **k)
+
+    monkeypatch.setattr(sharpkd.training.distill, "train_student", counting)
+    return trained
+
+
 def test_seeds_runs_every_seed_and_arm_once_and_resumes_only_under_the_same_settings(tmp_path, monkeypatch):
     import sharpkd.training.distill
     from experiments.seeds import run
@@ -84,14 +98,7 @@ def test_seeds_keeps_the_ground_truth_arm_and_redoes_the_distilled_one_under_ano
     first = run("p", 2, root=root, out=out)
     assert first["teacher"]["sha256"] is not None
     weights.write_bytes(b"teacher two")  # another teacher: only the arms that learn from it are redone
-    trained = []
-    real = sharpkd.training.distill.train_student
-
-    def counting(p, *a, **k):
-        trained.append(p["loss"]["l2_teacher"])
-        return real(p, *a, **k)
-
-    monkeypatch.setattr(sharpkd.training.distill, "train_student", counting)
+    trained = _count_training(monkeypatch)
     second = run("p", 2, root=root, out=out)
     assert trained == [1.0, 1.0]  # the distilled arm's two seeds, no gt_only run
     assert second["per_image"]["gt_only"] == {int(s): v for s, v in first["per_image"]["gt_only"].items()}
@@ -185,14 +192,7 @@ def test_seeds_arms_train_the_ground_truth_arm_before_the_teacher_exists_and_the
     with pytest.raises(SharpkdError, match="no shards for split 'train'"):
         run("p", 2, root=root, out=out, arms=["distilled"])  # the distilled arm needs the teacher's outputs
     _seeds_root(tmp_path)  # the teacher's outputs are there now
-    trained = []
-    real = sharpkd.training.distill.train_student
-
-    def counting(p, *a, **k):
-        trained.append(p["loss"]["l2_teacher"])
-        return real(p, *a, **k)
-
-    monkeypatch.setattr(sharpkd.training.distill, "train_student", counting)
+    trained = _count_training(monkeypatch)
     second = run("p", 2, root=root, out=out, arms=["distilled"])
     assert trained == [1.0, 1.0]  # the ground-truth runs come from the first call
     assert second["per_image"] == want["per_image"] and second["seed_paired"] == pytest.approx(want["seed_paired"])
