@@ -121,6 +121,28 @@ def upcycle_pool(root: Path, profile: str, teacher, crops: list, zoom: float, sc
                         resume_dir=root / ".sharpkd" / "state" / profile / f"upcycle-{key}")
 
 
+def take_saved(saved: dict, base: dict, teacher: dict, upcycle: float, seeds: int, per_image: dict, per_link: dict,
+               only: set | None = None) -> bool | None:
+    """Copy into ``per_image`` and ``per_link`` the runs of report ``saved`` that hold here (seeds below
+    ``seeds``; with ``only``, of those arms alone): none unless its settings are ``base``; the
+    gt_only arm's under any teacher (it never sees one), the other arms' under the same ``teacher``
+    (the upcycled arm's also under the same weight).  Returns None when the settings differ, else
+    whether the teacher is the same."""
+    if {k: saved.get(k) for k in base} != base:
+        return None
+    same_teacher = saved.get("teacher") == teacher
+    same_upcycle = float(saved.get("upcycle_weight", 0.0)) == float(upcycle)
+    for arm, runs in saved.get("per_image", {}).items():
+        if arm not in per_image or (only is not None and arm not in only):
+            continue
+        if (arm == "gt_only" or same_teacher) and (arm != "upcycled" or same_upcycle):
+            per_image[arm] = {int(s): v for s, v in runs.items() if int(s) < seeds}
+            for spec in per_link:
+                kept = ((saved.get("per_link") or {}).get(spec) or {}).get(arm) or {}
+                per_link[spec][arm] = {int(s): v for s, v in kept.items() if int(s) in per_image[arm]}
+    return same_teacher
+
+
 def teacher_identity(root: Path, profile: str) -> dict:
     """The teacher the distilled arms learn from: its weights' sha256 and the profile's adaptation steps."""
     import yaml
@@ -179,23 +201,18 @@ def run(profile: str, seeds: int, zoom: float = 0.0, root: Path = ROOT, out: Pat
         per_image["upcycled"] = {}
         pool = upcycle_pool(root, profile, data.teacher_model, data.gt, params.get("zoom", 0.5), data.scale)
         upcycled = dataclasses.replace(data, zoom_pool=pool)
+    learns = bool(set(arms) - {"gt_only"})
     if out is not None and out.exists():
         saved = json.loads(out.read_text())
-        # the upcycled arm's weight is its own setting: a report without that arm is resumed as is
-        if {k: saved.get(k) for k in config} == config:
-            same_teacher = saved.get("teacher") == teacher
-            same_upcycle = float(saved.get("upcycle_weight", 0.0)) == float(upcycle)
-            for arm, runs in saved.get("per_image", {}).items():
-                # the gt_only arm never sees the teacher: its runs stay valid under another teacher
-                if arm in per_image and (arm == "gt_only" or same_teacher) and (arm != "upcycled" or same_upcycle):
-                    per_image[arm] = {int(s): v for s, v in runs.items() if int(s) < seeds}
-                    for spec in per_link:
-                        kept = ((saved.get("per_link") or {}).get(spec) or {}).get(arm) or {}
-                        per_link[spec][arm] = {int(s): v for s, v in kept.items() if int(s) in per_image[arm]}
+        if not learns and (saved.get("teacher") or {}).get("sha256"):
+            teacher = saved["teacher"]  # a call that trains no teacher arm keeps the report's teacher
+        same_teacher = take_saved(saved, config, teacher, upcycle, seeds, per_image, per_link)
+        if same_teacher is None:
+            print(f"{out} was made with other settings: starting over", flush=True)
+        else:
             print(f"resuming {out}: {sum(map(len, per_image.values()))} runs already there"
                   + ("" if same_teacher else " (another teacher: its distilled runs are redone)"), flush=True)
-        else:
-            print(f"{out} was made with other settings: starting over", flush=True)
+    base = config
     config = config | {"teacher": teacher} | ({"upcycle_weight": float(upcycle)} if upcycle > 0 else {})
     # a run killed midway resumes from its last epoch (the state is named by the run's params and data)
     state = root / ".sharpkd" / "state" / profile / "seeds"
@@ -225,6 +242,13 @@ def run(profile: str, seeds: int, zoom: float = 0.0, root: Path = ROOT, out: Pat
             print(f"seed {seed} {arm}: best epoch {best['epoch']}, val PSNR {np.mean(per_image[arm][seed]):.3f} dB"
                   + "".join(f", {spec} {np.mean(per_link[spec][arm][seed]):.3f} dB" for spec in per_link), flush=True)
             if out is not None:
+                others = set(per_image) - set(arms)
+                if others and out.exists():  # another call may have added runs of the other arms meanwhile
+                    saved = json.loads(out.read_text())
+                    if not learns and (saved.get("teacher") or {}).get("sha256"):
+                        teacher = saved["teacher"]
+                        config = config | {"teacher": teacher}
+                    take_saved(saved, base, teacher, upcycle, seeds, per_image, per_link, only=others)
                 write_json(out, config | {"per_image": per_image} | ({"per_link": per_link} if per_link else {}))
     links = {spec: summarise({a: runs[a] for a in per_image if a in runs}) for spec, runs in per_link.items()}
     return (summarise(per_image) | config | {"per_image": per_image}

@@ -222,3 +222,35 @@ def test_seeds_scores_every_run_on_the_extra_link_sets_too(tmp_path):
     again = run("p", 2, root=root, out=out)  # read back from the report, nothing retrained
     assert again["per_link"] == r["per_link"]
     assert again["links"]["h264:23"]["seed_paired"]["mean"] == link["seed_paired"]["mean"]
+
+
+def test_seeds_calls_training_different_arms_at_once_share_one_report(tmp_path, monkeypatch):
+    """A ground-truth-only call and a distilled call running side by side: each writes the other's
+    finished runs back with its own, and the ground-truth call keeps the report's teacher."""
+    import sharpkd.training.distill
+    from experiments.seeds import run
+
+    root, out = _seeds_root(tmp_path), tmp_path / "seeds.json"
+    want = run("p", 2, root=root)
+    run("p", 1, root=root, out=out, arms=["gt_only"])  # before the teacher's weights exist
+    weights = root / "models" / "p" / "teacher.safetensors"
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"teacher")
+    real = sharpkd.training.distill.train_student
+    beside = []
+
+    def with_another_call(p, *a, **k):
+        if not beside:  # meanwhile the other call finishes ground-truth seed 1
+            monkeypatch.setattr(sharpkd.training.distill, "train_student", real)
+            beside.append(run("p", 2, root=root, out=out, arms=["gt_only"]))
+            monkeypatch.setattr(sharpkd.training.distill, "train_student", with_another_call)
+        return real(p, *a, **k)
+
+    monkeypatch.setattr(sharpkd.training.distill, "train_student", with_another_call)
+    got = run("p", 2, root=root, out=out, arms=["distilled"])
+    assert sorted(beside[0]["per_image"]["gt_only"]) == [0, 1]
+    assert got["per_image"] == want["per_image"] and got["seed_paired"]["n"] == 2  # nothing lost either way
+    monkeypatch.setattr(sharpkd.training.distill, "train_student", real)
+    again = run("p", 2, root=root, out=out, arms=["gt_only"])  # trains nothing, keeps the distilled runs
+    assert again["per_image"] == want["per_image"] and again["teacher"] == got["teacher"]
+    assert again["teacher"]["sha256"] is not None
