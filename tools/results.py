@@ -441,7 +441,8 @@ def seeds_table(metrics_dir: str | Path, name: str = "") -> str:
         if "seed_paired" not in lk:
             continue
         s, i = lk["seed_paired"], lk["image_paired"]
-        means = "; ".join(f"{labels.get(arm, arm)} {a['mean']:.3f} dB (sd {a['sd']:.3f})" for arm, a in lk["arms"].items())
+        means = "; ".join(f"{labels.get(arm, arm)} {a['mean']:.3f} dB (sd {a['sd']:.3f})" for arm, a in
+                          sorted(lk["arms"].items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
         text += (f"\nThrough {link_label(spec)} (`{spec}`, the same images and runs): {means}; distilled minus ground "
                  f"truth only {s['mean']:+.3f} dB over {s['n']} seeds (95% t-interval {s['ci95_low']:+.3f} to "
                  f"{s['ci95_high']:+.3f}); per image {i['mean']:+.3f} dB ({i['ci95_low']:+.3f} to {i['ci95_high']:+.3f}), "
