@@ -10,7 +10,8 @@ does, run ``sharpkd sharpen`` on it, and score what came out.
    up), encoded H.264 at ``--link-crf`` (default 23; BT.709, yuv420p) at ``--fps``, with an AAC
    tone: the *received* video;
 3. ``sharpkd sharpen received.mp4`` in its own process, as a user runs it, and ``sharpkd bench``
-   at the same frame size and tile in its own process, alternating ``--repeat`` times so both
+   at the same frame size and tile in its own process, both with the same student (``--student``,
+   default the default student, or ``--weights``: never ``auto``, whose pick depends on the load), alternating ``--repeat`` times so both
    see the same machine state; best and median of each;
 4. PSNR/SSIM (:mod:`sharpkd.evaluation.metrics`) of the received and the sharpened video against the
    ground truth (``--score`` frames evenly spaced), frame counts, timestamps, whether the audio
@@ -181,7 +182,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scale", type=float, default=0.6, help="the link's downscale (sharpkd.data.degrade.degrade)")
     ap.add_argument("--link-crf", type=int, default=23, help="H.264 quality of the link's encode (default 23)")
     ap.add_argument("--link-preset", default="medium")
-    ap.add_argument("--weights", help="student .safetensors (default: the shipped student)")
+    ap.add_argument("--student", default=None,
+                    help="the shipped student both sharpkd sharpen and sharpkd bench run (default: the default "
+                         "student; never --student auto, whose pick depends on how loaded the machine is)")
+    ap.add_argument("--weights", help="student .safetensors instead of a shipped student")
     ap.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     ap.add_argument("--codec", default="libx264", help="sharpkd sharpen --codec")
     ap.add_argument("--crf", type=int, default=18, help="sharpkd sharpen --crf")
@@ -214,6 +218,14 @@ def run(args: argparse.Namespace) -> int:
     from sharpkd.nets.students import load_student
     from sharpkd.app.shipped import shipped_weights
 
+    from sharpkd.app.shipped import DEFAULT_STUDENT
+    from sharpkd.fetch import sha256_file
+
+    if args.weights and args.student:
+        raise SharpkdError("give --student or --weights, not both")
+    student = None if args.weights else (args.student or DEFAULT_STUDENT)
+    if student:  # the same file for sharpen and bench, named in the JSON
+        args.weights = str(shipped_weights(student))
     try:
         w, h = (int(x) for x in args.size.lower().split("x"))
     except ValueError:
@@ -254,7 +266,8 @@ def run(args: argparse.Namespace) -> int:
         "received": score(rec_frames, truth) | {"bytes": rec_info["bytes"]},
         "sharpened": score(out_frames, truth) | {"bytes": out_info["bytes"]},
         "sharpen": {"codec": out_info["codec"], "pix_fmt": out_info["pix_fmt"], "crf": args.crf,
-                    "preset": args.preset, "arch": meta.get("arch", "?")},
+                    "preset": args.preset, "arch": meta.get("arch", "?"), "student": student or args.weights,
+                    "weights_sha256": sha256_file(args.weights)},
         "audio": {"survived": "audio" in out_info["streams"],
                   "bit_identical": bool(rec_info["audio_packets"])
                   and out_info["audio_packets"] == rec_info["audio_packets"],
