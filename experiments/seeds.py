@@ -192,7 +192,7 @@ def run(profile: str, seeds: int, zoom: float = 0.0, root: Path = ROOT, out: Pat
     # the profile's extra validation link sets (degrade.val_links: H.264 CRF 23 and 28 for the photos), same images
     link_val = {spec: list(read_split(data_dir / "degraded_links", link_split("val_full", spec), list(val_gt)).values())
                 for spec in val_links(degrade)}
-    config = settings(params, profile, zoom, len(val_gt), degrade.get("train_links") or [])
+    base = settings(params, profile, zoom, len(val_gt), degrade.get("train_links") or [])
     teacher = teacher_identity(root, profile)
     per_image: dict[str, dict[int, list[float]]] = {"gt_only": {}, "distilled": {}} | ({"zoom": {}} if zoom > 0 else {})
     per_link: dict[str, dict[str, dict[int, list[float]]]] = {spec: {} for spec in link_val}
@@ -202,18 +202,24 @@ def run(profile: str, seeds: int, zoom: float = 0.0, root: Path = ROOT, out: Pat
         pool = upcycle_pool(root, profile, data.teacher_model, data.gt, params.get("zoom", 0.5), data.scale)
         upcycled = dataclasses.replace(data, zoom_pool=pool)
     learns = bool(set(arms) - {"gt_only"})
-    if out is not None and out.exists():
+
+    def read_back(only: set | None = None) -> bool | None:
+        """Take the runs of ``out`` that hold here (:func:`take_saved`); a call that trains no teacher
+        arm keeps the report's teacher."""
+        nonlocal teacher
         saved = json.loads(out.read_text())
         if not learns and (saved.get("teacher") or {}).get("sha256"):
-            teacher = saved["teacher"]  # a call that trains no teacher arm keeps the report's teacher
-        same_teacher = take_saved(saved, config, teacher, upcycle, seeds, per_image, per_link)
+            teacher = saved["teacher"]
+        return take_saved(saved, base, teacher, upcycle, seeds, per_image, per_link, only)
+
+    if out is not None and out.exists():
+        same_teacher = read_back()
         if same_teacher is None:
             print(f"{out} was made with other settings: starting over", flush=True)
         else:
             print(f"resuming {out}: {sum(map(len, per_image.values()))} runs already there"
                   + ("" if same_teacher else " (another teacher: its distilled runs are redone)"), flush=True)
-    base = config
-    config = config | {"teacher": teacher} | ({"upcycle_weight": float(upcycle)} if upcycle > 0 else {})
+    weight = {"upcycle_weight": float(upcycle)} if upcycle > 0 else {}
     # a run killed midway resumes from its last epoch (the state is named by the run's params and data)
     state = root / ".sharpkd" / "state" / profile / "seeds"
     for seed in range(seeds):
@@ -244,14 +250,11 @@ def run(profile: str, seeds: int, zoom: float = 0.0, root: Path = ROOT, out: Pat
             if out is not None:
                 others = set(per_image) - set(arms)
                 if others and out.exists():  # another call may have added runs of the other arms meanwhile
-                    saved = json.loads(out.read_text())
-                    if not learns and (saved.get("teacher") or {}).get("sha256"):
-                        teacher = saved["teacher"]
-                        config = config | {"teacher": teacher}
-                    take_saved(saved, base, teacher, upcycle, seeds, per_image, per_link, only=others)
-                write_json(out, config | {"per_image": per_image} | ({"per_link": per_link} if per_link else {}))
+                    read_back(others)
+                write_json(out, base | {"teacher": teacher} | weight | {"per_image": per_image}
+                           | ({"per_link": per_link} if per_link else {}))
     links = {spec: summarise({a: runs[a] for a in per_image if a in runs}) for spec, runs in per_link.items()}
-    return (summarise(per_image) | config | {"per_image": per_image}
+    return (summarise(per_image) | base | {"teacher": teacher} | weight | {"per_image": per_image}
             | ({"links": links, "per_link": per_link} if per_link else {}))
 
 

@@ -249,7 +249,7 @@ def run(args: argparse.Namespace) -> int:
             codecs.append(_sharpen(args, received, work / "codecs", strength=0))
         rec_frames, rec_info = decode(received, keep)
         out_frames, out_info = decode(out_dir / received.name, keep)
-        meta = load_student(args.weights or shipped_weights())[1]
+        meta = load_student(args.weights)[1]
     pipeline = [r["fps"] for r in runs if r["fps"]]
     bench_fps = [b["fps"] for b in benches]
     ratios = [p / b for p, b in zip(pipeline, bench_fps)]

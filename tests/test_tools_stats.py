@@ -254,3 +254,27 @@ def test_seeds_calls_training_different_arms_at_once_share_one_report(tmp_path, 
     again = run("p", 2, root=root, out=out, arms=["gt_only"])  # trains nothing, keeps the distilled runs
     assert again["per_image"] == want["per_image"] and again["teacher"] == got["teacher"]
     assert again["teacher"]["sha256"] is not None
+
+
+def test_seeds_command_line_names_a_bad_arm_in_one_error_line(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from experiments import seeds
+
+    root = _seeds_root(tmp_path)
+    out = tmp_path / "seeds.json"
+    monkeypatch.setattr(sys, "argv", ["seeds.py", "--profile", "p", "--seeds", "2", "--arms", "zoom",
+                                      "--root", str(root), "--out", str(out)])
+    with pytest.raises(SystemExit) as exc:
+        seeds.main()
+    assert str(exc.value.code).startswith("error: --arms: no arm zoom in this call") and "\n" not in str(exc.value.code)
+    assert not out.exists()  # nothing written
+
+
+def test_video_bench_takes_a_shipped_student_or_weights_not_both(capsys):
+    from experiments.video_bench import main
+
+    assert main(["--student", "balanced", "--weights", "x.safetensors"]) == 1
+    assert capsys.readouterr().err.strip() == "error: give --student or --weights, not both"
+    assert main(["--student", "nosuch"]) == 1
+    assert capsys.readouterr().err.startswith("error: --student must be one of ")

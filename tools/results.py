@@ -425,7 +425,8 @@ def seeds_table(metrics_dir: str | Path, name: str = "") -> str:
               "zoom": f"distilled + l2_teacher_zoom (weight {r.get('zoom_weight', '?')})"}
     rows = ["| arm | PSNR per seed (dB) | mean | sd |", "|---|---|---:|---:|"]
     order = ["gt_only", "distilled", "zoom"]
-    for arm, a in sorted(r["arms"].items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)):
+    by_arm = lambda kv: order.index(kv[0]) if kv[0] in order else len(order)  # noqa: E731
+    for arm, a in sorted(r["arms"].items(), key=by_arm):
         rows.append(f"| {arm} | {', '.join(f'{v:.3f}' for v in a['psnr'])} | {a['mean']:.3f} | {a['sd']:.3f} |")
     comparisons = r.get("comparisons") or {"distilled-gt_only": {"seed_paired": r["seed_paired"],
                                                                   "image_paired": r["image_paired"]}}
@@ -442,7 +443,7 @@ def seeds_table(metrics_dir: str | Path, name: str = "") -> str:
             continue
         s, i = lk["seed_paired"], lk["image_paired"]
         means = "; ".join(f"{labels.get(arm, arm)} {a['mean']:.3f} dB (sd {a['sd']:.3f})" for arm, a in
-                          sorted(lk["arms"].items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
+                          sorted(lk["arms"].items(), key=by_arm))
         text += (f"\nThrough {link_label(spec)} (`{spec}`, the same images and runs): {means}; distilled minus ground "
                  f"truth only {s['mean']:+.3f} dB over {s['n']} seeds (95% t-interval {s['ci95_low']:+.3f} to "
                  f"{s['ci95_high']:+.3f}); per image {i['mean']:+.3f} dB ({i['ci95_low']:+.3f} to {i['ci95_high']:+.3f}), "
