@@ -145,6 +145,23 @@ class Scores:
                 "oracle_minus_pair": round(mean["oracle"] - mean["pair"], 4)}
 
 
+def card(result: dict, report: str) -> dict:
+    """The estimate's card (beside its weights): what it is, its file's sha256, its threshold, what it
+    was trained on and, per set, how the pair it picks for scored (from the report ``result``)."""
+    est = result["settings"]["estimator"]
+    sets = {f"photos {k}": v for k, v in result["photos"].items()}
+    sets |= {f"{clip} {spec}": v for clip, links in result["clips"].items() for spec, v in links.items()}
+    keep = ("frames", "clean_expert_frames", "p_coded", "pair_minus_coded_expert", "pair_minus_clean_expert",
+            "oracle_minus_pair")
+    return {"what": "link estimate: p(the received frame went through a codec); the pair runs the clean-pairs "
+                    "expert below the threshold (sharpkd.nets.link)",
+            "sha256": est["sha256"], "threshold": result["settings"]["threshold"],
+            "clean_expert": result["settings"]["clean_expert"], "coded_expert": result["settings"]["coded_expert"],
+            "trained": {k: v for k, v in est.items() if k not in ("saved", "sha256")},
+            "evaluation": {k: {f: v[f] for f in keep} for k, v in sets.items()},
+            "report": report, "revision": result["revision"], "command": result["command"]}
+
+
 def run(args: argparse.Namespace, argv: list[str]) -> int:
     import torch
     from tqdm import tqdm
@@ -186,8 +203,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         trained = {"crops": counts, "settings": settings, "threads": args.threads,
                    "final_loss_mean_last_500": round(sum(tail) / len(tail), 4),
                    "seconds": round(time.time() - t0, 1)}
-    clean = Sharpener(args.clean_expert, device="cpu")
-    coded_expert = Sharpener(args.coded_expert, device="cpu")
+    clean = Sharpener(args.clean_expert, device="cpu", experts=False)
+    coded_expert = Sharpener(args.coded_expert, device="cpu", experts=False)  # the mixture expert alone
 
     def methods(received):
         p = coded_probability(estimator, received)
@@ -236,6 +253,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         **report,
     }
     write_json(args.out, result)
+    if args.save:
+        write_json(Path(args.save).with_suffix(".json"), card(result, args.out))
     print(f"wrote {args.out}", file=sys.stderr)
     return 0
 

@@ -122,7 +122,9 @@ def cmd_sharpen(args: argparse.Namespace) -> int:
     for src, why in failed:
         print(f"skipped {src}: {one_line(why)}", file=sys.stderr)
     kept = (f"; kept {len(summary.kept)} existing output(s) (--overwrite replaces them)" if summary.kept else "")
-    print(f"sharpened {len(summary.done)} file(s) into {args.output}; {len(failed)} failed{kept}")
+    experts = getattr(sharpener, "experts_line", lambda: None)()
+    print(f"sharpened {len(summary.done)} file(s) into {args.output}; {len(failed)} failed{kept}"
+          + (f"; {experts}" if experts else ""))
     return 1 if failed else 0
 
 
@@ -171,7 +173,9 @@ def cmd_stream(args: argparse.Namespace) -> int:
         return 141
     if not args.quiet:
         fps = f"{result['fps']:.1f} frames/s" if result["fps"] else "n/a"
-        print(f"stream: {result['frames']} frame(s) of {width}x{height} {args.pix_fmt} at {fps}", file=sys.stderr)
+        experts = sharpener.experts_line()
+        print(f"stream: {result['frames']} frame(s) of {width}x{height} {args.pix_fmt} at {fps}"
+              + (f"; {experts}" if experts else ""), file=sys.stderr)
     return 0
 
 

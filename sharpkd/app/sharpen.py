@@ -6,6 +6,11 @@ scores -- so any size (odd, 4K) works with memory bounded by the tile.  ``streng
 ``y = clip(x + strength * (m - x), 0, 1)`` -- 0 returns the input, 1 the model output, values
 above 1 extrapolate (stronger sharpening).  Alpha is kept unchanged; 16-bit images are processed
 from their 16-bit values and written back as 16-bit (to formats that hold 16 bits: PNG, TIFF).
+
+A shipped student that is a pair of experts (:data:`sharpkd.app.shipped.EXPERTS`) runs, on each
+frame, the expert its link estimate picks (:mod:`sharpkd.nets.link`): the one trained on clean pairs
+where the frame reads as uncoded, else the one trained on the link mixture.  Both are the same
+network, so a frame costs one of them plus the estimate.
 """
 
 from __future__ import annotations
@@ -47,7 +52,9 @@ class Sharpener:
     """A loaded student plus how to apply it (device, tiling, strength)."""
 
     def __init__(self, weights: str | os.PathLike | None = None, *, device: str = "cpu", tile: int = DEFAULT_TILE,
-                 overlap: int = 32, strength: float = 1.0, runtime: str = "auto") -> None:
+                 overlap: int = 32, strength: float = 1.0, runtime: str = "auto", experts: bool = True) -> None:
+        """``experts=False`` runs a shipped pair's link-mixture expert alone (to score it beside the pair)."""
+        from sharpkd.app.shipped import expert_files
         from sharpkd.inference.runtimes import compile_for, resolve
 
         lo, hi = STRENGTH_RANGE
@@ -61,14 +68,49 @@ class Sharpener:
         # 8-bit images run on `runtime`; 16-bit ones on the PyTorch module (sharpkd/inference/runtimes.py)
         self.compiled = compile_for(self.model, self.runtime, device)
         self.device, self.tile, self.overlap, self.strength = device, tile, overlap, strength
+        self.estimator = None
+        self.frames_total = self.frames_clean = 0  # frames the link estimate read, and read as uncoded
+        pair = expert_files(self.weights) if experts else None
+        if pair is not None:
+            from sharpkd.nets.link import load_estimator
+
+            clean, estimate = pair
+            self.clean_model, _ = load_student(clean, device=device)
+            prepare(self.clean_model, device)
+            self.clean_compiled = compile_for(self.clean_model, self.runtime, device)
+            self.estimator, meta = load_estimator(estimate)
+            try:
+                self.threshold = float(meta["threshold"])
+            except (KeyError, ValueError):
+                raise SharpkdError(f"{estimate}: the link estimate has no threshold in its metadata; "
+                                   "reinstall sharpkd") from None
+
+    def model_for(self, rgb: np.ndarray):
+        """The module that sharpens ``rgb``: the runtime's for 8 bits, PyTorch's for 16; of a pair of
+        experts, the clean expert's where the link estimate reads the frame as uncoded (counted)."""
+        compiled, model = self.compiled, self.model
+        if self.estimator is not None:
+            from sharpkd.nets.link import coded_probability
+
+            self.frames_total += 1
+            if coded_probability(self.estimator, rgb) < self.threshold:
+                self.frames_clean += 1
+                compiled, model = self.clean_compiled, self.clean_model
+        return compiled if rgb.dtype == np.uint8 else model
+
+    def experts_line(self) -> str | None:
+        """What the link estimate decided, in words (``None`` for a single student or no frame yet)."""
+        if self.estimator is None or not self.frames_total:
+            return None
+        return (f"link estimate: {self.frames_clean} of {self.frames_total} frame(s) read as uncoded "
+                "(clean-pairs expert), the rest as coded (link-mixture expert)")
 
     @torch.inference_mode()
     def __call__(self, rgb: np.ndarray) -> np.ndarray:
         """Sharpen an HxWx3 uint8 or uint16 image; returns the same dtype and size."""
         if self.strength == 0:
             return rgb.copy()
-        model = self.compiled if rgb.dtype == np.uint8 else self.model
-        return run_model(model, rgb, tile=self.tile, overlap=self.overlap, device=self.device,
+        return run_model(self.model_for(rgb), rgb, tile=self.tile, overlap=self.overlap, device=self.device,
                          strength=self.strength)
 
 

@@ -15,12 +15,38 @@ from sharpkd.errors import SharpkdError, UsageError
 
 #: name -> (weights file, what it is for).  ``balanced`` is what ``sharpkd`` runs without ``--student``.
 SHIPPED = {
-    "balanced": ("student-balanced.safetensors", "int8, the balance of quality and speed, trained on clean and coded video pairs"),
+    "balanced": ("student-balanced.safetensors", "int8, the balance of quality and speed: two experts of one network, "
+                 "picked per frame by a link estimate (trained on clean pairs for uncoded frames, on clean and "
+                 "coded video pairs for coded ones)"),
     "fast": ("student-fast.safetensors", "int8, a smaller network for slower CPUs and higher frame rates"),
     "quality": ("student-quality.safetensors", "float, the balanced network trained on clean pairs: sharpest on frames that were not coded, slower"),
     "lite": ("student-lite.safetensors", "float, the smallest network, trained on clean and H.264 pairs: for CPUs without VNNI (AVX2 only)"),
 }
 DEFAULT_STUDENT = "balanced"
+
+#: name -> (the clean-pairs expert's weights, the link estimate): a shipped student that is a pair of
+#: experts of the same network.  Its own file (:data:`SHIPPED`) is the link-mixture expert; each frame
+#: gets the clean-pairs one where the link estimate (:mod:`sharpkd.nets.link`) reads it as uncoded.
+EXPERTS = {"balanced": ("student-balanced-clean.safetensors", "link-estimate.safetensors")}
+
+
+def expert_files(weights: str | Path) -> tuple[Path, Path] | None:
+    """``(clean-pairs expert, link estimate)`` when ``weights`` is the file of a shipped pair of experts
+    (:data:`EXPERTS`), else ``None`` (any other student file runs alone)."""
+    try:
+        path = Path(weights).resolve()
+    except OSError:
+        return None
+    folder = Path(str(resources.files("sharpkd") / "weights")).resolve()
+    for name, (clean, estimate) in EXPERTS.items():
+        if path == folder / SHIPPED[name][0]:
+            pair = folder / clean, folder / estimate
+            missing = [p for p in pair if not p.is_file()]
+            if missing:
+                raise SharpkdError(f"the shipped student {name} is a pair of experts, and {missing[0]} is missing "
+                                   "from the installation; reinstall sharpkd")
+            return pair
+    return None
 
 
 def shipped_weights(name: str = DEFAULT_STUDENT) -> Path:

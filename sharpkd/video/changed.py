@@ -1,7 +1,7 @@
 """Recompute only the windows whose input changed since the previous frame.
 
-:class:`ChangedWindows` wraps a sharpener (:class:`sharpkd.app.sharpen.Sharpener`: ``compiled``,
-``model``, ``device``, ``tile``, ``overlap``, ``strength``) and runs each frame on the window grid
+:class:`ChangedWindows` wraps a sharpener (:class:`sharpkd.app.sharpen.Sharpener`: ``model_for``,
+``device``, ``tile``, ``overlap``, ``strength``) and runs each frame on the window grid
 :func:`sharpkd.inference.tiled.run_model` uses for that ``tile`` and ``overlap``: a window whose
 input pixels are exactly those of the same window in the previous frame keeps the previous
 output in its core; every other window runs through the model as
@@ -36,6 +36,7 @@ class ChangedWindows:
         self.device = getattr(sharpener, "device", "cpu")
         self._prev_in: np.ndarray | None = None
         self._prev_out: np.ndarray | None = None
+        self._prev_model = None  # the module that made _prev_out: a window is reused only under the same one
         self.computed = 0
         self.total = 0
 
@@ -57,7 +58,7 @@ class ChangedWindows:
         s = self.sharpener
         if s.strength == 0:
             return rgb.copy()
-        model = s.compiled if rgb.dtype == np.uint8 else s.model
+        model = s.model_for(rgb)  # of a pair of experts, the one this frame gets
         m = max(1, int(getattr(model, "multiple_of", getattr(s.model, "multiple_of", 1))))
         h, w = rgb.shape[:2]
         t = (s.tile // m) * m
@@ -67,7 +68,7 @@ class ChangedWindows:
         xcore = dict(zip(xs, window_cores(xs, tw, w)))
         prev = self._prev_in
         changed = None
-        if prev is not None and prev.shape == rgb.shape and prev.dtype == rgb.dtype:
+        if prev is not None and prev.shape == rgb.shape and prev.dtype == rgb.dtype and model is self._prev_model:
             ch = rgb.shape[2]
             # A look at every PROBE-th row first: a window with a changed pixel there has changed.
             # When nearly all have (a moving camera), every window runs as the wrapped sharpener
@@ -76,10 +77,11 @@ class ChangedWindows:
             seen = sum(bool(probe[-(-y0 // PROBE):-(-(y0 + th) // PROBE), x0 * ch:(x0 + tw) * ch].any())
                        for y0 in ys for x0 in xs)
             if seen >= ALL_CHANGED * len(ys) * len(xs):
-                out = s(rgb)
+                with torch.inference_mode():
+                    out = run_model(model, rgb, tile=s.tile, overlap=s.overlap, device=s.device, strength=s.strength)
                 self.total += len(ys) * len(xs)
                 self.computed += len(ys) * len(xs)
-                self._prev_in, self._prev_out = rgb.copy(), out
+                self._prev_in, self._prev_out, self._prev_model = rgb.copy(), out, model
                 return out
             # one exact pass over the frame, channels side by side in each row (a reduction over
             # the last axis of length 3 would cost more than the comparison)
@@ -97,7 +99,7 @@ class ChangedWindows:
                                   device=s.device, strength=s.strength)
                     out[a:b, c:d] = y[a - y0:b - y0, c - x0:d - x0]
                     self.computed += 1
-        self._prev_in, self._prev_out = rgb.copy(), out  # a copy: a caller may reuse its frame buffer
+        self._prev_in, self._prev_out, self._prev_model = rgb.copy(), out, model  # a copy: a caller may reuse its frame buffer
         return out
 
 
