@@ -12,8 +12,10 @@ Scored, per frame, with every method run as ``sharpkd sharpen`` runs it
 
 * the run's validation photos at full size through the clean link and each of its extra link sets
   (``data/<profile>/degraded``, ``degraded_links``): received, each expert, the pair, the oracle
-  (the better expert on each frame, which bounds every picker) and p(coded);
-* the first ``--frames`` frames of each clip of ``--clips`` through the clean link (60% bilinear and
+  (the better expert on each frame, which bounds every picker) and p(coded); SSIM too
+  (:func:`sharpkd.evaluation.metrics.ssim`, the evaluate stage's);
+* the first ``--frames`` frames of each clip of ``--clips``, each clip and link picked as one sequence
+  (:class:`sharpkd.nets.link.Picker`, as ``sharpkd sharpen`` picks for a video), through the clean link (60% bilinear and
   back) and each video link of ``--links`` (:func:`sharpkd.data.video_link.send`), with Lanczos
   from the decoded small frame too.
 
@@ -119,27 +121,36 @@ def photo_sets(run: Path, profile: str):
 class Scores:
     """Per-method PSNR sums plus the estimate and the expert each frame got."""
 
-    def __init__(self) -> None:
+    def __init__(self, with_ssim: bool = False) -> None:
+        self.with_ssim = with_ssim
+        self.ssim: dict[str, list[float]] = {}
         self.psnr: dict[str, list[float]] = {}
         self.p: list[float] = []
+        self.clean = 0
 
-    def add(self, gt, outs: dict, p: float) -> None:
-        from sharpkd.evaluation.metrics import psnr
+    def add(self, gt, outs: dict, p: float, clean: bool) -> None:
+        from sharpkd.evaluation.metrics import psnr, ssim
 
         for m, out in outs.items():
             self.psnr.setdefault(m, []).append(psnr(out, gt))
+            if self.with_ssim and m != "pair":  # the pair's frame is one of the experts'
+                self.ssim.setdefault(m, []).append(ssim(out, gt))
+        if self.with_ssim:
+            picked = "clean_expert" if clean else "coded_expert"
+            self.ssim.setdefault("pair", []).append(self.ssim[picked][-1])
         self.psnr.setdefault("oracle", []).append(max(self.psnr["clean_expert"][-1], self.psnr["coded_expert"][-1]))
         self.p.append(p)
+        self.clean += bool(clean)
 
-    def result(self, threshold: float) -> dict:
+    def result(self) -> dict:
         import numpy as np
 
         mean = {m: round(float(np.mean(v)), 4) for m, v in self.psnr.items()}
-        clean = sum(p < threshold for p in self.p)
-        return {"frames": len(self.p), "clean_expert_frames": int(clean),
+        return {"frames": len(self.p), "clean_expert_frames": self.clean,
                 "p_coded": {"min": round(min(self.p), 4), "median": round(float(np.median(self.p)), 4),
                             "max": round(max(self.p), 4)},
                 "psnr": mean,
+                **({"ssim": {m: round(float(np.mean(v)), 4) for m, v in self.ssim.items()}} if self.with_ssim else {}),
                 "pair_minus_coded_expert": round(mean["pair"] - mean["coded_expert"], 4),
                 "pair_minus_clean_expert": round(mean["pair"] - mean["clean_expert"], 4),
                 "oracle_minus_pair": round(mean["oracle"] - mean["pair"], 4)}
@@ -158,11 +169,12 @@ def card(result: dict, report: str) -> dict:
             "sha256": est["sha256"], "threshold": result["settings"]["threshold"],
             "clean_expert": result["settings"]["clean_expert"], "coded_expert": result["settings"]["coded_expert"],
             "trained": {k: v for k, v in est.items() if k not in ("saved", "sha256")},
-            "evaluation": {k: {f: v[f] for f in keep} for k, v in sets.items()},
+            "evaluation": {k: {f: v[f] for f in keep} for k, v in sets.items()}, "cost": result["cost"],
             "report": report, "revision": result["revision"], "command": result["command"]}
 
 
 def run(args: argparse.Namespace, argv: list[str]) -> int:
+    import numpy as np
     import torch
     from tqdm import tqdm
 
@@ -173,7 +185,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     from sharpkd.evaluation.video_links import clip_files, link_specs
     from sharpkd.files import write_json
     from sharpkd.inference.bench import machine
-    from sharpkd.nets.link import coded_probability, load_estimator, save_estimator
+    from sharpkd.nets.link import Picker, coded_probability, load_estimator, save_estimator
     from sharpkd.provenance import record
     from sharpkd.training.link import DEFAULTS, train_estimator
 
@@ -193,32 +205,47 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     settings = {k: getattr(args, k) for k in DEFAULTS}
     if args.estimator:
         estimator, meta = load_estimator(args.estimator)
-        trained = {"file": args.estimator, "sha256": sha256_file(args.estimator), "metadata": meta}
+        try:
+            kept = json.loads(meta.get("trained", "{}"))
+        except ValueError:
+            kept = {}
+        trained = {"file": Path(args.estimator).name, "sha256": sha256_file(args.estimator)} | kept
     else:
         x, coded, counts = training_crops(run_dir, args.profile)
         losses = []
         estimator = train_estimator(x, coded, progress=True, log=lambda s, v: losses.append(v), **settings)
         del x
         tail = losses[-500:]
-        trained = {"crops": counts, "settings": settings, "threads": args.threads,
-                   "final_loss_mean_last_500": round(sum(tail) / len(tail), 4),
-                   "seconds": round(time.time() - t0, 1)}
+        kept = {"crops": counts, "settings": settings}  # what the weights' metadata keeps: no timings, same bytes
+        trained = kept | {"threads": args.threads, "final_loss_mean_last_500": round(sum(tail) / len(tail), 4),
+                          "seconds": round(time.time() - t0, 1)}
     clean = Sharpener(args.clean_expert, device="cpu", experts=False)
     coded_expert = Sharpener(args.coded_expert, device="cpu", experts=False)  # the mixture expert alone
+
+    picker = Picker(args.threshold)  # as the pair picks: images alone, each clip and link as one sequence
 
     def methods(received):
         p = coded_probability(estimator, received)
         a, b = clean(received), coded_expert(received)
-        return {"received": received, "clean_expert": a, "coded_expert": b,
-                "pair": a if p < args.threshold else b}, p
+        pick = picker.clean(p)
+        return {"received": received, "clean_expert": a, "coded_expert": b, "pair": a if pick else b}, p, pick
 
+    from sharpkd.inference.bench import time_calls
+
+    frame = np.random.default_rng(0).integers(0, 256, (1080, 1920, 3), dtype=np.uint8)
+    est_t = time_calls(lambda: coded_probability(estimator, frame), 10, 2, lambda: None)
+    net_t = time_calls(lambda: coded_expert(frame), 10, 2, lambda: None)
+    cost = {"frame": "1920x1080", "estimate_ms": round(est_t["median_ms"], 3),
+            "expert_ms": round(net_t["median_ms"], 3), "runtime": coded_expert.runtime,
+            "estimate_over_expert": round(est_t["median_ms"] / net_t["median_ms"], 4),
+            "how": "median of 10 calls after 2, one after the other in this run"}
     report = {"photos": {}, "clips": {}}
     for name, (imgs, gt) in photo_sets(run_dir, args.profile).items():
-        s = Scores()
+        s = Scores(with_ssim=True)
         for n in tqdm(sorted(imgs), desc=f"photos {name}"):
-            outs, p = methods(imgs[n])
-            s.add(gt[n], outs, p)
-        report["photos"][name] = s.result(args.threshold)
+            outs, p, pick = methods(imgs[n])
+            s.add(gt[n], outs, p, pick)
+        report["photos"][name] = s.result()
     for f in files:
         gts, fps = read_clip(f, args.frames)
         h, w = gts[0].shape[:2]
@@ -226,18 +253,19 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         for spec in ["none", *links]:
             s = Scores()
             sent = None if spec == "none" else send(gts, spec, 0.6, fps)
+            picker.start()
             for i, gt in enumerate(tqdm(gts, desc=f"{f.stem} {spec}")):
                 if sent is None:
                     small = downscale(gt, 0.6)
                     received, lanczos = upscale(small, (w, h)), upscale(small, (w, h), "lanczos")
                 else:
                     received, lanczos = sent.received(i), sent.lanczos(i)
-                outs, p = methods(received)
-                s.add(gt, outs | {"lanczos": lanczos}, p)
-            clip[spec] = s.result(args.threshold)
+                outs, p, pick = methods(received)
+                s.add(gt, outs | {"lanczos": lanczos}, p, pick)
+            picker.end()
+            clip[spec] = s.result()
         report["clips"][f.stem] = clip
     if args.save:
-        kept = {k: trained[k] for k in ("crops", "settings", "file", "sha256") if k in trained}  # no timings: same bytes
         save_estimator(estimator, args.save, {"threshold": args.threshold, "trained": json.dumps(kept, sort_keys=True)})
     result = {
         "what": "two experts picked by a link estimate (experiments/link_estimate.py)",
@@ -250,6 +278,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
                                              if args.save else {}),
                      "psnr": "RGB, all pixels and channels, data_range 255; mean over frames",
                      "oracle": "the better expert on each frame"},
+        "cost": cost,
         **report,
     }
     write_json(args.out, result)

@@ -41,10 +41,11 @@ def _sharpkd() -> SimpleNamespace:
     from sharpkd.app.auto import quality_order
     from sharpkd.app.cli import build_parser
     from sharpkd.app.shipped import EXPERTS, SHIPPED
+    from sharpkd.nets.link import BAND
     from sharpkd.nets.students import build_student
 
     return SimpleNamespace(build_parser=build_parser, build_student=build_student, shipped=SHIPPED, experts=EXPERTS,
-                           quality_order=quality_order)
+                           quality_order=quality_order, band=BAND)
 
 
 def _load(path: Path) -> dict:
@@ -169,6 +170,28 @@ def _fps_range(values: list[float]) -> str:
     return f"{lo:.1f}" if f"{lo:.1f}" == f"{hi:.1f}" else f"{lo:.1f} to {hi:.1f}"
 
 
+def pair_delta(root: Path, name: str, spec: str) -> float:
+    """The shipped pair ``name``'s PSNR difference from its link-mixture expert on the photo link set
+    ``spec`` (``none``: clean), frame by frame on the same images; 0 for a single student."""
+    d = pair_report(root, name)
+    return float(d["photos"][spec]["pair_minus_coded_expert"]) if d and spec in d["photos"] else 0.0
+
+
+def pair_ssim(root: Path, name: str) -> float | None:
+    d = pair_report(root, name)
+    return ((d or {}).get("photos", {}).get("none", {}).get("ssim") or {}).get("pair")
+
+
+def pair_note(root: Path) -> str:
+    """The sentence under a table whose ``balanced`` column is the pair of experts as it runs."""
+    pairs = [n for n in _sharpkd().experts if pair_report(root, n)]
+    if not pairs:
+        return ""
+    return (f" {', '.join(f'`{n}`' for n in pairs)}: the pair of experts as it runs (x2: two networks, one runs per "
+            "frame), its link-mixture expert's card plus the pair's difference from it on the same photos "
+            "(`metrics/photos/link_estimate.json`; [results](docs/results.md#two-experts-picked-by-a-link-estimate)).")
+
+
 def students_table(root: Path) -> str:
     """The shipped students: network, size, cost, quality on the photo pool's validation (from
     each card), and where each is recorded."""
@@ -178,19 +201,23 @@ def students_table(root: Path) -> str:
     for s in shipped(root):
         card, ev = s["card"], s["card"].get("evaluation") or {}
         m = ev.get("methods") or {}
-        gain = m["student"]["psnr"] - m["identity"]["psnr"] if "student" in m else None
+        delta = lambda spec: pair_delta(root, s["name"], spec)  # noqa: E731
+        gain = m["student"]["psnr"] - m["identity"]["psnr"] + delta("none") if "student" in m else None
         links = results._on_links(ev, "student", ["h264:23", "h264:28"])
+        on = lambda spec: (links.get(spec) or {}).get("gain")  # noqa: E731
+        ssim = pair_ssim(root, s["name"]) or m.get("student", {}).get("ssim")
         rev = (card.get("provenance") or {}).get("git_revision")
-        cells = [f"`{s['name']}`", s["role"], f"`{card['arch']}` {s['label']}",
+        cells = [f"`{s['name']}`", s["role"], f"`{card['arch']}` {s['label']}" + (" x2" if pair_report(root, s["name"]) else ""),
                  f"{card['parameters']:,}", f"{card['macs_per_1080p_frame'] / 1e9:.2f}",
-                 results._num(gain, "+.3f"), results._num(m.get("student", {}).get("ssim"), ".4f"),
-                 results._num((links.get("h264:23") or {}).get("gain"), "+.3f"),
-                 results._num((links.get("h264:28") or {}).get("gain"), "+.3f"), rev[:12] if rev else "not recorded"]
+                 results._num(gain, "+.3f"), results._num(ssim, ".4f"),
+                 results._num(None if on("h264:23") is None else on("h264:23") + delta("h264:23"), "+.3f"),
+                 results._num(None if on("h264:28") is None else on("h264:28") + delta("h264:28"), "+.3f"),
+                 rev[:12] if rev else "not recorded"]
         lines.append("| " + " | ".join(cells) + " |")
     n = next((s["card"]["evaluation"]["n_images"] for s in shipped(root) if s["card"].get("evaluation")), "?")
     return ("\n".join(lines) + f"\n\nFrom the model cards `sharpkd/weights/*.json`: {n} held-out validation "
             "photos of the photo pool, whole, at full size; gain in PSNR over the degraded frame each method "
-            "received. Speed per CPU: the real-time table.\n")
+            "received. Speed per CPU: the real-time table." + pair_note(root) + "\n")
 
 
 def realtime_table(root: Path) -> str:
@@ -250,12 +277,13 @@ def links_table(root: Path) -> str:
         m = ev["methods"] if spec == "none" else ev["links"][spec]["methods"]
         cells = ["clean (downscale only)" if spec == "none" else link_label(spec), f"{m['identity']['psnr']:.3f}",
                  results._num(gain(ev, "lanczos", spec), "+.3f")]
-        cells += [results._num(gain(s["card"].get("evaluation") or {}, "student", spec), "+.3f") for s in studs]
+        cells += [results._num(None if (g := gain(s["card"].get("evaluation") or {}, "student", spec)) is None
+                               else g + pair_delta(root, s["name"], spec), "+.3f") for s in studs]
         cells.append(results._num(gain(ev, "teacher", spec), "+.3f"))
         lines.append("| " + " | ".join(cells) + " |")
     return ("\n".join(lines) + f"\n\nPSNR gain (dB) over the frame each method received, {ev['n_images']} validation "
             "photos at full size (`metrics/photos/eval.json` and the model cards). H.264 CRF N: the 60% frame coded "
-            f"by libx264 at that CRF before the upscale; {trained_on(studs)}.\n")
+            f"by libx264 at that CRF before the upscale; {trained_on(studs)}." + pair_note(root) + "\n")
 
 
 VIDEO_LINKS = Path("metrics") / "photos" / "video_links.json"
@@ -416,7 +444,7 @@ def link_estimate_md(root: Path) -> str:
     d = pair_report(root, student)
     if d is None:
         return ""
-    st = d["settings"]
+    st, cost = d["settings"], d["cost"]
     rows = ["| set | frames | p(coded): min, median, max | clean-pairs expert on | pair − link-mixture expert | "
             "pair − clean-pairs expert | oracle − pair |", "|---|---:|---|---:|---:|---:|---:|"]
     for label, _, v in _estimate_sets(d):
@@ -424,16 +452,16 @@ def link_estimate_md(root: Path) -> str:
         rows.append(f"| {label} | {v['frames']} | {p['min']:.3f}, {p['median']:.3f}, {p['max']:.3f} | "
                     f"{v['clean_expert_frames']} | {v['pair_minus_coded_expert']:+.3f} | "
                     f"{v['pair_minus_clean_expert']:+.3f} | {v['oracle_minus_pair']:+.3f} |")
-    crops = ", ".join(f"`{k}` {n}" for k, n in (st["estimator"].get("metadata") and
-                                                  json.loads(st["estimator"]["metadata"]["trained"])["crops"]
-                                                  or st["estimator"].get("crops") or {}).items())
+    crops = ", ".join(f"`{k}` {n}" for k, n in (st["estimator"].get("crops") or {}).items())
     return f"""### Two experts picked by a link estimate
 
 `{student}` ships as two experts of one network: the one trained on the link mixture and the one trained on
 clean pairs. A link estimate (`sharpkd/nets/link.py`: a 5-layer network on luma detail, on {st['frames']} frames per
 clip here and twelve 128-pixel patches per frame) gives p(the frame went through a codec); below {st['threshold']:g} the
-clean-pairs expert runs, else the link-mixture one. A frame costs one network plus the estimate. The estimate
-was trained on the photo profile's received training crops, each labelled by its link ({crops}). The
+clean-pairs expert runs, else the link-mixture one. A frame costs one network plus the estimate: on a
+{cost['frame']} frame {cost['estimate_ms']:.1f} ms against {cost['expert_ms']:.1f} ms for the expert ({cost['runtime']}), {100 * cost['estimate_over_expert']:.1f}%
+more, on {machine_label(d['machine'])}. Within a video or stream the expert of the first frame holds until the
+estimate passes the threshold by {_sharpkd().band:g} the other way. The estimate was trained on the photo profile's received training crops, each labelled by its link ({crops}). The
 oracle picks the better expert on every frame and bounds every picker.
 
 {chr(10).join(rows)}

@@ -166,6 +166,7 @@ def cmd_stream(args: argparse.Namespace) -> int:
     multiple = max(1, int(getattr(sharpener.model, "multiple_of", 1)))
     if args.tile % multiple:
         raise UsageError(f"--tile must be a multiple of {multiple} for this student, got {args.tile}")
+    sharpener.start_sequence()  # one stream: a pair of experts keeps its expert until the link clearly changes
     result = stream(sharpener, width, height, args.pix_fmt, progress=not args.quiet and sys.stderr.isatty())
     if result["broken_pipe"]:  # the next program stopped reading: stop quietly, as a SIGPIPE would
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -370,9 +371,13 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
     from sharpkd.inference.export import export_onnx
 
     _check_output_file(args.output, "-o")
+    from sharpkd.app.shipped import expert_files
+
     model, arch = _load_model(None, args)
     export_onnx(model, args.output)
-    print(f"wrote {args.output} ({arch}, dynamic height and width)")
+    pair = ("; of the pair of experts, the link-mixture one: the link estimate that picks between them is not "
+            "part of the graph" if expert_files(_weights(args)) else "")
+    print(f"wrote {args.output} ({arch}, dynamic height and width{pair})")
     return 0
 
 

@@ -78,11 +78,13 @@ class Sharpener:
             self.clean_model, _ = load_student(clean, device=device)
             prepare(self.clean_model, device)
             self.clean_compiled = compile_for(self.clean_model, self.runtime, device)
+            from sharpkd.nets.link import Picker
+
             self.estimator, meta = load_estimator(estimate)
             try:
-                self.threshold = float(meta["threshold"])
-            except (KeyError, ValueError):
-                raise SharpkdError(f"{estimate}: the link estimate has no threshold in its metadata; "
+                self.picker = Picker(float(meta["threshold"]))
+            except (KeyError, ValueError, SharpkdError):
+                raise SharpkdError(f"{estimate}: the link estimate has no usable threshold in its metadata; "
                                    "reinstall sharpkd") from None
 
     def model_for(self, rgb: np.ndarray):
@@ -93,10 +95,20 @@ class Sharpener:
             from sharpkd.nets.link import coded_probability
 
             self.frames_total += 1
-            if coded_probability(self.estimator, rgb) < self.threshold:
+            if self.picker.clean(coded_probability(self.estimator, rgb)):
                 self.frames_clean += 1
                 compiled, model = self.clean_compiled, self.clean_model
         return compiled if rgb.dtype == np.uint8 else model
+
+    def start_sequence(self) -> None:
+        """The frames that follow are one video or stream: a pair keeps its expert until the estimate
+        clearly changes (:class:`sharpkd.nets.link.Picker`)."""
+        if self.estimator is not None:
+            self.picker.start()
+
+    def end_sequence(self) -> None:
+        if self.estimator is not None:
+            self.picker.end()
 
     def experts_line(self) -> str | None:
         """What the link estimate decided, in words (``None`` for a single student or no frame yet)."""
@@ -333,7 +345,12 @@ def sharpen_video(job: Job, sharpener: Sharpener, progress: bool = True, options
     reset = getattr(sharpener, "reset_counts", None)  # sharpkd.video.changed.ChangedWindows (--reuse-unchanged)
     if reset is not None:
         reset()
-    result = encode_video(job.src, job.dst, sharpener, options, progress)
+    start, end = (getattr(sharpener, f, lambda: None) for f in ("start_sequence", "end_sequence"))
+    start()  # one video: a pair of experts keeps its expert until the link estimate clearly changes
+    try:
+        result = encode_video(job.src, job.dst, sharpener, options, progress)
+    finally:
+        end()
     if reset is not None:
         result["recomputed"] = sharpener.fraction()  # share of windows run through the model
     return result

@@ -86,6 +86,12 @@ def describe(name: str) -> str:
     cfg = shipped_config(name) or card.get("arch_config") or {}
     net = f"{card.get('arch', '?')} c{cfg.get('channels', '?')}b{cfg.get('blocks', '?')}" if card else "?"
     gain = ""
+    if name in EXPERTS:  # uncoded frames go to the clean-pairs expert: its card holds the clean gain
+        net += " x2"
+        try:
+            card = json.loads((shipped_weights(name).parent / EXPERTS[name][0]).with_suffix(".json").read_text())
+        except (SharpkdError, OSError, ValueError):
+            card = {}
     g = ((card.get("evaluation") or {}).get("student_gain_over_input") or {}).get("psnr_db")
     if isinstance(g, (int, float)):
         gain = f", {g:+.2f} dB over the degraded input on the photo pool"

@@ -11,6 +11,10 @@ video must read as clean too.
     logit(patch) = w . mean_xy f(d) + b        f: five 3x3 convolutions with ReLU, three of stride 2
     p(coded | frame) = sigmoid(mean over the patches of logit(patch))
 
+Which expert a frame gets (:class:`Picker`): the clean-pairs one where p(coded) is below the
+threshold.  In a sequence (a video, a stream) the choice holds until the estimate crosses the
+threshold by :data:`BAND`, so frames near it do not switch experts back and forth.
+
 The patches (:func:`patch_boxes`) are :data:`PATCH` pixels square on a fixed :data:`GRID` over the
 frame, so the estimate costs the same on every frame size (about 1% of a ``balanced`` 1080p frame)
 and the same frame always gives the same estimate.
@@ -33,6 +37,7 @@ PATCH = 128
 GRID = (3, 4)  # rows, columns of patches
 LUMA = (0.299, 0.587, 0.114)
 DETAIL_GAIN = 20.0
+BAND = 0.15
 
 
 def luma_detail(rgb: torch.Tensor) -> torch.Tensor:
@@ -61,6 +66,33 @@ class LinkEstimator(nn.Module):
 
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(luma_detail(rgb)).mean((2, 3))).squeeze(1)
+
+
+class Picker:
+    """``clean(p)``: whether a frame with p(coded) ``p`` gets the clean-pairs expert.  Alone, each frame
+    is judged by itself; between :meth:`start` and :meth:`end` (one video or stream) the last choice
+    holds until ``p`` passes the threshold by ``band`` the other way."""
+
+    def __init__(self, threshold: float, band: float = BAND) -> None:
+        if not 0 < threshold < 1 or not 0 <= band < 1:
+            raise SharpkdError(f"link estimate threshold must be in (0, 1) and band in [0, 1), got {threshold}, {band}")
+        self.threshold, self.band = float(threshold), float(band)
+        self.sequence, self.current = False, None
+
+    def start(self) -> None:
+        self.sequence, self.current = True, None
+
+    def end(self) -> None:
+        self.sequence, self.current = False, None
+
+    def clean(self, p: float) -> bool:
+        if not self.sequence or self.current is None:
+            choice = p < self.threshold
+        else:
+            choice = p < self.threshold + (self.band if self.current else -self.band)
+        if self.sequence:
+            self.current = choice
+        return choice
 
 
 def patch_boxes(height: int, width: int, grid: tuple[int, int] = GRID, patch: int = PATCH) -> list[tuple[int, int, int, int]]:
