@@ -15,7 +15,8 @@ Scored, per frame, with every method run as ``sharpkd sharpen`` runs it
   (the better expert on each frame, which bounds every picker) and p(coded); SSIM too
   (:func:`sharpkd.evaluation.metrics.ssim`, the evaluate stage's);
 * the first ``--frames`` frames of each clip of ``--clips``, each clip and link picked as one sequence
-  (:class:`sharpkd.nets.link.Picker`, as ``sharpkd sharpen`` picks for a video), through the clean link (60% bilinear and
+  (:class:`sharpkd.nets.link.Picker`, as ``sharpkd sharpen`` picks for a video: from the first frame's
+  estimate, and every 30th after it), through the clean link (60% bilinear and
   back) and each video link of ``--links`` (:func:`sharpkd.data.video_link.send`), with Lanczos
   from the decoded small frame too.
 
@@ -227,7 +228,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     def methods(received):
         p = coded_probability(estimator, received)
         a, b = clean(received), coded_expert(received)
-        pick = picker.clean(p)
+        pick = picker.choose(lambda: p)  # p is estimated on every frame for the report; the pair uses it when due
         return {"received": received, "clean_expert": a, "coded_expert": b, "pair": a if pick else b}, p, pick
 
     from sharpkd.inference.bench import time_calls
@@ -238,7 +239,8 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     cost = {"frame": "1920x1080", "estimate_ms": round(est_t["median_ms"], 3),
             "expert_ms": round(net_t["median_ms"], 3), "runtime": coded_expert.runtime,
             "estimate_over_expert": round(est_t["median_ms"] / net_t["median_ms"], 4),
-            "how": "median of 10 calls after 2, one after the other in this run"}
+            "how": "median of 10 calls after 2, one after the other in this run",
+            "every": Picker(args.threshold).every}
     report = {"photos": {}, "clips": {}}
     for name, (imgs, gt) in photo_sets(run_dir, args.profile).items():
         s = Scores(with_ssim=True)

@@ -198,27 +198,35 @@ def test_estimate_file_hash_matches_its_card():
 def test_picker_judges_images_alone_and_holds_its_choice_within_a_sequence():
     from sharpkd.nets.link import Picker
 
-    picker = Picker(0.5, band=0.15)
-    assert [picker.clean(p) for p in (0.45, 0.55, 0.45)] == [True, False, True]  # images: each by itself
+    calls = []
+
+    def est(p):
+        return lambda: calls.append(p) or p
+
+    picker = Picker(0.5, band=0.15, every=2)
+    assert [picker.choose(est(p)) for p in (0.45, 0.55, 0.45)] == [True, False, True]  # images: each by itself
+    assert calls == [0.45, 0.55, 0.45]
+    calls.clear()
     picker.start()
-    seq = [picker.clean(p) for p in (0.45, 0.55, 0.6, 0.66, 0.55, 0.4, 0.34, 0.45)]
-    assert seq == [True, True, True, False, False, False, True, True]
+    ps = (0.45, 0.1, 0.55, 0.9, 0.66, 0.1, 0.4, 0.9, 0.34, 0.9)
+    assert [picker.choose(est(p)) for p in ps] == [True, True, True, True, False, False, False, False, True, True]
+    assert calls == [0.45, 0.55, 0.66, 0.4, 0.34]  # every second frame: within the band the choice holds
     picker.end()
-    assert picker.clean(0.55) is False and picker.current is None
-    for bad in ((0.0, 0.1), (1.0, 0.1), (0.5, 1.0), (0.5, -0.1)):
+    assert picker.choose(est(0.55)) is False and picker.current is None
+    for bad in ((0.0, 0.1, 1), (1.0, 0.1, 1), (0.5, 1.0, 1), (0.5, -0.1, 1), (0.5, 0.1, 0)):
         with pytest.raises(SharpkdError, match="threshold"):
             Picker(*bad)
 
 
 def test_a_video_is_one_sequence_for_the_pair(pair, weights, monkeypatch, tmp_path):
-    """Frames near the threshold keep the expert of the first frame through a video; an image after
-    it is judged by itself again."""
+    """A video is estimated on its first frame (and every 30th), and keeps that expert; an image after
+    it is estimated and judged by itself again."""
     import sharpkd.nets.link as link
     from sharpkd.app.sharpen import Job, sharpen_video
 
     clean, estimate = pair
     constant_estimator(estimate, True)
-    ps = iter([0.45, 0.55, 0.58, 0.52] + [0.55])
+    ps = iter([0.45, 0.55])  # the video's first frame; the image after it
     monkeypatch.setattr(link, "coded_probability", lambda model, rgb: next(ps))
     seen = []
     sharpener = Sharpener(weights, runtime="torch")
@@ -231,6 +239,6 @@ def test_a_video_is_one_sequence_for_the_pair(pair, weights, monkeypatch, tmp_pa
 
     monkeypatch.setattr("sharpkd.video.codec.sharpen_video", fake_encode)
     sharpen_video(Job(tmp_path / "a.mp4", tmp_path / "b.mp4", "video"), sharpener, progress=False)
-    assert seen == [1, 2, 3, 4]  # 0.55, 0.58, 0.52: within the band, the clean-pairs expert holds
+    assert seen == [1, 2, 3, 4]  # estimated once, on the first frame: its expert holds
     sharpener(texture(1, 32, 48)[0])  # an image: 0.55 alone reads as coded
     assert sharpener.frames_clean == 4 and sharpener.frames_total == 5

@@ -458,10 +458,11 @@ def link_estimate_md(root: Path) -> str:
 `{student}` ships as two experts of one network: the one trained on the link mixture and the one trained on
 clean pairs. A link estimate (`sharpkd/nets/link.py`: a 5-layer network on luma detail, on {st['frames']} frames per
 clip here and twelve 128-pixel patches per frame) gives p(the frame went through a codec); below {st['threshold']:g} the
-clean-pairs expert runs, else the link-mixture one. A frame costs one network plus the estimate: on a
-{cost['frame']} frame {cost['estimate_ms']:.1f} ms against {cost['expert_ms']:.1f} ms for the expert ({cost['runtime']}), {100 * cost['estimate_over_expert']:.1f}%
-more, on {machine_label(d['machine'])}. Within a video or stream the expert of the first frame holds until the
-estimate passes the threshold by {_sharpkd().band:g} the other way. The estimate was trained on the photo profile's received training crops, each labelled by its link ({crops}). The
+clean-pairs expert runs, else the link-mixture one. On a {cost['frame']} frame the estimate takes
+{cost['estimate_ms']:.1f} ms against {cost['expert_ms']:.1f} ms for the expert ({cost['runtime']}, {machine_label(d['machine'])}): an image
+pays it once; a video or stream on its first frame and every {cost['every']}th after it, {cost['estimate_ms'] / cost['every']:.2f} ms a frame
+({100 * cost['estimate_over_expert'] / cost['every']:.1f}% of the expert), and keeps its expert until an estimate passes the threshold by
+{_sharpkd().band:g} the other way. The estimate was trained on the photo profile's received training crops, each labelled by its link ({crops}). The
 oracle picks the better expert on every frame and bounds every picker.
 
 {chr(10).join(rows)}

@@ -95,7 +95,7 @@ class Sharpener:
             from sharpkd.nets.link import coded_probability
 
             self.frames_total += 1
-            if self.picker.clean(coded_probability(self.estimator, rgb)):
+            if self.picker.choose(lambda: coded_probability(self.estimator, rgb)):
                 self.frames_clean += 1
                 compiled, model = self.clean_compiled, self.clean_model
         return compiled if rgb.dtype == np.uint8 else model

@@ -12,8 +12,9 @@ video must read as clean too.
     p(coded | frame) = sigmoid(mean over the patches of logit(patch))
 
 Which expert a frame gets (:class:`Picker`): the clean-pairs one where p(coded) is below the
-threshold.  In a sequence (a video, a stream) the choice holds until the estimate crosses the
-threshold by :data:`BAND`, so frames near it do not switch experts back and forth.
+threshold.  In a sequence (a video, a stream) the estimate runs on the first frame and every
+:data:`EVERY`-th after it, and the choice holds until an estimate passes the threshold by
+:data:`BAND` the other way, so frames near it do not switch experts back and forth.
 
 The patches (:func:`patch_boxes`) are :data:`PATCH` pixels square on a fixed :data:`GRID` over the
 frame, so the estimate costs the same on every frame size (about 1% of a ``balanced`` 1080p frame)
@@ -25,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -38,6 +40,7 @@ GRID = (3, 4)  # rows, columns of patches
 LUMA = (0.299, 0.587, 0.114)
 DETAIL_GAIN = 20.0
 BAND = 0.15
+EVERY = 30  # in a video or stream, frames per estimate (about a second at 30 fps)
 
 
 def luma_detail(rgb: torch.Tensor) -> torch.Tensor:
@@ -69,30 +72,34 @@ class LinkEstimator(nn.Module):
 
 
 class Picker:
-    """``clean(p)``: whether a frame with p(coded) ``p`` gets the clean-pairs expert.  Alone, each frame
-    is judged by itself; between :meth:`start` and :meth:`end` (one video or stream) the last choice
-    holds until ``p`` passes the threshold by ``band`` the other way."""
+    """:meth:`choose`: whether a frame gets the clean-pairs expert.  Alone (an image), each frame is
+    estimated and judged by itself.  Between :meth:`start` and :meth:`end` (one video or stream) the
+    estimate runs on the first frame and every ``every``-th after it, and the last choice holds until
+    an estimate passes the threshold by ``band`` the other way."""
 
-    def __init__(self, threshold: float, band: float = BAND) -> None:
-        if not 0 < threshold < 1 or not 0 <= band < 1:
-            raise SharpkdError(f"link estimate threshold must be in (0, 1) and band in [0, 1), got {threshold}, {band}")
-        self.threshold, self.band = float(threshold), float(band)
-        self.sequence, self.current = False, None
+    def __init__(self, threshold: float, band: float = BAND, every: int = EVERY) -> None:
+        if not 0 < threshold < 1 or not 0 <= band < 1 or int(every) < 1:
+            raise SharpkdError(f"link estimate threshold must be in (0, 1), band in [0, 1) and every >= 1, got "
+                               f"{threshold}, {band}, {every}")
+        self.threshold, self.band, self.every = float(threshold), float(band), int(every)
+        self.sequence, self.current, self.frame = False, None, 0
 
     def start(self) -> None:
-        self.sequence, self.current = True, None
+        self.sequence, self.current, self.frame = True, None, 0
 
     def end(self) -> None:
-        self.sequence, self.current = False, None
+        self.sequence, self.current, self.frame = False, None, 0
 
-    def clean(self, p: float) -> bool:
-        if not self.sequence or self.current is None:
-            choice = p < self.threshold
-        else:
-            choice = p < self.threshold + (self.band if self.current else -self.band)
-        if self.sequence:
-            self.current = choice
-        return choice
+    def choose(self, estimate: Callable[[], float]) -> bool:
+        """``True`` for the clean-pairs expert; calls ``estimate()`` (p(coded)) only when a choice is due."""
+        if not self.sequence:
+            return estimate() < self.threshold
+        if self.current is None or self.frame % self.every == 0:
+            p = estimate()
+            self.current = (p < self.threshold if self.current is None
+                            else p < self.threshold + (self.band if self.current else -self.band))
+        self.frame += 1
+        return self.current
 
 
 def patch_boxes(height: int, width: int, grid: tuple[int, int] = GRID, patch: int = PATCH) -> list[tuple[int, int, int, int]]:
