@@ -369,7 +369,8 @@ def two_experts_md(root: Path) -> str:
     if not path.exists():
         return ""
     video = _load(path)
-    parts = [t for t in (_two_experts(root, video, *pair) for pair in EXPERT_PAIRS) if t]
+    # a student that ships as a pair has its real picker's section (link_estimate_md), not an oracle's
+    parts = [t for t in (_two_experts(root, video, *pair) for pair in EXPERT_PAIRS if not pair_report(root, pair[0])) if t]
     if not parts:
         return ""
     return f"""### Two experts picked by the link, at the cost of one
@@ -453,17 +454,33 @@ def link_estimate_md(root: Path) -> str:
                     f"{v['clean_expert_frames']} | {v['pair_minus_coded_expert']:+.3f} | "
                     f"{v['pair_minus_clean_expert']:+.3f} | {v['oracle_minus_pair']:+.3f} |")
     crops = ", ".join(f"`{k}` {n}" for k, n in (st["estimator"].get("crops") or {}).items())
+    sets = _estimate_sets(d)
+    coded = [v for _, key, v in sets if (key if isinstance(key, str) else key[1]) != "none"]
+    wrong = sum(v["clean_expert_frames"] for v in coded)
+    clean_photos = d["photos"].get("none")
+    clean_clips = [v for _, key, v in sets if isinstance(key, tuple) and key[1] == "none"]
+    summary = (f" Coded frames that went to the clean-pairs expert: {wrong} of {sum(v['frames'] for v in coded)}.")
+    if clean_photos:
+        summary += (f" Clean photos that did: {clean_photos['clean_expert_frames']} of {clean_photos['frames']} "
+                    f"({clean_photos['pair_minus_coded_expert']:+.3f} dB over the link-mixture expert).")
+    if clean_clips:
+        gap = [v["oracle_minus_pair"] for v in clean_clips]
+        summary += (f" The clips' own frames without a codec (camera video, compressed where it was recorded) "
+                    f"read as coded: {sum(v['clean_expert_frames'] for v in clean_clips)} of "
+                    f"{sum(v['frames'] for v in clean_clips)} frames went to the clean-pairs expert, which would have "
+                    f"been {min(gap):.2f} to {max(gap):.2f} dB sharper there.")
     return f"""### Two experts picked by a link estimate
 
 `{student}` ships as two experts of one network: the one trained on the link mixture and the one trained on
-clean pairs. A link estimate (`sharpkd/nets/link.py`: a 5-layer network on luma detail, on {st['frames']} frames per
-clip here and twelve 128-pixel patches per frame) gives p(the frame went through a codec); below {st['threshold']:g} the
+clean pairs. A link estimate (`sharpkd/nets/link.py`: five 3x3 convolutions on the luma detail of twelve
+128-pixel patches of the frame) gives p(the frame went through a codec); below {st['threshold']:g} the
 clean-pairs expert runs, else the link-mixture one. On a {cost['frame']} frame the estimate takes
 {cost['estimate_ms']:.1f} ms against {cost['expert_ms']:.1f} ms for the expert ({cost['runtime']}, {machine_label(d['machine'])}): an image
 pays it once; a video or stream on its first frame and every {cost['every']}th after it, {cost['estimate_ms'] / cost['every']:.2f} ms a frame
 ({100 * cost['estimate_over_expert'] / cost['every']:.1f}% of the expert), and keeps its expert until an estimate passes the threshold by
 {_sharpkd().band:g} the other way. The estimate was trained on the photo profile's received training crops, each labelled by its link ({crops}). The
-oracle picks the better expert on every frame and bounds every picker.
+oracle picks the better expert on every frame and bounds every picker. Photos: all of each set; clips: the
+first {st['frames']} frames, each clip and link one sequence.{summary}
 
 {chr(10).join(rows)}
 
@@ -510,7 +527,7 @@ def default_targets_md(root: Path) -> str:
         clean = " It is itself the clean-pairs network the clean target is measured against."
     elif clean_path.exists():
         base = _load(clean_path)["methods"]["student"]["psnr"]
-        d = ev["methods"]["student"]["psnr"] + deltas.get("none", 0.0) - base
+        d = round(ev["methods"]["student"]["psnr"] + deltas.get("none", 0.0) - base, 3) + 0.0  # no "-0.000"
         clean = (f" On clean frames it is {d:+.3f} dB from the same network trained on clean pairs (run "
                  f"`{TARGETS['clean_run']}`; the target: within {within:g} dB): "
                  f"{'met' if d >= -within else 'missed'}.")
@@ -1097,7 +1114,7 @@ def longer_teacher_note(root: Path, teacher: dict, adapt: dict) -> str:
             "above the student is not measured.")
 
 
-def int8_cost(abl: dict, s_gain: float, q_gain: float, studs: list[dict]) -> str:
+def int8_cost(root: Path, abl: dict, s_gain: float, q_gain: float, studs: list[dict]) -> str:
     """What int8 costs `balanced`: against the float `quality` when both were trained on the same pairs;
     else from the clean-pairs runs (the saved int8 run against `quality`), with what the mixture costs
     on clean frames."""
@@ -1106,8 +1123,10 @@ def int8_cost(abl: dict, s_gain: float, q_gain: float, studs: list[dict]) -> str
         return f"int8 costs it {q_gain - s_gain:.3f} dB against the float `quality` ({q_gain:+.3f})."
     clean = _gain(abl[TARGETS["clean_run"]], "student")
     return (f"int8 costs {q_gain - clean:.3f} dB on the clean-pairs network (run `{TARGETS['clean_run']}`, "
-            f"{clean:+.3f}, against the float `quality`, {q_gain:+.3f}); the link mixture costs `balanced` "
-            f"{clean - s_gain:.3f} dB on clean frames against that run and buys what the H.264 columns show.")
+            f"{clean:+.3f}, against the float `quality`, {q_gain:+.3f}); the link mixture costs the network "
+            f"{clean - s_gain:.3f} dB on clean frames against that run and buys what the H.264 columns show"
+            + ("; `balanced` runs that run's network on the frames its link estimate reads as uncoded "
+               "([two experts](#two-experts-picked-by-a-link-estimate))." if pair_report(root, "balanced") else "."))
 
 
 def results_md(root: Path) -> str:
@@ -1158,10 +1177,10 @@ What it shows:
 * **The input is the bar.** Unrestored, the degraded frames score SSIM {base['ssim']:.4f} at full size
   and {rp['identity']['ssim']:.4f} at the report's size: above the report's student
   ({REPORT_SSIM['student']}) before any network runs. Every gain here is over the degraded input.
-* **The students.** `balanced` (c32b2 int8) gains {s_gain:+.3f} dB at full size,
+* **The students.** `balanced`'s expert for coded frames (c32b2 int8, trained on the link mixture) gains {s_gain:+.3f} dB at full size,
   {s_gain - _gain(ev, 'lanczos'):+.3f} dB over Lanczos and {t_gain - s_gain:.3f} dB below its teacher, with
   1/{teacher['parameters'] / ev['student']['parameters']:.0f} of its parameters and 1/{teacher['macs_per_1080p_frame'] / ev['student']['macs_per_1080p_frame']:.0f} of its MACs;
-  {int8_cost(abl, s_gain, q_gain, shipped(root))} `fast` (c16b1 int8)
+  {int8_cost(root, abl, s_gain, q_gain, shipped(root))} `fast` (c16b1 int8)
   gains {f_gain:+.3f} dB, {c_gain - f_gain:.3f} dB below its float form ({c_gain:+.3f}).
 * **The teacher.** VDSR as downloaded gains {_gain(ev, 'teacher_as_is'):+.3f} dB (Lanczos: {_gain(ev, 'lanczos'):+.3f});
   adapted on the training pairs, {t_gain:+.3f} dB.{teacher_runs(root, t_gain, teacher)}

@@ -49,7 +49,7 @@ ABLATION_ROWS = {
 }
 # The label of the profile's own run (its eval.json), where it is not the embedded default's student.
 MAIN_ROWS = {
-    "photos": "**`{arch}` c32b2, distilled, then int8 (`--student balanced`)**",
+    "photos": "**`{arch}` c32b2, distilled on the link mixture, then int8 (`--student balanced`: its expert for coded frames)**",
 }
 
 
