@@ -187,12 +187,16 @@ def test_the_shipped_estimate_reads_a_clean_and_a_coded_received_frame():
     assert coded_probability(model, degrade(gt, 0.6)) < t < coded_probability(model, degrade(gt, 0.6, codec="h264", h264_crf=28))
 
 
-def test_estimate_file_hash_matches_its_card():
+def test_estimate_card_names_the_shipped_files_by_sha256():
     _, estimate = shipped.expert_files(shipped.shipped_weights("balanced"))
     import json
 
     card = json.loads(estimate.with_suffix(".json").read_text())
-    assert card["sha256"] == hashlib.sha256(estimate.read_bytes()).hexdigest()
+    sha = lambda p: hashlib.sha256(p.read_bytes()).hexdigest()  # noqa: E731
+    assert card["sha256"] == sha(estimate)
+    clean = shipped.expert_files(shipped.shipped_weights("balanced"))[0]
+    assert card["clean_expert"]["sha256"] == sha(clean)  # the docs trust the card for which files were scored
+    assert card["coded_expert"]["sha256"] == sha(shipped.shipped_weights("balanced"))
 
 
 def test_picker_judges_images_alone_and_holds_its_choice_within_a_sequence():

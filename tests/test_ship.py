@@ -104,7 +104,7 @@ def test_every_shipped_student_is_described_with_its_network(name):
     from sharpkd.app.shipped import describe
 
     line = describe(name)
-    assert re.search(r"\(sharp c\d+b\d+, [+-]\d+\.\d\d dB over the degraded input", line), line
+    assert re.search(r"\(sharp c\d+b\d+( x2)?, [+-]\d+\.\d\d dB over the degraded input", line), line
 
 
 def test_ship_main_takes_the_run_of_another_checkout(run, tmp_path_factory, monkeypatch):

@@ -418,22 +418,21 @@ def _estimate_sets(d: dict) -> list[tuple[str, object, dict]]:
 
 
 def pair_report(root: Path, student: str) -> dict | None:
-    """The link-estimate report of ``student`` when it ships as a pair of experts and the report scored its
-    files (the shipped estimate and both experts, by sha256); else None."""
-    import hashlib
-
+    """The link-estimate report of ``student`` when it ships as a pair of experts and the report scored the
+    shipped files: the estimate's card (``sharpkd/weights/``, beside its weights; tests check its sha256s
+    against the shipped files) names the same estimate and experts by sha256.  Else None."""
     sk = _sharpkd()
-    EXPERTS, SHIPPED = sk.experts, sk.shipped
     path = root / LINK_ESTIMATE
-    if student not in EXPERTS or not path.exists():
+    if student not in sk.experts or not path.exists():
         return None
-    d = _load(path)
-    folder = root / "sharpkd" / "weights"
-    sha = lambda name: hashlib.sha256((folder / name).read_bytes()).hexdigest() if (folder / name).exists() else None  # noqa: E731
-    clean, estimate = EXPERTS[student]
+    card_path = (root / "sharpkd" / "weights" / sk.experts[student][1]).with_suffix(".json")
+    if not card_path.exists():
+        return None
+    d, card = _load(path), _load(card_path)
     st = d["settings"]
-    if (st["coded_expert"]["sha256"], st["clean_expert"]["sha256"], st["estimator"].get("sha256")) != (
-            sha(SHIPPED[student][0]), sha(clean), sha(estimate)):
+    mine = (st["estimator"].get("sha256"), st["clean_expert"]["sha256"], st["coded_expert"]["sha256"])
+    if mine != (card.get("sha256"), (card.get("clean_expert") or {}).get("sha256"),
+                (card.get("coded_expert") or {}).get("sha256")):
         return None
     return d
 
