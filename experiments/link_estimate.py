@@ -185,7 +185,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     from sharpkd.errors import SharpkdError
     from sharpkd.evaluation.video_links import clip_files, link_specs
     from sharpkd.files import write_json
-    from sharpkd.inference.bench import machine
+    from sharpkd.inference.bench import machine, time_calls
     from sharpkd.nets.link import Picker, coded_probability, load_estimator, save_estimator
     from sharpkd.provenance import record
     from sharpkd.training.link import DEFAULTS, train_estimator
@@ -198,6 +198,12 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         if not Path(path).is_file():
             raise SharpkdError(f"{option} {path}: no such file")
     run_dir = Path(args.run)
+    for part in ("slices", "degraded", "degrade.json"):
+        if not (run_dir / "data" / args.profile / part).exists():
+            raise SharpkdError(f"--run {run_dir}: data/{args.profile}/{part} not found; run the {args.profile} profile "
+                               "up to its degrade stage there first")
+    if args.estimator and not Path(args.estimator).is_file():
+        raise SharpkdError(f"--estimator {args.estimator}: no such file")
     links = link_specs(args.links.split(","), {"links": "--links"}, shown=args.links)
     files = clip_files(args.clips, {"clips": "--clips"})
     torch.set_num_threads(args.threads)
@@ -230,8 +236,6 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         a, b = clean(received), coded_expert(received)
         pick = picker.choose(lambda: p)  # p is estimated on every frame for the report; the pair uses it when due
         return {"received": received, "clean_expert": a, "coded_expert": b, "pair": a if pick else b}, p, pick
-
-    from sharpkd.inference.bench import time_calls
 
     frame = np.random.default_rng(0).integers(0, 256, (1080, 1920, 3), dtype=np.uint8)
     est_t = time_calls(lambda: coded_probability(estimator, frame), 10, 2, lambda: None)

@@ -246,3 +246,84 @@ def test_a_video_is_one_sequence_for_the_pair(pair, weights, monkeypatch, tmp_pa
     assert seen == [1, 2, 3, 4]  # estimated once, on the first frame: its expert holds
     sharpener(texture(1, 32, 48)[0])  # an image: 0.55 alone reads as coded
     assert sharpener.frames_clean == 4 and sharpener.frames_total == 5
+
+
+def tiny_run(root):
+    """A photo-profile run folder as the degrade stage leaves it, with a handful of small images."""
+    import json
+
+    from sharpkd.data.degrade import degrade
+    from sharpkd.data.shards import write_split
+
+    folder = root / "data" / "photos"
+    gts = {f"p{i}.png": texture(1, 48, 64, seed=10 + i)[0] for i in range(4)}
+    crops, links = {}, {}
+    for i in range(8):
+        name, coded = f"c{i}.png@r0c0", i % 2 == 1
+        crops[name] = flattened(texture(1, 32, 48, seed=20 + i))[0] if coded else texture(1, 32, 48, seed=20 + i)[0]
+        links[name] = "h264v:23" if coded else "none"
+    write_split(folder / "degraded", "train", crops)
+    write_split(folder / "slices", "val_full", gts)
+    write_split(folder / "degraded", "val_full", {k: degrade(v, 0.6) for k, v in gts.items()})
+    write_split(folder / "degraded_links", "val_full.h264_23",
+                {k: degrade(v, 0.6, codec="h264", h264_crf=23) for k, v in gts.items()})
+    (folder / "degrade.json").write_text(json.dumps({"train_crops": links}))
+    return root
+
+
+def run_experiment(*args, cwd):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[1] / "experiments" / "link_estimate.py"
+    return subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True, text=True, cwd=cwd,
+                          timeout=600)
+
+
+def test_experiment_trains_scores_and_writes_weights_card_and_report(tmp_path, weights):
+    """experiments/link_estimate.py end to end on a tiny run and clip: the report has every set, the
+    saved estimate loads with its threshold, the card names the files by sha256, and scoring the
+    saved estimate again (--estimator) writes the same weights."""
+    import json
+
+    from tests.test_video_link import panning, write_clip
+
+    run = tiny_run(tmp_path / "run")
+    (tmp_path / "clips").mkdir()
+    write_clip(tmp_path / "clips" / "pan.mp4", panning(frames=4, h=62, w=90))
+    common = ["--run", run, "--clean-expert", weights, "--coded-expert", weights, "--clips", tmp_path / "clips",
+              "--frames", 3, "--links", "h264v:28", "--steps", 8, "--window", 32, "--batch", 4]
+    est, out = tmp_path / "w" / "est.safetensors", tmp_path / "report.json"
+    proc = run_experiment(*common, "--save", est, "--out", out, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(out.read_text())
+    assert set(report["photos"]) == {"none", "h264:23"} and set(report["clips"]["pan"]) == {"none", "h264v:28"}
+    for v in [*report["photos"].values(), *report["clips"]["pan"].values()]:
+        assert v["pair_minus_coded_expert"] == 0 and v["oracle_minus_pair"] == 0  # both experts are one file
+        assert v["frames"] in (3, 4) and 0 <= v["p_coded"]["min"] <= v["p_coded"]["max"] <= 1
+    assert report["settings"]["estimator"]["crops"] == {"h264v:23": 4, "none": 4}
+    model, meta = load_estimator(est)
+    assert float(meta["threshold"]) == report["settings"]["threshold"]
+    card = json.loads(est.with_suffix(".json").read_text())
+    assert card["sha256"] == hashlib.sha256(est.read_bytes()).hexdigest() == report["settings"]["estimator"]["sha256"]
+    first = est.read_bytes()
+    proc = run_experiment(*common, "--estimator", est, "--save", est, "--out", out, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert est.read_bytes() == first
+
+
+@pytest.mark.parametrize("change,says", [
+    (("--run", "missing"), "--run missing: data/photos/slices not found"),
+    (("--estimator", "nope.safetensors"), "--estimator nope.safetensors: no such file"),
+    (("--threshold", "1.5"), "--threshold must be between 0 and 1"),
+])
+def test_experiment_bad_options_give_one_error_line_and_write_nothing(tmp_path, weights, change, says):
+    run = tiny_run(tmp_path / "run")
+    args = {"--run": run, "--clean-expert": weights, "--coded-expert": weights, "--clips": tmp_path,
+            "--out": tmp_path / "report.json"}
+    args[change[0]] = change[1]
+    proc = run_experiment(*[x for kv in args.items() for x in kv], cwd=tmp_path)
+    assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert says in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "report.json").exists()

@@ -72,14 +72,12 @@ class Sharpener:
         self.frames_total = self.frames_clean = 0  # frames the link estimate read, and read as uncoded
         pair = expert_files(self.weights) if experts else None
         if pair is not None:
-            from sharpkd.nets.link import load_estimator
+            from sharpkd.nets.link import Picker, load_estimator
 
             clean, estimate = pair
             self.clean_model, _ = load_student(clean, device=device)
             prepare(self.clean_model, device)
             self.clean_compiled = compile_for(self.clean_model, self.runtime, device)
-            from sharpkd.nets.link import Picker
-
             self.estimator, meta = load_estimator(estimate)
             try:
                 self.picker = Picker(float(meta["threshold"]))
