@@ -32,7 +32,6 @@ p(coded), how many frames each expert ran; settings, revision, machine, command)
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import time
@@ -43,10 +42,6 @@ sys.path.insert(0, str(ROOT))
 
 DEFAULT_LINKS = "h264v:23,h264v:28,h264v:1000k"
 THRESHOLD = 0.3  # below it, the clean-pairs expert: low, as a coded frame taken for clean costs more than the reverse
-
-
-def sha256_file(path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def parse(argv):
@@ -83,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def training_crops(run: Path, profile: str):
+    from collections import Counter
+
     import numpy as np
 
     from sharpkd.data.shards import read_split
@@ -100,10 +97,7 @@ def training_crops(run: Path, profile: str):
     names = sorted(crops)
     x = np.stack([crops[n] for n in names])
     coded = np.array([links[n] != "none" for n in names])
-    counts = {}
-    for n in names:
-        counts[links[n]] = counts.get(links[n], 0) + 1
-    return x, coded, dict(sorted(counts.items()))
+    return x, coded, dict(sorted(Counter(links[n] for n in names).items()))
 
 
 def photo_sets(run: Path, profile: str):
@@ -120,7 +114,8 @@ def photo_sets(run: Path, profile: str):
 
 
 class Scores:
-    """Per-method PSNR sums plus the estimate and the expert each frame got."""
+    """Per-method PSNR (and SSIM) of each frame, the estimate, and the expert the pair gave it: the pair's
+    and the oracle's scores are the picked and the better expert's."""
 
     def __init__(self, with_ssim: bool = False) -> None:
         self.with_ssim = with_ssim
@@ -134,11 +129,11 @@ class Scores:
 
         for m, out in outs.items():
             self.psnr.setdefault(m, []).append(psnr(out, gt))
-            if self.with_ssim and m != "pair":  # the pair's frame is one of the experts'
+            if self.with_ssim:
                 self.ssim.setdefault(m, []).append(ssim(out, gt))
-        if self.with_ssim:
-            picked = "clean_expert" if clean else "coded_expert"
-            self.ssim.setdefault("pair", []).append(self.ssim[picked][-1])
+        picked = "clean_expert" if clean else "coded_expert"
+        for scores in (self.psnr, self.ssim) if self.with_ssim else (self.psnr,):
+            scores.setdefault("pair", []).append(scores[picked][-1])
         self.psnr.setdefault("oracle", []).append(max(self.psnr["clean_expert"][-1], self.psnr["coded_expert"][-1]))
         self.p.append(p)
         self.clean += bool(clean)
@@ -184,6 +179,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     from sharpkd.data.video_link import read_clip, send
     from sharpkd.errors import SharpkdError
     from sharpkd.evaluation.video_links import clip_files, link_specs
+    from sharpkd.fetch import sha256_file
     from sharpkd.files import write_json
     from sharpkd.inference.bench import machine, time_calls
     from sharpkd.nets.link import Picker, coded_probability, load_estimator, save_estimator
@@ -235,7 +231,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
         p = coded_probability(estimator, received)
         a, b = clean(received), coded_expert(received)
         pick = picker.choose(lambda: p)  # p is estimated on every frame for the report; the pair uses it when due
-        return {"received": received, "clean_expert": a, "coded_expert": b, "pair": a if pick else b}, p, pick
+        return {"received": received, "clean_expert": a, "coded_expert": b}, p, pick
 
     frame = np.random.default_rng(0).integers(0, 256, (1080, 1920, 3), dtype=np.uint8)
     est_t = time_calls(lambda: coded_probability(estimator, frame), 10, 2, lambda: None)

@@ -44,12 +44,6 @@ DEFAULT_STUDENTS = "lite,fast,balanced,quality"
 OPTIONS = {"clips": "--clips", "frames": "--frames", "start": "--start", "links": "--links", "scale": "--scale"}
 
 
-def sha256_file(path) -> str:
-    import hashlib
-
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
 def load_unsharp(path: str | None) -> dict | None:
     from sharpkd.errors import SharpkdError
 
@@ -100,6 +94,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> int:
     from sharpkd.app.shipped import SHIPPED, shipped_weights
     from sharpkd.errors import SharpkdError
     from sharpkd.evaluation.video_links import check_settings, clip_files, link_settings, link_specs, score_clips
+    from sharpkd.fetch import sha256_file
     from sharpkd.files import write_json
     from sharpkd.inference.bench import machine
 

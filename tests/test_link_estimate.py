@@ -327,3 +327,18 @@ def test_experiment_bad_options_give_one_error_line_and_write_nothing(tmp_path, 
     assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1].startswith("error: ")
     assert says in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "report.json").exists()
+
+
+def test_a_pair_missing_from_the_installation_is_one_error_line(tmp_path, monkeypatch, capsys):
+    """An installation that lost the clean-pairs expert or the estimate: `sharpen` stops with one
+    `error:` line naming the missing file, a non-zero exit and no output file."""
+    from PIL import Image
+
+    from sharpkd.app.cli import main
+
+    monkeypatch.setitem(shipped.EXPERTS, "balanced", ("student-balanced-clean.safetensors", "gone.safetensors"))
+    Image.fromarray(texture(1, 40, 56)[0]).save(tmp_path / "a.png")
+    rc = main(["sharpen", str(tmp_path / "a.png"), "-o", str(tmp_path / "out"), "--student", "balanced", "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc != 0 and len(err) == 1 and err[0].startswith("error: ") and "gone.safetensors" in err[0]
+    assert "reinstall sharpkd" in err[0] and not list((tmp_path / "out").glob("*.png"))

@@ -170,16 +170,10 @@ def _fps_range(values: list[float]) -> str:
     return f"{lo:.1f}" if f"{lo:.1f}" == f"{hi:.1f}" else f"{lo:.1f} to {hi:.1f}"
 
 
-def pair_delta(root: Path, name: str, spec: str) -> float:
-    """The shipped pair ``name``'s PSNR difference from its link-mixture expert on the photo link set
-    ``spec`` (``none``: clean), frame by frame on the same images; 0 for a single student."""
-    d = pair_report(root, name)
-    return float(d["photos"][spec]["pair_minus_coded_expert"]) if d and spec in d["photos"] else 0.0
-
-
-def pair_ssim(root: Path, name: str) -> float | None:
-    d = pair_report(root, name)
-    return ((d or {}).get("photos", {}).get("none", {}).get("ssim") or {}).get("pair")
+def pair_delta(pair: dict | None, spec: str) -> float:
+    """A pair of experts' PSNR difference from its link-mixture expert on the photo link set ``spec``
+    (``none``: clean), frame by frame on the same images (``pair``: :func:`pair_report`); 0 without one."""
+    return float(pair["photos"][spec]["pair_minus_coded_expert"]) if pair and spec in pair["photos"] else 0.0
 
 
 def pair_note(root: Path) -> str:
@@ -201,13 +195,14 @@ def students_table(root: Path) -> str:
     for s in shipped(root):
         card, ev = s["card"], s["card"].get("evaluation") or {}
         m = ev.get("methods") or {}
-        delta = lambda spec: pair_delta(root, s["name"], spec)  # noqa: E731
+        pair = pair_report(root, s["name"])  # a pair of experts: scored as it runs
+        delta = lambda spec: pair_delta(pair, spec)  # noqa: E731
         gain = m["student"]["psnr"] - m["identity"]["psnr"] + delta("none") if "student" in m else None
         links = results._on_links(ev, "student", ["h264:23", "h264:28"])
         on = lambda spec: (links.get(spec) or {}).get("gain")  # noqa: E731
-        ssim = pair_ssim(root, s["name"]) or m.get("student", {}).get("ssim")
+        ssim = (pair["photos"]["none"]["ssim"]["pair"] if pair else m.get("student", {}).get("ssim"))
         rev = (card.get("provenance") or {}).get("git_revision")
-        cells = [f"`{s['name']}`", s["role"], f"`{card['arch']}` {s['label']}" + (" x2" if pair_report(root, s["name"]) else ""),
+        cells = [f"`{s['name']}`", s["role"], f"`{card['arch']}` {s['label']}" + (" x2" if pair else ""),
                  f"{card['parameters']:,}", f"{card['macs_per_1080p_frame'] / 1e9:.2f}",
                  results._num(gain, "+.3f"), results._num(ssim, ".4f"),
                  results._num(None if on("h264:23") is None else on("h264:23") + delta("h264:23"), "+.3f"),
@@ -270,6 +265,7 @@ def links_table(root: Path) -> str:
             return None
         return m[method]["psnr"] - m["identity"]["psnr"]
 
+    pairs = {s["name"]: pair_report(root, s["name"]) for s in studs}
     head = ["link (what happened to the 60% frame)", "received PSNR (dB)", "Lanczos"]
     head += [f"`{s['name']}`" for s in studs] + ["teacher (adapted)"]
     lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
@@ -278,7 +274,7 @@ def links_table(root: Path) -> str:
         cells = ["clean (downscale only)" if spec == "none" else link_label(spec), f"{m['identity']['psnr']:.3f}",
                  results._num(gain(ev, "lanczos", spec), "+.3f")]
         cells += [results._num(None if (g := gain(s["card"].get("evaluation") or {}, "student", spec)) is None
-                               else g + pair_delta(root, s["name"], spec), "+.3f") for s in studs]
+                               else g + pair_delta(pairs[s["name"]], spec), "+.3f") for s in studs]
         cells.append(results._num(gain(ev, "teacher", spec), "+.3f"))
         lines.append("| " + " | ".join(cells) + " |")
     return ("\n".join(lines) + f"\n\nPSNR gain (dB) over the frame each method received, {ev['n_images']} validation "

@@ -1,7 +1,8 @@
 """How hard was the link: a small network that tells a received frame that went through a video
 codec from one that was only scaled down and up.
 
-The estimate picks between two experts of the same cost (:mod:`sharpkd.app.experts`): one trained
+The estimate picks between two experts of the same cost (:class:`sharpkd.app.sharpen.Sharpener`,
+:data:`sharpkd.app.shipped.EXPERTS`): one trained
 on clean pairs, sharper on frames no codec touched, and one trained on the link mixture, which does
 not sharpen the codec's artefacts.  It looks at luma detail only -- ``d = 20 (Y - box3(Y))``, ``Y``
 the BT.601 luma of the received frame in [0, 1] and ``box3`` its 3x3 mean -- so colour (a photo's
@@ -17,8 +18,8 @@ threshold.  In a sequence (a video, a stream) the estimate runs on the first fra
 :data:`BAND` the other way, so frames near it do not switch experts back and forth.
 
 The patches (:func:`patch_boxes`) are :data:`PATCH` pixels square on a fixed :data:`GRID` over the
-frame, so the estimate costs the same on every frame size (about 1% of a ``balanced`` 1080p frame)
-and the same frame always gives the same estimate.
+frame, so the estimate costs the same on every frame size and the same frame always gives the same
+estimate (its cost against an expert's, measured: ``experiments/link_estimate.py``).
 """
 
 from __future__ import annotations
